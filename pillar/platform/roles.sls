@@ -1,0 +1,87 @@
+# The role catalog: what each role applies and which inbound traffic it needs.
+# This is the one place a role declares a port; the firewall of every guest is
+# generated from it (and from the site's routes and `uses` relations).
+#
+# from: any | site | admin | consumers | role:<role> | guest:<name> | <CIDR>
+#   site      every guest's address
+#   admin     site.network.admin_sources
+#   consumers the guests whose `uses` names this guest
+# states: the SLS applied to a guest with the role (top.sls reads this).
+# converge: false switches a role off (the lab overlay does, with a reason).
+roles:
+  base:
+    description: every guest (applied implicitly)
+    states: [common]
+    firewall:
+      - {name: ssh, port: 22, from: [admin]}
+      - {name: node-exporter, port: 9100, from: ['role:monitoring']}
+  salt_master:
+    description: the Salt master that converges the site
+    states: []
+    firewall:
+      - {name: salt-publish, port: 4505, from: [site]}
+      - {name: salt-request, port: 4506, from: [site]}
+  deploy_runner:
+    description: the CI runner that applies the state tree on a push to main
+    states: []
+    firewall: []
+  vault:
+    description: Vault (or OpenBao), the only home of secret values
+    states: []
+    firewall:
+      - {name: vault-api, port: 8200, from: [site, admin]}
+  postgresql:
+    description: PostgreSQL for the web applications
+    states: []
+    firewall:
+      - {name: postgresql, port: 5432, from: [consumers]}
+      - {name: postgres-exporter, port: 9187, from: ['role:monitoring']}
+  rabbitmq:
+    description: RabbitMQ for asynchronous tasks between microservices
+    states: []
+    firewall:
+      - {name: amqp, port: 5672, from: [consumers]}
+      - {name: rabbitmq-management, port: 15672, from: [admin]}
+      - {name: rabbitmq-prometheus, port: 15692, from: ['role:monitoring']}
+  reverse_proxy:
+    description: nginx with Let's Encrypt, the only door from outside
+    states: []
+    firewall:
+      - {name: http, port: 80, from: [any]}
+      - {name: https, port: 443, from: [any]}
+      - {name: nginx-exporter, port: 9113, from: ['role:monitoring']}
+  nextcloud:
+    description: Nextcloud (files, calendar, contacts, office)
+    states: []
+    firewall: []
+  mailcow:
+    description: mailcow with SPF, DKIM and DMARC
+    states: []
+    firewall:
+      - {name: smtp, port: 25, from: [any]}
+      - {name: smtps, port: 465, from: [any]}
+      - {name: submission, port: 587, from: [any]}
+      - {name: imaps, port: 993, from: [any]}
+  k3s:
+    description: k3s with the apps, the SPAs and External Secrets Operator
+    states: []
+    firewall:
+      - {name: kubernetes-api, port: 6443, from: [admin, 'role:salt_master', 'role:deploy_runner']}
+      - {name: kubelet-metrics, port: 10250, from: ['role:monitoring']}
+  chat:
+    description: the Go chat microservice
+    states: []
+    firewall: []
+  gitlab_runner:
+    description: GitLab Runner with the Docker executor
+    states: []
+    firewall:
+      - {name: gitlab-runner-metrics, port: 9252, from: ['role:monitoring']}
+  monitoring:
+    description: Prometheus, Alertmanager, Loki and Grafana
+    states: []
+    firewall:
+      - {name: prometheus, port: 9090, from: [admin]}
+      - {name: alertmanager, port: 9093, from: [admin]}
+      - {name: grafana, port: 3000, from: [admin, 'role:reverse_proxy']}
+      - {name: loki-push, port: 3100, from: [site]}

@@ -1,0 +1,145 @@
+# The example site of mission/SYSTEM.md. A real site is a copy of this file
+# (pillar/site/<name>.sls) selected with `sitectl master-config --site <name>`.
+# Only Vault references (vault:<path>#<field>) may stand where a secret belongs.
+site:
+  name: example
+  domain: your-domain.com
+  timezone: Europe/Moscow
+  locale: en_US.UTF-8
+
+  proxmox:
+    api: https://pve.your-domain.com:8006
+    node: pve
+    verify_ssl: true
+    token_id: salt@pve!platform
+    token_secret: vault:platform/proxmox#token_secret
+
+  network:
+    cidr: 10.10.10.0/24
+    gateway: 10.10.10.1
+    nameservers: [10.10.10.1]
+    # Who may open SSH and the admin UIs on the guests.
+    admin_sources: [10.10.10.0/24]
+
+  apt:
+    mirror: http://deb.debian.org/debian
+    security_mirror: http://deb.debian.org/debian-security
+
+  acme:
+    directory: https://acme-v02.api.letsencrypt.org/directory
+    email: hostmaster@your-domain.com
+
+  # Admin accounts on every guest: public keys only, sudo without a password.
+  # Replace the example key with your own (`ssh-keygen -t ed25519`).
+  admins:
+    ops:
+      ssh_keys:
+        - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEonlyREPLACEwithYOURkeyEXAMPLEonlyREP ops@your-domain.com
+
+  # VMIDs 100-107 are the owner's; the others were free and are kept here.
+  guests:
+    reverse-proxy:
+      kind: lxc
+      vmid: 100
+      cores: 2
+      memory: 1024
+      disk: 8
+      address: 10.10.10.100/24
+      roles: [reverse_proxy]
+    microservices:
+      kind: lxc
+      vmid: 101
+      cores: 2
+      memory: 1024
+      disk: 8
+      address: 10.10.10.101/24
+      roles: [chat]
+      uses: [postgresql, rabbitmq]
+    nextcloud:
+      kind: lxc
+      vmid: 102
+      cores: 2
+      memory: 4096
+      disk: 64
+      address: 10.10.10.102/24
+      roles: [nextcloud]
+      uses: [postgresql]
+    postgresql:
+      kind: lxc
+      vmid: 103
+      cores: 2
+      memory: 4096
+      disk: 32
+      address: 10.10.10.103/24
+      roles: [postgresql]
+    mailcow:
+      kind: lxc
+      vmid: 104
+      cores: 2
+      memory: 6144
+      disk: 40
+      address: 10.10.10.104/24
+      roles: [mailcow]
+    rabbitmq:
+      kind: lxc
+      vmid: 105
+      cores: 2
+      memory: 2048
+      disk: 16
+      address: 10.10.10.105/24
+      roles: [rabbitmq]
+    git-lab-docker-runner:
+      kind: lxc
+      vmid: 107
+      cores: 4
+      memory: 4096
+      disk: 64
+      address: 10.10.10.107/24
+      roles: [gitlab_runner]
+    control:
+      kind: lxc
+      vmid: 110
+      cores: 2
+      memory: 2048
+      disk: 16
+      address: 10.10.10.110/24
+      roles: [salt_master, deploy_runner]
+    vault:
+      kind: lxc
+      vmid: 111
+      cores: 2
+      memory: 1024
+      disk: 8
+      address: 10.10.10.111/24
+      roles: [vault]
+    k3s:
+      kind: lxc
+      vmid: 112
+      cores: 4
+      memory: 8192
+      disk: 64
+      address: 10.10.10.112/24
+      roles: [k3s]
+      uses: [postgresql, rabbitmq]
+    monitoring:
+      kind: vm
+      vmid: 120
+      cores: 2
+      memory: 4096
+      disk: 64
+      address: 10.10.10.120/24
+      roles: [monitoring]
+      uses: [postgresql]
+
+  # Public names under the domain, served by the reverse proxy over HTTPS and
+  # proxied over plain HTTP to a guest inside the network.
+  routes:
+    nextcloud:
+      guest: nextcloud
+      port: 80
+      max_body: 16G
+      timeout: 3600
+    mail:
+      guest: mailcow
+      port: 8080
+      max_body: 64M

@@ -1,0 +1,36 @@
+"""Compile a guest's pillar and highstate with Salt's own machinery, masterless, no daemon."""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from pathlib import Path
+
+import salt.client
+import salt.config
+
+
+@cache
+def _base_opts(config_dir: str) -> dict:
+    return salt.config.minion_config(str(Path(config_dir) / "minion"))
+
+
+def caller(config_dir: Path, minion_id: str, grains: dict | None = None, pillar: dict | None = None):
+    """A salt.client.Caller acting as ``minion_id`` over the checkout (file_client: local)."""
+    opts = copy.deepcopy(_base_opts(str(config_dir)))
+    opts["id"] = minion_id
+    opts["cachedir"] = f"{opts['cachedir']}/{minion_id}"
+    if grains:
+        opts["grains"] = {**salt.loader.grains(opts), **grains}
+    if pillar:
+        opts["pillar"] = pillar
+    return salt.client.Caller(mopts=opts)
+
+
+def pillar(config_dir: Path, minion_id: str) -> dict:
+    return caller(config_dir, minion_id).cmd("pillar.items", unmask=True)
+
+
+def highstate(config_dir: Path, minion_id: str, grains: dict | None = None) -> dict | list:
+    """The compiled highstate (state id -> module -> args), or the list of errors Salt reports."""
+    return caller(config_dir, minion_id, grains=grains).cmd("state.show_highstate")

@@ -1,0 +1,397 @@
+"""The site: one description of the whole platform, its validation, and each guest's view of it.
+
+The site pillar (key ``site``) and the role catalog (key ``roles``) are validated together: a JSON
+Schema for the shape, then the rules a schema cannot say (unique VMIDs and addresses, known roles,
+routes to existing guests, no literal secrets). Every error names the key path and what is expected.
+``guest_view`` derives what one guest needs (its roles, states, firewall openings with resolved
+source addresses, the master's address) so that nothing downstream restates the site.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+
+# Keys whose value is a secret: the value must be a Vault reference.
+_SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "cookie", "psk"}
+_SECRET_SUFFIXES = ("private_key", "api_key", "secret_key", "unseal_key", "root_token")
+_NOT_SECRET_LAST_WORDS = {"id", "path", "ref", "file", "name", "user", "username", "ttl", "length", "policy"}
+VAULT_REF = re.compile(r"^vault:[A-Za-z0-9_./-]+#[A-Za-z0-9_-]+$")
+# Values that are secrets wherever they stand.
+_SECRET_VALUES = (
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a PEM private key"),
+    (re.compile(r"\bhv[sbr]\.[A-Za-z0-9_-]{20,}"), "a Vault token"),
+    (re.compile(r"\bglrt-[A-Za-z0-9_-]{15,}"), "a GitLab runner token"),
+    (re.compile(r"PVEAPIToken=\S+=\S+"), "a Proxmox API token"),
+)
+
+SOURCE_KEYWORDS = ("any", "site", "admin", "consumers")
+
+
+class SiteError(ValueError):
+    """The site description is invalid; ``errors`` lists one message per problem."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        lines = "\n".join(f"  - {e}" for e in errors)
+        super().__init__(f"the site description is invalid ({len(errors)} error(s)):\n{lines}")
+
+
+@cache
+def load_schema(name: str) -> dict:
+    with (SCHEMA_DIR / f"{name}.yaml").open() as fh:
+        return yaml.safe_load(fh)
+
+
+def _path(prefix: str, parts) -> str:
+    out = prefix
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _describe(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _schema_errors(instance, schema_name: str, prefix: str) -> list[str]:
+    schema = load_schema(schema_name)
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    return [_schema_message(error, prefix, schema) for error in errors]
+
+
+def _schema_message(error: jsonschema.ValidationError, prefix: str, root: dict) -> str:
+    where = _path(prefix, error.absolute_path)
+    schema = error.schema
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        expected = _expected(schema.get("properties", {}).get(missing, {}), root)
+        return f"{where}.{missing}: missing; expected {expected}"
+    if error.validator == "additionalProperties":
+        known = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        return f"{where}.{extra[0]}: unknown key; expected one of: {', '.join(known)}"
+    if error.validator == "propertyNames":
+        names = _expected(schema["propertyNames"], root)
+        pattern = _resolve(schema["propertyNames"], root).get("pattern", "")
+        bad = [k for k in error.instance if not re.search(pattern, str(k))]
+        return f"{where}.{bad[0] if bad else '?'}: invalid name; expected {names}"
+    if error.validator == "uniqueItems":
+        return f"{where}: has duplicates; expected {_expected(schema, root)}"
+    if error.validator == "minProperties":
+        return f"{where}: is empty; expected {_expected(schema, root)}"
+    return f"{where}: got {_describe(error.instance)}; expected {_expected(schema, root)}"
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return root["$defs"][ref.split("/")[-1]]
+    return schema
+
+
+def _expected(schema: dict, root: dict) -> str:
+    return _resolve(schema, root).get("description", "a valid value")
+
+
+def _is_secret_key(key: str) -> bool:
+    words = re.split(r"[_\-.]", key.lower())
+    if words[-1] in _NOT_SECRET_LAST_WORDS:
+        return False
+    if any(w in _SECRET_WORDS for w in words):
+        return True
+    return key.lower().endswith(_SECRET_SUFFIXES)
+
+
+def secret_errors(data, prefix: str) -> list[str]:
+    """Literal secrets anywhere under ``data``: a secret-named key must hold a Vault reference."""
+    errors = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                sub = f"{path}.{key}"
+                if _is_secret_key(str(key)) and not isinstance(value, (dict, list)):
+                    if value is None or not (isinstance(value, str) and VAULT_REF.match(value)):
+                        errors.append(
+                            f"{sub}: holds a literal value where a secret belongs; expected a Vault "
+                            f"reference such as 'vault:platform/{key}#value' (the secret itself lives "
+                            f"only in Vault)"
+                        )
+                        continue
+                walk(value, sub)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+        elif isinstance(node, str):
+            for pattern, what in _SECRET_VALUES:
+                if pattern.search(node):
+                    errors.append(
+                        f"{path}: contains {what}; expected a Vault reference 'vault:<path>#<field>' "
+                        f"(no secret may be written into pillar)"
+                    )
+
+    walk(data, prefix)
+    return errors
+
+
+def _semantic_errors(site: dict, roles: dict) -> list[str]:
+    errors = []
+    net = None
+    cidr = site.get("network", {}).get("cidr")
+    try:
+        net = ipaddress.ip_network(cidr, strict=True)
+    except ValueError as exc:
+        errors.append(f"site.network.cidr: {_describe(cidr)} is not a network address ({exc}); "
+                      f"expected a network such as 10.10.10.0/24")
+    gateway = site.get("network", {}).get("gateway")
+    if net is not None and gateway and ipaddress.ip_address(gateway) not in net:
+        errors.append(f"site.network.gateway: {gateway} is outside {net}; expected an address inside "
+                      f"site.network.cidr")
+    for i, src in enumerate(site.get("network", {}).get("admin_sources", [])):
+        try:
+            ipaddress.ip_network(src, strict=False)
+        except ValueError:
+            errors.append(f"site.network.admin_sources[{i}]: {src!r} is not a network; expected CIDR")
+
+    guests = site.get("guests", {})
+    seen_vmid: dict[int, str] = {}
+    seen_ip: dict[str, str] = {}
+    masters = []
+    for name, guest in guests.items():
+        where = f"site.guests.{name}"
+        vmid = guest.get("vmid")
+        if vmid in seen_vmid:
+            errors.append(f"{where}.vmid: {vmid} is already used by site.guests.{seen_vmid[vmid]}; "
+                          f"expected a VMID no other guest has")
+        else:
+            seen_vmid[vmid] = name
+        try:
+            iface = ipaddress.ip_interface(guest["address"])
+        except ValueError as exc:
+            errors.append(f"{where}.address: {_describe(guest['address'])} is not valid ({exc}); "
+                          f"expected an address such as 10.10.10.5/24")
+        else:
+            ip = str(iface.ip)
+            if ip in seen_ip:
+                errors.append(f"{where}.address: {ip} is already used by site.guests.{seen_ip[ip]}; "
+                              f"expected an address no other guest has")
+            else:
+                seen_ip[ip] = name
+            if net is not None:
+                if iface.network != net:
+                    errors.append(f"{where}.address: {guest['address']} is not in {net}; expected an "
+                                  f"address inside site.network.cidr with the same prefix length")
+                elif iface.ip in (net.network_address, net.broadcast_address):
+                    errors.append(f"{where}.address: {iface.ip} is the network or broadcast address; "
+                                  f"expected a host address")
+                elif gateway and str(iface.ip) == gateway:
+                    errors.append(f"{where}.address: {iface.ip} is the gateway; expected a guest address")
+        for j, role in enumerate(guest.get("roles", [])):
+            if role == "base":
+                errors.append(f"{where}.roles[{j}]: 'base' is given to every guest; expected a role "
+                              f"other than base")
+            elif role not in roles:
+                errors.append(f"{where}.roles[{j}]: unknown role {role!r}; expected one of: "
+                              f"{', '.join(sorted(r for r in roles if r != 'base'))}")
+        if "salt_master" in guest.get("roles", []):
+            masters.append(name)
+        for j, other in enumerate(guest.get("uses", [])):
+            if other == name:
+                errors.append(f"{where}.uses[{j}]: a guest cannot use itself; expected another guest")
+            elif other not in guests:
+                errors.append(f"{where}.uses[{j}]: no guest named {other!r}; expected one of: "
+                              f"{', '.join(sorted(guests))}")
+
+    if len(masters) > 1:
+        errors.append(f"site.guests: {', '.join(masters)} all have the role salt_master; expected "
+                      f"exactly one Salt master")
+    if not masters and not site.get("salt", {}).get("master"):
+        errors.append("site.salt.master: missing and no guest has the role salt_master; expected one "
+                      "guest with the role salt_master or the master's address here")
+
+    proxies = [n for n, g in guests.items() if "reverse_proxy" in g.get("roles", [])]
+    for sub, route in site.get("routes", {}).items():
+        where = f"site.routes.{sub}"
+        if route.get("guest") not in guests:
+            errors.append(f"{where}.guest: no guest named {route.get('guest')!r}; expected one of: "
+                          f"{', '.join(sorted(guests))}")
+    if site.get("routes") and not proxies:
+        errors.append("site.routes: routes are declared but no guest has the role reverse_proxy; "
+                      "expected a guest with the role reverse_proxy to serve them")
+
+    for role_name, role in roles.items():
+        for k, rule in enumerate(role.get("firewall", [])):
+            for m, src in enumerate(rule.get("from", [])):
+                where = f"roles.{role_name}.firewall[{k}].from[{m}]"
+                if src in SOURCE_KEYWORDS:
+                    continue
+                if src.startswith("role:"):
+                    if src[5:] not in roles:
+                        errors.append(f"{where}: unknown role {src[5:]!r}; expected a role of the catalog")
+                elif src.startswith("guest:"):
+                    if src[6:] not in guests:
+                        errors.append(f"{where}: no guest named {src[6:]!r}; expected a guest of the site")
+                else:
+                    try:
+                        ipaddress.ip_network(src, strict=False)
+                    except ValueError:
+                        errors.append(f"{where}: {src!r} is not a source; expected any, site, admin, "
+                                      f"consumers, role:<role>, guest:<name> or a CIDR")
+            port = rule.get("port")
+            if isinstance(port, str) and "-" in port:
+                low, high = (int(p) for p in port.split("-"))
+                if not 1 <= low < high <= 65535:
+                    errors.append(f"roles.{role_name}.firewall[{k}].port: {port!r} is not a range; "
+                                  f"expected 'low-high' with 1 <= low < high <= 65535")
+    return errors
+
+
+def validate(pillar: dict) -> list[str]:
+    """Every problem of the site, the role catalog and the roles' pillars, as messages."""
+    errors = []
+    site = pillar.get("site")
+    roles = pillar.get("roles")
+    if not isinstance(site, dict):
+        return [f"site: got {_describe(site)}; expected the site description (pillar key 'site', "
+                f"see pillar/site/example.sls)"]
+    if not isinstance(roles, dict):
+        return [f"roles: got {_describe(roles)}; expected the role catalog (pillar/platform/roles.sls)"]
+    errors += _schema_errors(site, "site", "site")
+    errors += _schema_errors(roles, "roles", "roles")
+    if "common" in pillar:
+        errors += _schema_errors(pillar["common"], "common", "common")
+    errors += secret_errors(pillar, "pillar")
+    if errors:  # the rules below assume the shape is right
+        return errors
+    return _semantic_errors(site, roles)
+
+
+def check(pillar: dict) -> None:
+    errors = validate(pillar)
+    if errors:
+        raise SiteError(errors)
+
+
+def _ip(guest: dict) -> str:
+    return str(ipaddress.ip_interface(guest["address"]).ip)
+
+
+def master_address(site: dict) -> str:
+    explicit = site.get("salt", {}).get("master")
+    if explicit:
+        return explicit
+    for guest in site["guests"].values():
+        if "salt_master" in guest["roles"]:
+            return _ip(guest)
+    raise SiteError(["site.salt.master: no Salt master"])
+
+
+def _sources(selector: str, name: str, site: dict) -> list[str] | None:
+    """Source networks for one selector on guest ``name``; None means any source."""
+    guests = site["guests"]
+    if selector == "any":
+        return None
+    if selector == "site":
+        return [f"{_ip(g)}/32" for g in guests.values()]
+    if selector == "admin":
+        return list(site["network"].get("admin_sources", [site["network"]["cidr"]]))
+    if selector == "consumers":
+        return [f"{_ip(g)}/32" for g in guests.values() if name in g.get("uses", [])]
+    if selector.startswith("role:"):
+        role = selector[5:]
+        return [f"{_ip(g)}/32" for g in guests.values() if role in g["roles"]]
+    if selector.startswith("guest:"):
+        return [f"{_ip(guests[selector[6:]])}/32"]
+    return [str(ipaddress.ip_network(selector, strict=False))]
+
+
+def _opening(name, proto, port, selectors, guest_name, site):
+    sources: set[str] = set()
+    anywhere = False
+    for selector in selectors:
+        resolved = _sources(selector, guest_name, site)
+        if resolved is None:
+            anywhere = True
+        else:
+            sources.update(resolved)
+    return {
+        "name": name,
+        "proto": proto,
+        "port": str(port),
+        "from": "any" if anywhere else sorted(sources, key=lambda s: ipaddress.ip_network(s)),
+    }
+
+
+def guest_view(pillar: dict, name: str) -> dict | None:
+    """What guest ``name`` needs to know, derived from a valid site; None if it is not a guest."""
+    site, roles = pillar["site"], pillar["roles"]
+    guest = site["guests"].get(name)
+    if guest is None:
+        return None
+    role_names = ["base", *guest["roles"]]
+    enabled = [r for r in role_names if roles[r].get("converge", True)]
+    disabled = {r: roles[r].get("reason", "switched off") for r in role_names if r not in enabled}
+    firewall = []
+    for role in enabled:
+        for rule in roles[role]["firewall"]:
+            firewall.append(_opening(rule["name"], rule.get("proto", "tcp"), rule["port"], rule["from"],
+                                     name, site))
+    for sub, route in sorted(site.get("routes", {}).items()):
+        if route["guest"] == name:
+            firewall.append(_opening(f"route-{sub}", "tcp", route["port"], ["role:reverse_proxy"], name, site))
+    iface = ipaddress.ip_interface(guest["address"])
+    states = []
+    for role in enabled:
+        for sls in roles[role]["states"]:
+            if sls not in states:
+                states.append(sls)
+    return {
+        "name": name,
+        "fqdn": f"{name}.{site['domain']}",
+        "kind": guest["kind"],
+        "vmid": guest["vmid"],
+        "node": guest.get("node") or site.get("proxmox", {}).get("node"),
+        "cores": guest["cores"],
+        "memory": guest["memory"],
+        "disk": guest["disk"],
+        "address": guest["address"],
+        "ip": str(iface.ip),
+        "prefixlen": iface.network.prefixlen,
+        "roles": enabled,
+        "disabled_roles": disabled,
+        "states": states,
+        "uses": list(guest.get("uses", [])),
+        "firewall": [rule for rule in firewall if rule["from"]],
+        "closed": sorted({rule["name"] for rule in firewall if not rule["from"]}),
+        "master": master_address(site),
+    }
+
+
+def load_pillar_files(paths) -> dict:
+    """Merge plain-YAML pillar files (no Jinja) the way Salt's default merge does, for offline use."""
+    merged: dict = {}
+    for path in paths:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+        merged = _merge(merged, data)
+    return merged
+
+
+def _merge(dest: dict, upd: dict) -> dict:
+    out = dict(dest)
+    for key, value in upd.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
