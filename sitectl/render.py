@@ -6,8 +6,13 @@ import copy
 from functools import cache
 from pathlib import Path
 
+import salt._logging.impl
 import salt.client
 import salt.config
+
+# Salt queues records in a temporary handler until a daemon sets logging up; nothing here does,
+# so drop it and let the caller's own logging (pytest's, the CLI's) see the records.
+salt._logging.impl.shutdown_temp_handler()
 
 
 @cache

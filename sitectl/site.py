@@ -58,6 +58,10 @@ def _path(prefix: str, parts) -> str:
 
 
 def _describe(value) -> str:
+    if isinstance(value, str):
+        for pattern, what in _SECRET_VALUES:
+            if pattern.search(value):
+                return f"{what} (not shown)"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -80,16 +84,15 @@ def _schema_message(error: jsonschema.ValidationError, prefix: str, root: dict) 
         known = sorted(schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(known))
         return f"{where}.{extra[0]}: unknown key; expected one of: {', '.join(known)}"
-    if error.validator == "propertyNames":
-        names = _expected(schema["propertyNames"], root)
-        pattern = _resolve(schema["propertyNames"], root).get("pattern", "")
-        bad = [k for k in error.instance if not re.search(pattern, str(k))]
-        return f"{where}.{bad[0] if bad else '?'}: invalid name; expected {names}"
+    if "propertyNames" in error.schema_path:  # a mapping key, reported at its parent's path
+        return f"{where}.{error.instance}: invalid name; expected {_expected(schema, root)}"
     if error.validator == "uniqueItems":
         return f"{where}: has duplicates; expected {_expected(schema, root)}"
     if error.validator == "minProperties":
         return f"{where}: is empty; expected {_expected(schema, root)}"
-    return f"{where}: got {_describe(error.instance)}; expected {_expected(schema, root)}"
+    key = error.absolute_path[-1] if error.absolute_path else ""
+    shown = "a literal value (not shown)" if _is_secret_key(str(key)) else _describe(error.instance)
+    return f"{where}: got {shown}; expected {_expected(schema, root)}"
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -270,7 +273,11 @@ def validate(pillar: dict) -> list[str]:
     errors += _schema_errors(roles, "roles", "roles")
     if "common" in pillar:
         errors += _schema_errors(pillar["common"], "common", "common")
-    errors += secret_errors(pillar, "pillar")
+    flagged = {e.split(":", 1)[0] for e in errors}
+    for key, value in pillar.items():
+        if str(key).startswith("_"):  # Salt's own keys (_errors)
+            continue
+        errors += [e for e in secret_errors(value, str(key)) if e.split(":", 1)[0] not in flagged]
     if errors:  # the rules below assume the shape is right
         return errors
     return _semantic_errors(site, roles)

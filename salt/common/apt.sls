@@ -1,0 +1,30 @@
+{%- from 'common/map.jinja' import common, site %}
+{%- set apt = site.get('apt', {}) %}
+
+common-apt-sources-list-emptied:
+  file.managed:
+    - name: /etc/apt/sources.list
+    - contents: '# Managed by Salt: the sources are in /etc/apt/sources.list.d/debian.sources'
+
+common-apt-debian-sources-managed:
+  file.managed:
+    - name: /etc/apt/sources.list.d/debian.sources
+    - source: salt://common/files/debian.sources.j2
+    - template: jinja
+    - context:
+        mirror: {{ apt.get('mirror', 'http://deb.debian.org/debian') }}
+        security_mirror: {{ apt.get('security_mirror', 'http://deb.debian.org/debian-security') }}
+        codename: {{ grains.get('oscodename', 'bookworm') }}
+
+common-apt-lists-refreshed:
+  cmd.run:
+    - name: apt-get update -qq
+    - onchanges:
+      - file: common-apt-sources-list-emptied
+      - file: common-apt-debian-sources-managed
+
+common-apt-packages-installed:
+  pkg.installed:
+    - pkgs: {{ common.packages | json }}
+    - require:
+      - cmd: common-apt-lists-refreshed

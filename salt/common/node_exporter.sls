@@ -1,0 +1,32 @@
+{#- prometheus-node-exporter on the guest's own address; the firewall opens it
+    to the monitoring guest only. #}
+{%- from 'common/map.jinja' import common, guest, ports %}
+{%- set flags = ['--web.listen-address=' ~ guest.get('ip', '127.0.0.1') ~ ':' ~ ports.get('node-exporter', '9100')] %}
+{%- for collector in common.node_exporter.collectors_disabled %}
+{%-   do flags.append('--no-collector.' ~ collector) %}
+{%- endfor %}
+include:
+  - common.apt
+
+common-node-exporter-package-installed:
+  pkg.installed:
+    - name: prometheus-node-exporter
+    - install_recommends: false
+    - require:
+      - cmd: common-apt-lists-refreshed
+
+common-node-exporter-args-managed:
+  file.managed:
+    - name: /etc/default/prometheus-node-exporter
+    - contents: |
+        # Managed by Salt (common.node_exporter)
+        ARGS="{{ flags | join(' ') }}"
+    - require:
+      - pkg: common-node-exporter-package-installed
+
+common-node-exporter-service-running:
+  service.running:
+    - name: prometheus-node-exporter
+    - enable: true
+    - watch:
+      - file: common-node-exporter-args-managed

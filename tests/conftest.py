@@ -1,0 +1,47 @@
+"""Shared fixtures: a checkout whose pillar holds a chosen site, and its rendered Salt config."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sitectl import ROOT
+from sitectl.config import SaltSettings, write_config
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SITES = FIXTURES / "sites"
+
+
+def make_checkout(base: Path, site_file: Path | None = None, site_name: str = "example") -> tuple[Path, Path]:
+    """A checkout under ``base``: the real tree linked in, pillar/site/<site_name>.sls from ``site_file``.
+
+    Returns (root, config_dir). Everything but pillar/site is the repository's own.
+    """
+    root = base / "checkout"
+    root.mkdir(parents=True)
+    for name in ("salt", "_modules", "_states", "_pillar", "_clouds", "etc", "reactor", "cloud.profiles.d"):
+        (root / name).symlink_to(ROOT / name)
+    (root / "pillar").mkdir()
+    for name in ("top.sls", "platform", "overlays"):
+        (root / "pillar" / name).symlink_to(ROOT / "pillar" / name)
+    (root / "pillar" / "site").mkdir()
+    source = site_file or ROOT / "pillar" / "site" / f"{site_name}.sls"
+    shutil.copy(source, root / "pillar" / "site" / f"{site_name}.sls")
+    conf = write_config(SaltSettings(state_dir=base / "state", site=site_name), root=root)
+    return root, conf
+
+
+@pytest.fixture(scope="session")
+def example_config(tmp_path_factory) -> Path:
+    """Salt config over the repository itself with the example site."""
+    state = tmp_path_factory.mktemp("example-state")
+    return write_config(SaltSettings(state_dir=state, site="example"))
+
+
+@pytest.fixture(scope="session")
+def example_site() -> dict:
+    with (ROOT / "pillar" / "site" / "example.sls").open() as fh:
+        return yaml.safe_load(fh)["site"]

@@ -1,0 +1,70 @@
+"""Fixtures for the lab host layer: a real template, bridge, nft table and two LXC guests.
+
+The lab used here is separate from a user's default lab (own lab dir, bridge, nft table and
+subnet); only the template cache is shared (building it takes minutes, reusing it seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+LAB_DIR = os.environ.get("SITECTL_LAB_TEST_DIR", "/var/lib/sitectl-lab-test")
+BRIDGE = "sitelabt0"
+TABLE = "sitectl_lab_test"
+GATEWAY_CIDR = "10.77.99.1/24"
+GATEWAY = "10.77.99.1"
+GUESTS = {"laba": "10.77.99.11/24", "labb": "10.77.99.12/24"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "lab: needs root, LXC and network access to the apt mirror; builds and "
+                   "boots real guests on this machine")
+
+
+def _can_run_lab() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root"
+    if not shutil.which("apt-get"):
+        return "the lab needs a Debian host"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab_host():
+    """The host prepared once per session: packages and the cached template."""
+    from sitectl.lab import host
+    reason = _can_run_lab()
+    if reason:
+        pytest.skip(reason)
+    host.ensure_host_packages()
+    cache_dir = os.environ.get("SITECTL_LAB_CACHE", host.DEFAULT_CACHE_DIR)
+    t0 = time.monotonic()
+    template = host.build_template(cache_dir=cache_dir)
+    return {"template": template, "cache_dir": cache_dir,
+            "template_seconds": round(time.monotonic() - t0, 1)}
+
+
+@pytest.fixture(scope="module")
+def lab(lab_host):
+    """Network up and two running guests; torn down at the end of the module."""
+    from sitectl.lab import host
+    host.teardown(LAB_DIR, BRIDGE, TABLE)          # leftovers of an interrupted run
+    net = host.network_up(BRIDGE, GATEWAY_CIDR, table=TABLE)
+    nameserver = net["dns_ips"][0]
+    started = {}
+    for name, addr in GUESTS.items():
+        t0 = time.monotonic()
+        host.create_guest(name, addr, GATEWAY, nameserver, lab_dir=LAB_DIR,
+                          template=lab_host["template"], bridge=BRIDGE,
+                          memory_mib=512 if name == "laba" else None,
+                          cores=1 if name == "laba" else None)
+        info = host.start_guest(name, timeout=90, lab_dir=LAB_DIR)
+        info["create_and_boot_seconds"] = round(time.monotonic() - t0, 2)
+        started[name] = info
+    yield {"net": net, "guests": started, "nameserver": nameserver, **lab_host}
+    host.teardown(LAB_DIR, BRIDGE, TABLE)

@@ -1,0 +1,125 @@
+"""The base state rendered for every guest of the example site, asserting on the rendered states."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from sitectl import ROOT, render
+
+pytestmark = pytest.mark.render
+
+GUESTS = [
+    "reverse-proxy", "microservices", "nextcloud", "postgresql", "mailcow", "rabbitmq",
+    "git-lab-docker-runner", "control", "vault", "k3s", "monitoring",
+]
+
+
+@pytest.fixture(scope="module")
+def highstates(example_config):
+    return {guest: render.highstate(example_config, guest) for guest in GUESTS}
+
+
+def args(state: dict, module: str) -> dict:
+    out = {}
+    for item in state[module]:
+        if isinstance(item, dict):
+            out.update(item)
+    return out
+
+
+def rendered_ruleset(config_dir, guest: str) -> str:
+    caller = render.caller(config_dir, guest)
+    view = caller.cmd("pillar.get", "platform:guest", unmask=True)
+    template = (ROOT / "salt/common/files/nftables.conf.j2").read_text()
+    out = caller.cmd("file.apply_template_on_contents", template, "jinja", {"guest": view}, None, "base")
+    return out
+
+
+def test_every_guest_of_the_site_renders_the_base_state_and_nothing_unbuilt(highstates):
+    for guest, high in highstates.items():
+        assert isinstance(high, dict), f"{guest}: {high}"
+        slss = {state["__sls__"] for state in high.values()}
+        assert slss == {
+            "common.apt", "common.upgrades", "common.locale", "common.admins", "common.sshd",
+            "common.firewall", "common.node_exporter", "common.journald", "common.minion",
+        }, guest
+
+
+def test_sshd_allows_keys_only_and_is_checked_before_it_replaces_the_config(highstates):
+    conf = args(highstates["vault"]["common-sshd-config-managed"], "file")
+    assert "PasswordAuthentication no" in conf["contents"]
+    assert "KbdInteractiveAuthentication no" in conf["contents"]
+    assert "PermitRootLogin prohibit-password" in conf["contents"]
+    assert "Port 22" in conf["contents"]
+    assert conf["check_cmd"].startswith("/usr/sbin/sshd -t")
+
+
+def test_admins_from_the_site_get_their_keys_and_sudo(highstates, example_site):
+    high = highstates["postgresql"]
+    keys = args(high["common-admins-user-ops-keys-managed"], "ssh_auth")
+    assert keys["ssh_keys"] == example_site["admins"]["ops"]["ssh_keys"]
+    sudoers = args(high["common-admins-sudoers-managed"], "file")
+    assert "%platform-admins ALL=(ALL:ALL) NOPASSWD: ALL" in sudoers["contents"]
+    assert sudoers["check_cmd"] == "/usr/sbin/visudo -cf"
+
+
+def test_every_minion_points_at_the_master_from_the_site(highstates):
+    for guest, high in highstates.items():
+        conf = args(high["common-minion-config-managed"], "file")["contents"]
+        assert f"id: {guest}\n" in conf
+        assert "master: 10.10.10.110\n" in conf
+
+
+def test_node_exporter_listens_on_the_guests_own_address(highstates):
+    conf = args(highstates["rabbitmq"]["common-node-exporter-args-managed"], "file")["contents"]
+    assert 'ARGS="--web.listen-address=10.10.10.105:9100"' in conf
+
+
+def test_timezone_and_locale_come_from_the_site(highstates):
+    high = highstates["k3s"]
+    assert args(high["common-locale-timezone-linked"], "file")["target"] == "/usr/share/zoneinfo/Europe/Moscow"
+    assert "en_US.UTF-8 UTF-8" in args(high["common-locale-gen-managed"], "file")["contents"]
+
+
+@pytest.mark.parametrize(
+    ("guest", "expected", "absent"),
+    [
+        ("postgresql",
+         ["ip saddr { 10.10.10.101/32, 10.10.10.102/32, 10.10.10.112/32, 10.10.10.120/32 } tcp dport 5432 accept",
+          "ip saddr { 10.10.10.120/32 } tcp dport 9187 accept",
+          "ip saddr { 10.10.10.0/24 } tcp dport 22 accept"],
+         ["dport 80 ", "dport 443 "]),
+        ("reverse-proxy",
+         ["\t\ttcp dport 80 accept", "\t\ttcp dport 443 accept"],
+         ["dport 5432"]),
+        ("nextcloud",
+         ["# route-nextcloud", "ip saddr { 10.10.10.100/32 } tcp dport 80 accept"],
+         ["\t\ttcp dport 80 accept"]),
+        ("rabbitmq",
+         ["ip saddr { 10.10.10.101/32, 10.10.10.112/32 } tcp dport 5672 accept",
+          "ip saddr { 10.10.10.120/32 } tcp dport 15692 accept"],
+         ["dport 5432"]),
+        ("control",
+         ["tcp dport 4505 accept", "tcp dport 4506 accept"],
+         ["dport 8200"]),
+    ],
+)
+def test_firewall_opens_only_what_the_roles_declare_to_whom_they_declare(example_config, guest, expected, absent):
+    ruleset = rendered_ruleset(example_config, guest)
+    assert "policy drop;" in ruleset
+    for line in expected:
+        assert line in ruleset, f"{guest}: missing {line!r}\n{ruleset}"
+    for fragment in absent:
+        assert fragment not in ruleset, f"{guest}: unexpected {fragment!r}"
+
+
+def test_rendered_rulesets_are_accepted_by_nft(example_config, tmp_path):
+    nft = shutil.which("nft") or "/usr/sbin/nft"
+    for guest in GUESTS:
+        path = tmp_path / f"{guest}.nft"
+        path.write_text(rendered_ruleset(example_config, guest))
+        result = subprocess.run([nft, "-c", "-f", str(path)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"{guest}: {result.stderr}"
