@@ -20,14 +20,14 @@ __virtualname__ = "platform"
 
 def __virtual__():
     try:
-        import sitectl.site  # noqa: F401, PLC0415
+        import sitectl.site  # noqa: F401
     except ImportError as exc:
         return False, f"the sitectl package is not importable on the master: {exc}"
     return __virtualname__
 
 
 def ext_pillar(minion_id, pillar, *args, **kwargs):
-    from sitectl import site  # noqa: PLC0415
+    from sitectl import site
 
     site.check(pillar)
     return {"platform": {"guest": site.guest_view(pillar, minion_id)}}

@@ -28,7 +28,7 @@ def cmd_master_config(args) -> int:
 
 def cmd_validate(args) -> int:
     """Compile every guest's pillar through the real ext_pillar and report the site's errors."""
-    from sitectl import render  # noqa: PLC0415 - salt is slow to import
+    from sitectl import render  # salt is slow to import
 
     conf = write_config(_settings(args))
     data = render.pillar(conf, "sitectl-validate")
@@ -43,7 +43,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_render(args) -> int:
-    from sitectl import render  # noqa: PLC0415
+    from sitectl import render
 
     conf = write_config(_settings(args))
     out = render.highstate(conf, args.guest) if not args.pillar else render.pillar(conf, args.guest)

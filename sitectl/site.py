@@ -335,7 +335,7 @@ def _opening(name, proto, port, selectors, guest_name, site):
         "name": name,
         "proto": proto,
         "port": str(port),
-        "from": "any" if anywhere else sorted(sources, key=lambda s: ipaddress.ip_network(s)),
+        "from": "any" if anywhere else sorted(sources, key=ipaddress.ip_network),
     }
 
 

@@ -6,10 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import salt._logging.impl
 import yaml
 
 from sitectl import ROOT
 from sitectl.config import SaltSettings, write_config
+
+# Salt parks log records in a temporary handler that it flushes to a closed stream at exit.
+salt._logging.impl.shutdown_temp_handler()
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SITES = FIXTURES / "sites"
@@ -22,7 +26,7 @@ def make_checkout(base: Path, site_file: Path | None = None, site_name: str = "e
     """
     root = base / "checkout"
     root.mkdir(parents=True)
-    for name in ("salt", "_modules", "_states", "_pillar", "_clouds", "etc", "reactor", "cloud.profiles.d"):
+    for name in ("salt", "_modules", "_states", "_pillar", "_clouds", "etc", "reactor", "cloud.profiles.d", "Saltfile"):
         (root / name).symlink_to(ROOT / name)
     (root / "pillar").mkdir()
     for name in ("top.sls", "platform", "overlays"):

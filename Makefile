@@ -1,0 +1,51 @@
+# The two commands of the README: `make lab` (the example site in real LXC
+# guests on this machine) and `make test` (lint and every test tier).
+# Both install what they need first; run them as root on Debian 12.
+
+VENV     ?= .venv
+PYTHON   ?= python3
+PY       := $(VENV)/bin/python
+STAMP    := $(VENV)/.installed
+DEBS     := nftables lxc debootstrap bridge-utils rsync openssh-server sudo
+YAML     := pillar/site/*.sls pillar/platform/*.sls pillar/overlays/*.sls tests/fixtures/sites/*/*/site.sls \
+            sitectl/schemas/*.yaml salt/*/defaults.yaml Saltfile .yamllint
+SLS      := $(shell find salt reactor -name '*.sls' | sort)
+
+.PHONY: setup lint test test-fast lab lab-down lab-status clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check sitectl _pillar _modules _states _clouds tests
+	$(VENV)/bin/yamllint -s $(YAML)
+	$(VENV)/bin/salt-lint $(SLS)
+
+# Every tier: render, functional, lab. `make test-fast` skips the lab while iterating.
+test: lint
+	$(PY) -m pytest --basetemp=$(CURDIR)/.pytest-tmp
+
+test-fast: lint
+	$(PY) -m pytest -m 'not lab' --basetemp=$(CURDIR)/.pytest-tmp
+
+lab: setup
+	$(VENV)/bin/sitectl lab up
+
+lab-down: setup
+	$(VENV)/bin/sitectl lab down
+
+lab-status: setup
+	$(VENV)/bin/sitectl lab status
+
+clean:
+	rm -rf .salt .pytest-tmp

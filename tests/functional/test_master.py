@@ -1,0 +1,106 @@
+"""The checkout's master, for real: what it serves, what it refuses, how it reacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sitectl.config import SaltSettings, write_config
+from tests.conftest import SITES
+from tests.functional.conftest import MINION_ID
+
+pytestmark = pytest.mark.functional
+
+
+def wait_for(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_pillar_files_are_never_served_to_minions(salt_call, checkout):
+    listed = salt_call.run("cp.list_master").data
+    assert "top.sls" in listed and "common/init.sls" in listed, "the state tree is served"
+    assert not [f for f in listed if f.startswith(("site/", "platform/", "overlays/", "pillar/"))], listed
+    for url in ("salt://site/functional.sls", "salt://platform/roles.sls", "salt://../pillar/top.sls",
+                "salt://pillar/site/functional.sls", "salt://%2e%2e/pillar/top.sls"):
+        assert not salt_call.run("cp.get_file_str", url).data, url
+    served_top = salt_call.run("cp.get_file_str", "salt://top.sls").data
+    assert "platform_site" not in served_top, "salt://top.sls must be the state top, not the pillar top"
+
+
+def test_minion_gets_its_own_view_of_the_site(salt_call):
+    guest = salt_call.run("pillar.get", "platform:guest", unmask=True).data
+    assert guest["name"] == MINION_ID
+    assert guest["roles"] == ["base", "reverse_proxy", "nextcloud"]
+    https = next(rule for rule in guest["firewall"] if rule["name"] == "https")
+    assert https["from"] == "any"
+    assert guest["master"] == "192.168.50.10"
+
+
+def test_invalid_site_stops_state_apply_before_any_change(salt_call, checkout, marker_dir):
+    root, _ = checkout
+    site_file = root / "pillar" / "site" / "functional.sls"
+    good = site_file.read_text()
+    marker = marker_dir / f"{MINION_ID}-highstate"
+    marker.unlink(missing_ok=True)
+    shutil.copy(SITES / "invalid" / "duplicate-vmid" / "site.sls", site_file)
+    try:
+        result = salt_call.run("state.apply")
+    finally:
+        site_file.write_text(good)
+    assert result.returncode != 0
+    text = str(result.data) + result.stdout + result.stderr
+    assert "Pillar failed to render" in text
+    assert "site.guests.db.vmid: 100 is already used by site.guests.control" in text
+    assert not marker.exists(), "no state may run with an invalid site"
+    assert salt_call.run("state.apply").returncode == 0
+    assert marker.exists()
+
+
+def test_created_event_from_salt_cloud_highstates_the_new_guest(salt_minion, salt_run, marker_dir):
+    marker = marker_dir / f"{MINION_ID}-highstate"
+    marker.unlink(missing_ok=True)
+    sent = salt_run.run("event.send", f"salt/cloud/{MINION_ID}/created",
+                        data={"name": MINION_ID, "profile": "web", "provider": "lab:lab"})
+    assert sent.returncode == 0
+    assert wait_for(marker, 90), "the reactor did not highstate the created guest"
+
+
+def test_forged_created_event_from_a_minion_changes_nothing(salt_minion, salt_call, salt_run, marker_dir):
+    marker = marker_dir / f"{MINION_ID}-highstate"
+    marker.unlink(missing_ok=True)
+    forged = salt_call.run("event.send", f"salt/cloud/{MINION_ID}/created", name=MINION_ID)
+    assert forged.returncode == 0
+    assert not wait_for(marker, 15), "a minion's forged salt/cloud event must not trigger a highstate"
+    # The same reactor still acts on the master's own event (the negative above is not a dead reactor).
+    salt_run.run("event.send", f"salt/cloud/{MINION_ID}/created", data={"name": MINION_ID})
+    assert wait_for(marker, 90)
+
+
+def test_orchestration_refuses_a_guest_outside_the_site(salt_run):
+    result = salt_run.run("state.orchestrate", "orch.provisioned", pillar={"provisioned_guest": "stranger"})
+    text = str(result.data) + result.stdout
+    assert "'stranger' is not a guest of the site: nothing applied" in text
+    assert result.returncode != 0
+
+
+def test_saltfile_points_the_salt_commands_at_the_checkout(checkout):
+    root, _ = checkout
+    write_config(SaltSettings(state_dir=root / ".salt", site="functional"), root=root)
+    accepted = root / ".salt" / "pki" / "master" / "minions"
+    accepted.mkdir(parents=True, exist_ok=True)
+    (accepted / "saltfile-probe").write_text("not a real key\n")
+    salt_key = Path(sys.executable).parent / "salt-key"
+    out = subprocess.run([str(salt_key), "-L", "--out", "json"], cwd=root, capture_output=True, text=True,
+                         check=True, env={"PATH": "/usr/bin:/bin", "HOME": str(root)})
+    assert "saltfile-probe" in json.loads(out.stdout)["minions"]
