@@ -8,7 +8,7 @@ PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 DEBS     := nftables lxc debootstrap bridge-utils rsync openssh-server sudo
 YAML     := pillar/site/*.sls pillar/platform/*.sls pillar/overlays/*.sls tests/fixtures/sites/*/*/site.sls \
-            sitectl/schemas/*.yaml salt/*/defaults.yaml Saltfile .yamllint
+            sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint
 SLS      := $(shell find salt reactor -name '*.sls' | sort)
 
 .PHONY: setup lint test test-fast lab lab-down lab-status clean
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: setup
-	$(VENV)/bin/ruff check sitectl _pillar _modules _states _clouds tests
+	$(VENV)/bin/ruff check sitectl _pillar _clouds tests
 	$(VENV)/bin/yamllint -s $(YAML)
 	$(VENV)/bin/salt-lint $(SLS)
 

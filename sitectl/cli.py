@@ -52,6 +52,22 @@ def cmd_render(args) -> int:
     return 0 if isinstance(out, dict) and "_errors" not in out else 1
 
 
+def cmd_lab(args) -> int:
+    from sitectl import labctl
+
+    if args.action in ("shell", "apply") and not args.guest:
+        raise SystemExit(f"sitectl lab {args.action} needs a guest name")
+    if args.action == "up":
+        return labctl.up(args.site)
+    if args.action == "down":
+        return labctl.down(args.site)
+    if args.action == "status":
+        return labctl.status(args.site)
+    if args.action == "shell":
+        return labctl.shell(args.guest)
+    return labctl.apply(args.guest, args.site)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sitectl", description=__doc__)
     parser.add_argument("--state-dir", default=str(ROOT / ".salt"), help="where the master's files live")
@@ -67,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("guest")
     p.add_argument("--pillar", action="store_true")
     p.set_defaults(func=cmd_render)
+    p = sub.add_parser("lab", help="the site in LXC guests on this machine: up, down, status, shell, apply")
+    p.add_argument("action", choices=["up", "down", "status", "shell", "apply"])
+    p.add_argument("guest", nargs="?")
+    p.set_defaults(func=cmd_lab)
     return parser
 
 

@@ -20,6 +20,9 @@ class SaltSettings:
     publish_port: int = 4505
     ret_port: int = 4506
     master_id: str = "control"
+    provider: str | None = None  # etc/providers/<provider>.conf.j2: the `platform` cloud provider
+    lab_dir: str = "/var/lib/sitectl-lab"
+    bridge: str = "sitelab0"
 
     @property
     def config_dir(self) -> Path:
@@ -44,8 +47,15 @@ def write_config(settings: SaltSettings, root: Path = ROOT) -> Path:
     for sub in ("pki/master", "pki/local", "cache", "run/master", "run/local", "log"):
         (settings.state_dir / sub).mkdir(parents=True, exist_ok=True)
     os.chmod(settings.state_dir / "pki", 0o700)
-    for name in ("master", "minion"):
+    for name in ("master", "minion", "cloud"):
         (conf / name).write_text(env.get_template(f"{name}.j2").render(context))
+    providers = conf / "cloud.providers.d"
+    providers.mkdir(exist_ok=True)
+    for old in providers.glob("*.conf"):
+        old.unlink()
+    if settings.provider:
+        text = env.get_template(f"providers/{settings.provider}.conf.j2").render(context)
+        (providers / "platform.conf").write_text(text)
     profiles = conf / "cloud.profiles.d"
     if profiles.is_symlink() or profiles.exists():
         profiles.unlink()

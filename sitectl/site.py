@@ -362,8 +362,15 @@ def guest_view(pillar: dict, name: str) -> dict | None:
         for sls in roles[role]["states"]:
             if sls not in states:
                 states.append(sls)
+    if guest["kind"] == "vm":
+        profile = "debian12-vm"
+    elif any(roles[r].get("nesting") for r in role_names):
+        profile = "debian12-lxc-nested"
+    else:
+        profile = "debian12-lxc"
     return {
         "name": name,
+        "profile": profile,
         "fqdn": f"{name}.{site['domain']}",
         "kind": guest["kind"],
         "vmid": guest["vmid"],
@@ -382,6 +389,14 @@ def guest_view(pillar: dict, name: str) -> dict | None:
         "closed": sorted({rule["name"] for rule in firewall if not rule["from"]}),
         "master": master_address(site),
     }
+
+
+def cloud_map(pillar: dict) -> dict[str, list[str]]:
+    """The salt-cloud map of the site: profile -> guest names."""
+    out: dict[str, list[str]] = {}
+    for name in sorted(pillar["site"]["guests"]):
+        out.setdefault(guest_view(pillar, name)["profile"], []).append(name)
+    return out
 
 
 def load_pillar_files(paths) -> dict:

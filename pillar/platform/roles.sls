@@ -8,6 +8,7 @@
 #   consumers the guests whose `uses` names this guest
 # states: the SLS applied to a guest with the role (top.sls reads this).
 # converge: false switches a role off (the lab overlay does, with a reason).
+# nesting: true makes an LXC guest with the role a nested container (Docker, k3s).
 roles:
   base:
     description: every guest (applied implicitly)
@@ -55,6 +56,7 @@ roles:
     states: []
     firewall: []
   mailcow:
+    nesting: true
     description: mailcow with SPF, DKIM and DMARC
     states: []
     firewall:
@@ -63,6 +65,7 @@ roles:
       - {name: submission, port: 587, from: [any]}
       - {name: imaps, port: 993, from: [any]}
   k3s:
+    nesting: true
     description: k3s with the apps, the SPAs and External Secrets Operator
     states: []
     firewall:
@@ -73,6 +76,7 @@ roles:
     states: []
     firewall: []
   gitlab_runner:
+    nesting: true
     description: GitLab Runner with the Docker executor
     states: []
     firewall:

@@ -6,6 +6,7 @@
 {%- set current = (salt['group.info']('platform-admins') or {}).get('members', []) %}
 include:
   - common.apt
+  - common.sshd
 
 common-admins-group-present:
   group.present:
@@ -41,6 +42,7 @@ common-admins-user-{{ name }}-keys-managed:
     - ssh_keys: {{ admin.ssh_keys | json }}
     - require:
       - user: common-admins-user-{{ name }}-present
+      - pkg: common-sshd-package-installed
 {%- endfor %}
 {%- for name in current if name not in admins %}
 

@@ -6,7 +6,9 @@ include:
 
 common-sshd-package-installed:
   pkg.installed:
-    - name: openssh-server
+    - pkgs: [openssh-server, openssh-client]
+    # the ssh execution module (used by ssh_auth in common.admins) loads only once ssh exists
+    - reload_modules: true
     - require:
       - cmd: common-apt-lists-refreshed
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 # A PATH that works on the host and inside Debian guests; never inherit the caller's.
 SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -18,9 +18,16 @@ class LabError(RuntimeError):
     ``returncode`` and ``stderr`` what it returned.
     """
 
-    def __init__(self, message: str, *, guest: str | None = None,
-                 command: Sequence[str] | None = None, returncode: int | None = None,
-                 stderr: str | None = None, stdout: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        guest: str | None = None,
+        command: Sequence[str] | None = None,
+        returncode: int | None = None,
+        stderr: str | None = None,
+        stdout: str | None = None,
+    ):
         self.guest = guest
         self.command = list(command) if command is not None else None
         self.returncode = returncode
@@ -62,28 +69,45 @@ def host_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run(argv: Sequence[str], *, guest: str | None = None, input: bytes | str | None = None,
-        check: bool = True, timeout: float | None = None, env: Mapping[str, str] | None = None,
-        what: str | None = None, text: bool = True) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str],
+    *,
+    guest: str | None = None,
+    input: bytes | str | None = None,
+    check: bool = True,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    what: str | None = None,
+    text: bool = True,
+) -> subprocess.CompletedProcess:
     """Run argv, capture output; on failure (check=True) raise LabError with stderr."""
     argv = [str(a) for a in argv]
     if isinstance(input, bytes):
         text = False
     try:
-        cp = subprocess.run(argv, input=input, capture_output=True, timeout=timeout,
-                            env=dict(env) if env is not None else host_env(), text=text,
-                            errors="replace" if text else None)
+        cp = subprocess.run(
+            argv,
+            check=False,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else host_env(),
+            text=text,
+            errors="replace" if text else None,
+        )
     except FileNotFoundError as exc:
         raise LabError(f"{what or 'command'} not found: {exc}", guest=guest, command=argv) from exc
     except subprocess.TimeoutExpired as exc:
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
-        raise LabError(f"{what or 'command'} timed out after {timeout}s", guest=guest,
-                       command=argv, stderr=err) from exc
+        raise LabError(
+            f"{what or 'command'} timed out after {timeout}s", guest=guest, command=argv, stderr=err
+        ) from exc
     if check and cp.returncode != 0:
         err = cp.stderr.decode(errors="replace") if isinstance(cp.stderr, bytes) else cp.stderr
         out = cp.stdout.decode(errors="replace") if isinstance(cp.stdout, bytes) else cp.stdout
-        raise LabError(f"{what or 'command'} failed", guest=guest, command=argv,
-                       returncode=cp.returncode, stderr=err, stdout=out)
+        raise LabError(
+            f"{what or 'command'} failed", guest=guest, command=argv, returncode=cp.returncode, stderr=err, stdout=out
+        )
     return cp
 
 

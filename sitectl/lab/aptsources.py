@@ -39,9 +39,14 @@ def _parse_deb822(text: str) -> list[AptSource]:
         if fields.get("enabled", "yes").lower() == "no":
             continue
         for uri in fields.get("uris", "").split():
-            out.append(AptSource(uri=uri.rstrip("/"), suites=tuple(fields.get("suites", "").split()),
-                                 components=tuple(fields.get("components", "").split()),
-                                 signed_by=fields.get("signed-by")))
+            out.append(
+                AptSource(
+                    uri=uri.rstrip("/"),
+                    suites=tuple(fields.get("suites", "").split()),
+                    components=tuple(fields.get("components", "").split()),
+                    signed_by=fields.get("signed-by"),
+                )
+            )
     return out
 
 
@@ -57,8 +62,7 @@ def _parse_oneline(text: str) -> list[AptSource]:
                 parts.pop(0)
             parts.pop(0)
         if len(parts) >= 2:
-            out.append(AptSource(uri=parts[0].rstrip("/"), suites=(parts[1],),
-                                 components=tuple(parts[2:])))
+            out.append(AptSource(uri=parts[0].rstrip("/"), suites=(parts[1],), components=tuple(parts[2:])))
     return out
 
 
@@ -87,8 +91,7 @@ def debian_mirror(suite: str = "bookworm") -> str:
     for src in sources:
         if suite in src.suites:
             return src.uri
-    raise LabError(f"no apt source for suite {suite!r} in the host's /etc/apt "
-                   f"(found: {[s.uri for s in sources]})")
+    raise LabError(f"no apt source for suite {suite!r} in the host's /etc/apt (found: {[s.uri for s in sources]})")
 
 
 def guest_sources_text(suite: str = "bookworm") -> str:
@@ -98,10 +101,13 @@ def guest_sources_text(suite: str = "bookworm") -> str:
         suites = [s for s in src.suites if s == suite or s.startswith(suite + "-")]
         if not suites:
             continue
-        lines = ["Types: deb", f"URIs: {src.uri}", f"Suites: {' '.join(suites)}",
-                 f"Components: {' '.join(src.components) or 'main'}"]
-        lines.append("Signed-By: " + (src.signed_by or
-                                      "/usr/share/keyrings/debian-archive-keyring.gpg"))
+        lines = [
+            "Types: deb",
+            f"URIs: {src.uri}",
+            f"Suites: {' '.join(suites)}",
+            f"Components: {' '.join(src.components) or 'main'}",
+        ]
+        lines.append("Signed-By: " + (src.signed_by or "/usr/share/keyrings/debian-archive-keyring.gpg"))
         stanzas.append("\n".join(lines) + "\n")
     if not stanzas:
         raise LabError(f"no apt source for suite {suite!r} on the host")

@@ -20,8 +20,20 @@ DEFAULT_TABLE = "sitectl_lab"
 STATE_DIR = "/run/sitectl-lab"
 
 # nft keywords that must not be used as chain names (learned the hard way: fwd, post).
-_RESERVED = {"fwd", "post", "forward", "input", "output", "prerouting", "postrouting",
-             "filter", "nat", "route", "table", "chain"}
+_RESERVED = {
+    "fwd",
+    "post",
+    "forward",
+    "input",
+    "output",
+    "prerouting",
+    "postrouting",
+    "filter",
+    "nat",
+    "route",
+    "table",
+    "chain",
+}
 FORWARD_CHAIN = "lab_forward"
 NAT_CHAIN = "lab_nat"
 assert FORWARD_CHAIN not in _RESERVED and NAT_CHAIN not in _RESERVED
@@ -39,10 +51,11 @@ def _set_elems(addrs: list[str]) -> str:
     return f"elements = {{ {', '.join(addrs)} }}" if addrs else ""
 
 
-def render_ruleset(bridge: str, subnet: str, mirror_ips: list[str], dns_ips: list[str],
-                   table: str = DEFAULT_TABLE) -> str:
+def render_ruleset(
+    bridge: str, subnet: str, mirror_ips: list[str], dns_ips: list[str], table: str = DEFAULT_TABLE
+) -> str:
     """The nft script that (re)creates the lab's table atomically."""
-    br = json.dumps(bridge)     # a quoted nft string
+    br = json.dumps(bridge)  # a quoted nft string
     return f"""\
 table inet {table} {{}}
 delete table inet {table}
@@ -86,8 +99,9 @@ def _bridge_addrs(bridge: str) -> list[str]:
     return addrs
 
 
-def network_up(bridge: str = DEFAULT_BRIDGE, gateway_cidr: str = DEFAULT_GATEWAY_CIDR,
-               table: str = DEFAULT_TABLE) -> dict:
+def network_up(
+    bridge: str = DEFAULT_BRIDGE, gateway_cidr: str = DEFAULT_GATEWAY_CIDR, table: str = DEFAULT_TABLE
+) -> dict:
     """Create/refresh the bridge, forwarding and the nft table; return what was set up."""
     gw = ipaddress.ip_interface(gateway_cidr)
     if gw.version != 4:
@@ -121,8 +135,14 @@ def network_up(bridge: str = DEFAULT_BRIDGE, gateway_cidr: str = DEFAULT_GATEWAY
 
     script = render_ruleset(bridge, subnet, mirror_ips, dns_ips, table)
     run(["nft", "-f", "-"], input=script, what=f"nft load table inet {table}")
-    return {"bridge": bridge, "gateway": str(gw.ip), "subnet": subnet, "table": table,
-            "mirror_ips": mirror_ips, "dns_ips": dns_ips}
+    return {
+        "bridge": bridge,
+        "gateway": str(gw.ip),
+        "subnet": subnet,
+        "table": table,
+        "mirror_ips": mirror_ips,
+        "dns_ips": dns_ips,
+    }
 
 
 def network_down(bridge: str = DEFAULT_BRIDGE, table: str = DEFAULT_TABLE) -> None:
@@ -132,7 +152,12 @@ def network_down(bridge: str = DEFAULT_BRIDGE, table: str = DEFAULT_TABLE) -> No
     if _link_exists(bridge):
         run(["ip", "link", "del", bridge], what="delete bridge")
     prev_file = os.path.join(STATE_DIR, "ip_forward.prev")
-    if os.path.exists(prev_file):
+    others = [
+        line.split()[-1]
+        for line in run(["nft", "list", "tables"]).stdout.splitlines()
+        if line.split()[-1:] and line.split()[-1].startswith("sitectl_lab")
+    ]
+    if os.path.exists(prev_file) and not others:  # the last lab network restores it
         with open(prev_file, encoding="ascii") as fh:
             prev = fh.read().strip()
         if prev in ("0", "1"):
@@ -142,5 +167,8 @@ def network_down(bridge: str = DEFAULT_BRIDGE, table: str = DEFAULT_TABLE) -> No
 
 
 def network_state(bridge: str = DEFAULT_BRIDGE, table: str = DEFAULT_TABLE) -> dict:
-    return {"bridge": _link_exists(bridge), "table": _table_exists(table),
-            "addresses": _bridge_addrs(bridge) if _link_exists(bridge) else []}
+    return {
+        "bridge": _link_exists(bridge),
+        "table": _table_exists(table),
+        "addresses": _bridge_addrs(bridge) if _link_exists(bridge) else [],
+    }

@@ -15,18 +15,21 @@ recipe (or the host's extra CA certificates, or the mirror) yields a new templat
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import glob
 import hashlib
+import inspect
 import json
 import os
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 
 from . import aptsources
-from ._util import LabError, SANE_PATH, host_env, run, unmount_under
+from ._util import SANE_PATH, LabError, host_env, run, unmount_under
 
 DEFAULT_CACHE_DIR = "/var/cache/sitectl-lab"
 SUITE = "bookworm"
@@ -35,8 +38,16 @@ VENV = "/opt/saltstack/salt"
 PIP_REQUIREMENTS = [f"salt=={SALT_VERSION}", "jsonschema", "hvac"]
 
 PACKAGES = [
-    "systemd", "systemd-sysv", "dbus", "iproute2", "iputils-ping", "procps", "netbase",
-    "python3", "python3-venv", "ca-certificates",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "iproute2",
+    "iputils-ping",
+    "procps",
+    "netbase",
+    "python3",
+    "python3-venv",
+    "ca-certificates",
 ]
 
 # Units that cannot work in a privileged LXC guest and would leave the system "degraded"
@@ -49,6 +60,9 @@ Description=The Salt Minion (sitectl lab)
 Documentation=man:salt-minion(1)
 Wants=network-online.target
 After=network-online.target
+# Enabled, but it only runs once it has a config (no endless DNS retries for "salt").
+ConditionPathExistsGlob=|/etc/salt/minion.d/*.conf
+ConditionPathExists=|/etc/salt/minion
 
 [Service]
 Type=simple
@@ -63,8 +77,7 @@ ExecStart={VENV}/bin/salt-minion -c /etc/salt
 WantedBy=multi-user.target
 """
 
-CHROOT_ENV = ["env", "-i", f"PATH={SANE_PATH}", "HOME=/root", "LANG=C.UTF-8",
-              "DEBIAN_FRONTEND=noninteractive"]
+CHROOT_ENV = ["env", "-i", f"PATH={SANE_PATH}", "HOME=/root", "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"]
 
 
 def _file_digest(path: str) -> str:
@@ -73,8 +86,9 @@ def _file_digest(path: str) -> str:
 
 
 def _host_ca_files() -> list[str]:
-    return sorted(p for p in glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True)
-                  if os.path.isfile(p))
+    return sorted(
+        p for p in glob.glob("/usr/local/share/ca-certificates/**/*.crt", recursive=True) if os.path.isfile(p)
+    )
 
 
 def recipe(mirror: str | None = None) -> dict:
@@ -83,16 +97,22 @@ def recipe(mirror: str | None = None) -> dict:
         "suite": SUITE,
         "variant": "minbase",
         "packages": PACKAGES,
+        "keyring": "/usr/share/keyrings/debian-archive-keyring.gpg",
         "mirror": mirror or aptsources.debian_mirror(SUITE),
         "guest_sources": aptsources.guest_sources_text(SUITE),
         "pip": PIP_REQUIREMENTS,
         "venv": VENV,
         "masked": MASKED_UNITS,
         "unit": SALT_MINION_UNIT,
-        "ca_certs": {os.path.relpath(p, "/usr/local/share/ca-certificates"): _file_digest(p)
-                     for p in _host_ca_files()},
-        "recipe_source": _file_digest(__file__),
+        "ca_certs": {os.path.relpath(p, "/usr/local/share/ca-certificates"): _file_digest(p) for p in _host_ca_files()},
+        # The build steps themselves, as syntax trees: formatting, comments and import order
+        # do not change the key, any change to what the steps do does.
+        "steps": hashlib.sha256("".join(_code_shape(f) for f in _RECIPE_CODE).encode()).hexdigest(),
     }
+
+
+def _code_shape(func) -> str:
+    return ast.dump(ast.parse(textwrap.dedent(inspect.getsource(func))))
 
 
 def recipe_key(rec: dict) -> str:
@@ -119,16 +139,26 @@ def _build_wheels(cache_dir: str) -> str:
     tmp = tempfile.mkdtemp(prefix=".build-wheels-", dir=cache_dir)
     # The caller's environment on purpose: pip's registry settings (PIP_CERT, pip.conf) apply.
     env = dict(os.environ)
-    run([_wheel_python(), "-m", "pip", "wheel", "--quiet", "--wheel-dir", tmp,
-         *PIP_REQUIREMENTS], env=env, what="pip wheel (host)", timeout=1800)
+    run(
+        [_wheel_python(), "-m", "pip", "wheel", "--quiet", "--wheel-dir", tmp, *PIP_REQUIREMENTS],
+        env=env,
+        what="pip wheel (host)",
+        timeout=1800,
+    )
     os.rename(tmp, final)
     return final
 
 
-def _chroot(root: str, *argv: str, what: str | None = None, timeout: float = 900,
-            input: str | None = None):
-    return run(["chroot", root, *CHROOT_ENV, *argv], what=what or f"chroot {argv[0]}",
-               timeout=timeout, input=input)
+def _chroot(root: str, *argv: str, what: str | None = None, timeout: float = 900, input: str | None = None):
+    # A private mount namespace with /proc (salt needs it): the mount vanishes with the
+    # process, so an interrupted build never leaves a stale mount behind.
+    script = 'mount -t proc proc "$0/proc" && exec chroot "$0" "$@"'
+    return run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, root, *CHROOT_ENV, *argv],
+        what=what or f"chroot {argv[0]}",
+        timeout=timeout,
+        input=input,
+    )
 
 
 def _write(root: str, rel: str, text: str, mode: int = 0o644) -> None:
@@ -146,8 +176,7 @@ def _customize(root: str, wheels: str, rec: dict) -> None:
     if os.path.exists(os.path.join(root, "etc/apt/sources.list")):
         os.unlink(os.path.join(root, "etc/apt/sources.list"))
     _write(root, "etc/apt/sources.list.d/debian.sources", rec["guest_sources"])
-    _write(root, "etc/apt/apt.conf.d/90sitectl-lab",
-           'APT::Install-Recommends "false";\nAcquire::Retries "3";\n')
+    _write(root, "etc/apt/apt.conf.d/90sitectl-lab", 'APT::Install-Recommends "false";\nAcquire::Retries "3";\n')
     # Name resolution for the build itself; every guest gets its own resolv.conf.
     shutil.copyfile("/etc/resolv.conf", os.path.join(root, "etc/resolv.conf"))
     _chroot(root, "apt-get", "update", what="apt-get update (template)")
@@ -164,11 +193,20 @@ def _customize(root: str, wheels: str, rec: dict) -> None:
     _chroot(root, "update-ca-certificates", what="update-ca-certificates (template)")
 
     # Salt in a venv, from wheels built on the host: no compiler in the template.
-    inside = "/tmp/sitectl-wheels"
+    inside = "/opt/sitectl-wheels"  # inside the chroot, removed below
     shutil.copytree(wheels, os.path.join(root, inside.lstrip("/")))
     _chroot(root, "python3", "-m", "venv", VENV, what="python3 -m venv (template)")
-    _chroot(root, f"{VENV}/bin/pip", "install", "--quiet", "--no-index", "--find-links", inside,
-            *PIP_REQUIREMENTS, what="pip install salt (template)")
+    _chroot(
+        root,
+        f"{VENV}/bin/pip",
+        "install",
+        "--quiet",
+        "--no-index",
+        "--find-links",
+        inside,
+        *PIP_REQUIREMENTS,
+        what="pip install salt (template)",
+    )
     shutil.rmtree(os.path.join(root, inside.lstrip("/")))
     freeze = _chroot(root, f"{VENV}/bin/pip", "freeze", "--all", what="pip freeze (template)")
     _write(root, VENV.lstrip("/") + "/sitectl-freeze.txt", freeze.stdout)
@@ -201,11 +239,13 @@ def _customize(root: str, wheels: str, rec: dict) -> None:
     for path in glob.glob(os.path.join(root, "var/log/*.log")):
         open(path, "w").close()
 
-    out = _chroot(root, f"{VENV}/bin/salt-call", "--version", what="salt-call --version",
-                  timeout=120).stdout
+    out = _chroot(root, f"{VENV}/bin/salt-call", "--version", what="salt-call --version", timeout=120).stdout
     if SALT_VERSION not in out:
-        raise LabError(f"salt-call --version in the template printed {out.strip()!r}, "
-                       f"expected {SALT_VERSION}")
+        raise LabError(f"salt-call --version in the template printed {out.strip()!r}, expected {SALT_VERSION}")
+
+
+# Functions whose code is part of the recipe (see recipe()).
+_RECIPE_CODE = (_chroot, _write, _customize, _build_wheels)
 
 
 def _dir_size(path: str) -> int:
@@ -231,7 +271,7 @@ def build_template(cache_dir: str = DEFAULT_CACHE_DIR, force: bool = False) -> s
     with open(os.path.join(cache_dir, ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if os.path.isdir(rootfs) and not force:
-            return rootfs          # someone else built it while we waited
+            return rootfs  # someone else built it while we waited
         # We hold the lock: every .build-* dir is a leftover of an interrupted build.
         for stale in glob.glob(os.path.join(cache_dir, ".build-*")):
             unmount_under(stale)
@@ -246,19 +286,37 @@ def build_template(cache_dir: str = DEFAULT_CACHE_DIR, force: bool = False) -> s
         debs = os.path.join(cache_dir, "debs")
         os.makedirs(debs, exist_ok=True)
         try:
-            run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-                 f"--cache-dir={debs}", "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg",
-                 SUITE, wroot, rec["mirror"]], what="debootstrap", timeout=1800,
-                env=host_env())
+            run(
+                [
+                    "debootstrap",
+                    f"--variant={rec['variant']}",
+                    f"--include={','.join(rec['packages'])}",
+                    f"--cache-dir={debs}",
+                    f"--keyring={rec['keyring']}",
+                    rec["suite"],
+                    wroot,
+                    rec["mirror"],
+                ],
+                what="debootstrap",
+                timeout=1800,
+                env=host_env(),
+            )
             t_boot = time.monotonic() - t0 - t_wheels
             _customize(wroot, wheels, rec)
-            meta = dict(rec, key=key, built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        seconds={"wheels": round(t_wheels, 1), "debootstrap": round(t_boot, 1),
-                                 "total": round(time.monotonic() - t0, 1)},
-                        size_bytes=_dir_size(wroot))
+            meta = dict(
+                rec,
+                key=key,
+                built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                seconds={
+                    "wheels": round(t_wheels, 1),
+                    "debootstrap": round(t_boot, 1),
+                    "total": round(time.monotonic() - t0, 1),
+                },
+                size_bytes=_dir_size(wroot),
+            )
             with open(os.path.join(work, "recipe.json"), "w", encoding="utf-8") as fh:
                 json.dump(meta, fh, indent=2, sort_keys=True)
-            if os.path.exists(final):          # force=True: move the old one aside first
+            if os.path.exists(final):  # force=True: move the old one aside first
                 old = tempfile.mkdtemp(prefix=".build-old-", dir=cache_dir)
                 os.rename(final, os.path.join(old, "t"))
                 shutil.rmtree(old, ignore_errors=True)

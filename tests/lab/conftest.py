@@ -22,8 +22,9 @@ GUESTS = {"laba": "10.77.99.11/24", "labb": "10.77.99.12/24"}
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "lab: needs root, LXC and network access to the apt mirror; builds and "
-                   "boots real guests on this machine")
+        "markers",
+        "lab: needs root, LXC and network access to the apt mirror; builds and boots real guests on this machine",
+    )
 
 
 def _can_run_lab() -> str | None:
@@ -38,6 +39,7 @@ def _can_run_lab() -> str | None:
 def lab_host():
     """The host prepared once per session: packages and the cached template."""
     from sitectl.lab import host
+
     reason = _can_run_lab()
     if reason:
         pytest.skip(reason)
@@ -45,24 +47,31 @@ def lab_host():
     cache_dir = os.environ.get("SITECTL_LAB_CACHE", host.DEFAULT_CACHE_DIR)
     t0 = time.monotonic()
     template = host.build_template(cache_dir=cache_dir)
-    return {"template": template, "cache_dir": cache_dir,
-            "template_seconds": round(time.monotonic() - t0, 1)}
+    return {"template": template, "cache_dir": cache_dir, "template_seconds": round(time.monotonic() - t0, 1)}
 
 
 @pytest.fixture(scope="module")
 def lab(lab_host):
     """Network up and two running guests; torn down at the end of the module."""
     from sitectl.lab import host
-    host.teardown(LAB_DIR, BRIDGE, TABLE)          # leftovers of an interrupted run
+
+    host.teardown(LAB_DIR, BRIDGE, TABLE)  # leftovers of an interrupted run
     net = host.network_up(BRIDGE, GATEWAY_CIDR, table=TABLE)
     nameserver = net["dns_ips"][0]
     started = {}
     for name, addr in GUESTS.items():
         t0 = time.monotonic()
-        host.create_guest(name, addr, GATEWAY, nameserver, lab_dir=LAB_DIR,
-                          template=lab_host["template"], bridge=BRIDGE,
-                          memory_mib=512 if name == "laba" else None,
-                          cores=1 if name == "laba" else None)
+        host.create_guest(
+            name,
+            addr,
+            GATEWAY,
+            nameserver,
+            lab_dir=LAB_DIR,
+            template=lab_host["template"],
+            bridge=BRIDGE,
+            memory_mib=512 if name == "laba" else None,
+            cores=1 if name == "laba" else None,
+        )
         info = host.start_guest(name, timeout=90, lab_dir=LAB_DIR)
         info["create_and_boot_seconds"] = round(time.monotonic() - t0, 2)
         started[name] = info

@@ -1,0 +1,323 @@
+"""The lab workflow: the site on this machine, provisioned by salt-cloud and converged by the real states.
+
+``up`` does what a user does against Proxmox, with the lab's provider: render the master's config
+(site + lab overlay), start the master on the lab bridge, ``salt-cloud -m`` the site's map (the
+``lxclab`` driver seeds and accepts each minion key; the ``salt/cloud/<name>/created`` reactor
+highstates each new guest), collect those first highstates from the master's event bus, apply the
+highstate a second time, and report both runs per guest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from sitectl import ROOT
+from sitectl.config import SaltSettings, write_config
+
+REPORT = "lab-report.json"
+
+
+@dataclass
+class RunResult:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_return(cls, ret, seconds: float) -> RunResult:
+        out = cls(seconds=round(seconds, 1))
+        if not isinstance(ret, dict):
+            out.failed = 1
+            out.errors = [str(line) for line in (ret if isinstance(ret, list) else [ret])]
+            return out
+        for state_id, state in ret.items():
+            if not isinstance(state, dict):
+                out.failed += 1
+                out.errors.append(f"{state_id}: {state}")
+            elif state.get("result") is False:
+                out.failed += 1
+                out.errors.append(f"{state.get('__id__', state_id)}: {str(state.get('comment'))[-600:]}")
+            elif state.get("changes"):
+                out.changed += 1
+            else:
+                out.ok += 1
+        return out
+
+
+class Lab:
+    def __init__(self, site: str = "example", state_dir: Path | None = None):
+        from sitectl.lab import host
+
+        self.host = host
+        self.settings = SaltSettings(state_dir=state_dir or ROOT / ".salt", site=site, overlay="lab",
+                                     provider="lab")
+        self.lab_dir = self.settings.lab_dir
+        self.bridge = self.settings.bridge
+
+    # -- configuration -------------------------------------------------------------------------------
+    def configure(self) -> dict:
+        """Write the lab's Salt config and return the validated pillar of the site (with the overlay)."""
+        from sitectl import render
+
+        conf = write_config(self.settings)
+        pillar = render.pillar(conf, "sitectl-lab")
+        if pillar.get("_errors"):
+            raise SystemExit("the site is invalid:\n" + "\n".join(pillar["_errors"]))
+        self.settings.interface = pillar["site"]["network"]["gateway"]
+        write_config(self.settings)
+        self.pillar = pillar
+        return pillar
+
+    @property
+    def conf(self) -> Path:
+        return self.settings.config_dir
+
+    @property
+    def guests(self) -> list[str]:
+        return sorted(self.pillar["site"]["guests"])
+
+    def master_opts(self) -> dict:
+        import salt.config
+
+        return salt.config.master_config(str(self.conf / "master"))
+
+    # -- the master ----------------------------------------------------------------------------------
+    def master_pid(self) -> int | None:
+        pidfile = self.settings.state_dir / "run" / "salt-master.pid"
+        try:
+            pid = int(pidfile.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def start_master(self, timeout: float = 60) -> None:
+        if self.master_pid():
+            return
+        salt_master = Path(sys.executable).parent / "salt-master"
+        subprocess.run([str(salt_master), "-c", str(self.conf), "-d"], check=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.settings.interface, self.settings.ret_port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise SystemExit(f"the salt-master did not listen on {self.settings.interface}:{self.settings.ret_port} "
+                         f"within {timeout}s; see {self.settings.state_dir}/log/master")
+
+    def stop_master(self) -> None:
+        pid = self.master_pid()
+        if not pid:
+            return
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(60):
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                return
+            time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+
+    # -- runs ----------------------------------------------------------------------------------------
+    def salt_cloud_map(self) -> subprocess.CompletedProcess:
+        from sitectl import site
+
+        mapfile = self.conf / "cloud.map"
+        mapfile.write_text(yaml.safe_dump(site.cloud_map(self.pillar)))
+        salt_cloud = Path(sys.executable).parent / "salt-cloud"
+        return subprocess.run([str(salt_cloud), "-c", str(self.conf), "-m", str(mapfile), "-P", "-y",
+                               "--out", "json", "--no-color"], capture_output=True, text=True, check=False)
+
+    def wait_for_minions(self, names: list[str], timeout: float = 180) -> list[str]:
+        import salt.client
+
+        client = salt.client.LocalClient(mopts=self.master_opts())
+        deadline = time.monotonic() + timeout
+        missing = list(names)
+        while missing and time.monotonic() < deadline:
+            answered = client.cmd(missing, "test.ping", tgt_type="list", timeout=10)
+            missing = [n for n in missing if answered.get(n) is not True]
+            if missing:
+                time.sleep(2)
+        return missing
+
+    def highstate(self, names: list[str], timeout: float = 1800) -> dict[str, RunResult]:
+        import salt.client
+
+        client = salt.client.LocalClient(mopts=self.master_opts())
+        started = time.monotonic()
+        results: dict[str, RunResult] = {}
+        for reply in client.cmd_iter(names, "state.highstate", tgt_type="list", timeout=timeout):
+            for minion, data in reply.items():
+                results[minion] = RunResult.from_return(data.get("ret"), time.monotonic() - started)
+        for name in names:
+            results.setdefault(name, RunResult(failed=1, errors=["no return from the minion"]))
+        return results
+
+
+class HighstateCollector(threading.Thread):
+    """Collects the highstate returns the reactor's orchestrations cause, from the master's event bus."""
+
+    def __init__(self, opts: dict, names: list[str]):
+        super().__init__(daemon=True)
+        self.opts = opts
+        self.names = set(names)
+        self.results: dict[str, RunResult] = {}
+        self.started_at: dict[str, float] = {}
+        self.done = threading.Event()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import salt.utils.event
+
+        with salt.utils.event.get_master_event(self.opts, self.opts["sock_dir"], listen=True) as bus:
+            while not self.stop.is_set() and not self.done.is_set():
+                event = bus.get_event(wait=1, full=True)
+                if not event:
+                    continue
+                tag, data = event["tag"], event["data"]
+                if tag.startswith("salt/cloud/") and tag.endswith("/created"):
+                    self.started_at[tag.split("/")[2]] = time.monotonic()
+                elif tag.startswith("salt/job/") and "/ret/" in tag and data.get("fun") == "state.highstate":
+                    minion = data.get("id")
+                    if minion in self.names and minion not in self.results:
+                        began = self.started_at.get(minion, time.monotonic())
+                        self.results[minion] = RunResult.from_return(data.get("return"), time.monotonic() - began)
+                        if set(self.results) >= self.names:
+                            self.done.set()
+
+
+def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult], out=sys.stdout) -> None:
+    header = f"{'guest':<22} {'roles':<28} {'address':<15} {'1st ok/chg/fail':>16} {'time':>7}" \
+             f" {'2nd ok/chg/fail':>16} {'time':>6}"
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for name in lab.guests:
+        g = lab.pillar["site"]["guests"][name]
+        a, b = first.get(name, RunResult()), second.get(name, RunResult())
+        print(f"{name:<22} {','.join(g['roles']):<28} {g['address'].split('/')[0]:<15} "
+              f"{f'{a.ok}/{a.changed}/{a.failed}':>16} {a.seconds:>6.1f}s "
+              f"{f'{b.ok}/{b.changed}/{b.failed}':>16} {b.seconds:>5.1f}s", file=out)
+    off = {role: spec.get("reason", "") for role, spec in lab.pillar["roles"].items()
+           if spec.get("converge", True) is False}
+    if off:
+        print("\nnot converged in the lab (no build reachable here; never counted as passed):", file=out)
+        for role, reason in sorted(off.items()):
+            guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
+            print(f"  {role:<14} on {', '.join(guests):<24} {reason}", file=out)
+    vms = [n for n in lab.guests if lab.pillar["site"]["guests"][n]["kind"] == "vm"]
+    if vms:
+        print(f"\nkind: vm guests run as containers in the lab (no KVM here): {', '.join(vms)}", file=out)
+
+
+def up(site: str = "example", state_dir: Path | None = None) -> int:
+    lab = Lab(site, state_dir)
+    timings: dict[str, float] = {}
+    lab.host.ensure_host_packages()
+    lab.configure()
+    t0 = time.monotonic()
+    lab.host.build_template()
+    timings["template"] = round(time.monotonic() - t0, 1)
+    net = lab.pillar["site"]["network"]
+    lab.host.network_up(lab.bridge, f"{net['gateway']}/{net['cidr'].split('/')[1]}")
+    lab.start_master()
+
+    existing = {g["name"] for g in lab.host.list_guests(lab.lab_dir)}
+    new = [n for n in lab.guests if n not in existing]
+    collector = HighstateCollector(lab.master_opts(), new)
+    collector.start()
+    t0 = time.monotonic()
+    cloud = lab.salt_cloud_map()
+    timings["salt_cloud_map"] = round(time.monotonic() - t0, 1)
+    if cloud.returncode != 0:
+        print(cloud.stdout[-4000:], cloud.stderr[-4000:], sep="\n", file=sys.stderr)
+        collector.stop.set()
+        return 1
+    # New guests: their first highstate comes from the created-event reactor.
+    collector.done.wait(timeout=2400)
+    collector.stop.set()
+    first = dict(collector.results)
+    for name in new:
+        first.setdefault(name, RunResult(failed=1, errors=["no highstate return after the created event"]))
+    if existing & set(lab.guests):
+        lab.wait_for_minions(sorted(existing))
+        first.update(lab.highstate(sorted(existing)))
+    timings["first_highstate"] = round(time.monotonic() - t0, 1)
+
+    missing = lab.wait_for_minions(lab.guests)
+    t0 = time.monotonic()
+    second = lab.highstate([n for n in lab.guests if n not in missing])
+    timings["second_highstate"] = round(time.monotonic() - t0, 1)
+    for name in missing:
+        second[name] = RunResult(failed=1, errors=["the minion did not answer after the first highstate"])
+
+    print_table(lab, first, second)
+    report = {"timings": timings, "first": {k: v.__dict__ for k, v in first.items()},
+              "second": {k: v.__dict__ for k, v in second.items()}}
+    (lab.settings.state_dir / REPORT).write_text(json.dumps(report, indent=2, sort_keys=True))
+    print(f"\ntimes: {timings}")
+    failed = {n: r.errors for n, r in {**first, **second}.items() if r.failed}
+    changed_twice = [n for n, r in second.items() if r.changed]
+    for name, errors in sorted(failed.items()):
+        print(f"FAILED {name}: " + "; ".join(errors[:5]), file=sys.stderr)
+    if changed_twice:
+        print(f"NOT IDEMPOTENT: the second highstate changed something on {', '.join(changed_twice)}",
+              file=sys.stderr)
+    return 1 if failed or changed_twice else 0
+
+
+def down(site: str = "example", state_dir: Path | None = None) -> int:
+    lab = Lab(site, state_dir)
+    lab.stop_master()
+    removed = lab.host.teardown(lab.lab_dir, lab.bridge)
+    keys = lab.settings.state_dir / "pki" / "master" / "minions"
+    if keys.is_dir():
+        for key in keys.iterdir():
+            key.unlink()
+    print(f"lab removed: {removed}")
+    return 0
+
+
+def status(site: str = "example") -> int:
+    lab = Lab(site)
+    pid = lab.master_pid()
+    print(f"master: {'running, pid ' + str(pid) if pid else 'stopped'}")
+    print(f"network: {lab.host.network_state(lab.bridge)}")
+    for guest in lab.host.list_guests(lab.lab_dir):
+        print(f"  {guest['name']:<22} {guest['state']:<8} {guest.get('address') or '-'}")
+    report = lab.settings.state_dir / REPORT
+    if report.is_file():
+        print(f"last report: {report}")
+    return 0
+
+
+def shell(name: str) -> int:
+    lab = Lab()
+    argv = ["lxc-attach", "-P", lab.lab_dir, "-n", name, "--clear-env", "--",
+            "env", "TERM=" + os.environ.get("TERM", "xterm"), "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "bash", "-l"]
+    os.execvp(argv[0], argv)  # noqa: S606 - an interactive shell replaces this process
+    return 1
+
+
+def apply(name: str, site: str = "example") -> int:
+    lab = Lab(site)
+    lab.configure()
+    result = lab.highstate([name])[name]
+    print(f"{name}: ok {result.ok}, changed {result.changed}, failed {result.failed} in {result.seconds}s")
+    for error in result.errors:
+        print(f"  {error}", file=sys.stderr)
+    return 1 if result.failed else 0

@@ -1,0 +1,150 @@
+"""The example site in the lab: provisioned by salt-cloud, converged by the real states, checked from outside.
+
+One lab for the module: `sitectl lab up`'s own code path (salt-cloud -m with the lxclab driver,
+first highstate through the created-event reactor, a second highstate), in a state dir of its own.
+Any lab already running on this machine is replaced, and everything is torn down at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from types import SimpleNamespace
+
+import pytest
+
+from sitectl import labctl
+from tests.lab.infra import guest_host
+
+pytestmark = pytest.mark.lab
+
+CONNECT = ("python3 -c \"import socket,sys; s=socket.socket(); s.settimeout(3);\n"
+           "try: s.connect((sys.argv[1], int(sys.argv[2]))); print('open')\n"
+           "except ConnectionRefusedError: print('refused')\n"
+           "except OSError as e: print('dropped', type(e).__name__)\" {} {}")
+
+
+@pytest.fixture(scope="module")
+def site_lab(tmp_path_factory):
+    state = tmp_path_factory.mktemp("lab-state")
+    labctl.down(state_dir=state)
+    rc = labctl.up(state_dir=state)
+    report = json.loads((state / labctl.REPORT).read_text())
+    lab = labctl.Lab(state_dir=state)
+    lab.configure()
+    yield SimpleNamespace(rc=rc, report=report, lab=lab, state=state)
+    labctl.down(state_dir=state)
+
+
+def ip(site_lab, guest: str) -> str:
+    return site_lab.lab.pillar["site"]["guests"][guest]["address"].split("/")[0]
+
+
+def connect_from(site_lab, src: str, dst: str, port: int) -> str:
+    host = guest_host(src, site_lab.lab.lab_dir)
+    return host.check_output(CONNECT.format(ip(site_lab, dst), port)).split()[0]
+
+
+def connect_from_host(address: str, port: int) -> str:
+    with socket.socket() as sock:
+        sock.settimeout(3)
+        try:
+            sock.connect((address, port))
+            return "open"
+        except ConnectionRefusedError:
+            return "refused"
+        except OSError:
+            return "dropped"
+
+
+def test_every_guest_converges_and_the_second_highstate_changes_nothing(site_lab):
+    guests = site_lab.lab.guests
+    assert len(guests) == 11
+    for name in guests:
+        first, second = site_lab.report["first"][name], site_lab.report["second"][name]
+        assert first["failed"] == 0, (name, first["errors"])
+        assert first["changed"] > 0, f"{name}: the first highstate must have configured the guest"
+        assert second["failed"] == 0 and second["changed"] == 0, (name, second)
+    assert site_lab.rc == 0
+
+
+@pytest.mark.parametrize("guest", ["vault", "postgresql", "monitoring"])
+def test_base_state_is_in_effect_inside_the_guest(site_lab, guest):
+    host = guest_host(guest, site_lab.lab.lab_dir)
+    for service in ("ssh", "nftables", "prometheus-node-exporter", "salt-minion"):
+        assert host.service(service).is_running, service
+        assert host.service(service).is_enabled, service
+    sshd = host.check_output("sshd -T")
+    assert "passwordauthentication no" in sshd
+    assert "kbdinteractiveauthentication no" in sshd
+    assert "permitrootlogin without-password" in sshd
+    ops = host.user("ops")
+    assert "platform-admins" in ops.groups
+    keys = host.file("/home/ops/.ssh/authorized_keys").content_string
+    assert "EXAMPLEonlyREPLACEwithYOURkey" in keys
+    assert host.check_output("sudo -l -U ops").count("NOPASSWD: ALL") == 1
+    assert host.file("/etc/localtime").linked_to == "/usr/share/zoneinfo/Europe/Moscow"
+    assert "en_US.utf8" in host.check_output("locale -a")
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in host.file("/etc/apt/apt.conf.d/20auto-upgrades").content_string
+    assert "master: 10.77.0.1" in host.file("/etc/salt/minion.d/10-platform.conf").content_string
+    assert host.socket(f"tcp://{ip(site_lab, guest)}:9100").is_listening
+    assert "table inet platform" in host.check_output("nft list table inet platform")
+
+
+def test_ssh_is_open_to_the_admin_source_only(site_lab):
+    assert connect_from_host(ip(site_lab, "vault"), 22) == "open"
+    assert connect_from(site_lab, "rabbitmq", "vault", 22) == "dropped"
+
+
+def test_node_exporter_answers_the_monitoring_guest_and_no_one_else(site_lab):
+    monitoring = guest_host("monitoring", site_lab.lab.lab_dir)
+    metrics = monitoring.check_output(f"curl -s --max-time 5 http://{ip(site_lab, 'postgresql')}:9100/metrics")
+    assert "node_cpu_seconds_total" in metrics
+    assert connect_from(site_lab, "rabbitmq", "postgresql", 9100) == "dropped"
+    assert connect_from_host(ip(site_lab, "postgresql"), 9100) == "dropped"
+
+
+def test_database_port_is_open_to_its_consumers_only(site_lab):
+    # Nothing listens on 5432 yet (the data tier issue): a consumer gets through the firewall and is
+    # refused by the guest's kernel; anyone else is dropped by the firewall.
+    assert connect_from(site_lab, "microservices", "postgresql", 5432) == "refused"
+    assert connect_from(site_lab, "reverse-proxy", "postgresql", 5432) == "dropped"
+
+
+def test_public_ports_of_the_proxy_are_open_to_anyone(site_lab):
+    assert connect_from_host(ip(site_lab, "reverse-proxy"), 443) == "refused"
+    assert connect_from_host(ip(site_lab, "vault"), 443) == "dropped"
+
+
+def test_guest_reaches_the_package_mirror_and_nothing_else_outside(site_lab):
+    host = guest_host("vault", site_lab.lab.lab_dir)
+    assert host.run("apt-get update -qq").rc == 0
+    outside = host.check_output(CONNECT.format("1.1.1.1", 443))
+    assert outside.split()[0] == "dropped"
+
+
+def test_a_lab_minion_cannot_fetch_pillar_files(site_lab):
+    import salt.client
+
+    client = salt.client.LocalClient(mopts=site_lab.lab.master_opts())
+    got = client.cmd("vault", "cp.get_file_str", ["salt://site/example.sls"], timeout=30)
+    assert got == {"vault": False}
+    listed = client.cmd("vault", "cp.list_master", timeout=30)["vault"]
+    assert "common/init.sls" in listed and not [f for f in listed if f.startswith(("site/", "overlays/"))]
+
+
+def test_salt_cloud_lists_and_shows_the_lab_guests(site_lab):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    salt_cloud = str(Path(sys.executable).parent / "salt-cloud")
+    conf = str(site_lab.lab.conf)
+    listed = json.loads(subprocess.run([salt_cloud, "-c", conf, "-Q", "--out", "json"], capture_output=True,
+                                       text=True, check=True).stdout)
+    nodes = listed["platform"]["lxclab"]
+    assert sorted(nodes) == site_lab.lab.guests
+    assert all(node["state"] == "running" for node in nodes.values())
+    shown = json.loads(subprocess.run([salt_cloud, "-c", conf, "-y", "-a", "show_instance", "vault", "--out", "json"],
+                                      capture_output=True, text=True, check=True).stdout)
+    assert "10.77.0.111" in json.dumps(shown)
