@@ -6,12 +6,12 @@ VENV     ?= .venv
 PYTHON   ?= python3
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
-DEBS     := nftables lxc debootstrap bridge-utils rsync openssh-server sudo
+DEBS     := nftables lxc debootstrap bridge-utils rsync iproute2
 YAML     := pillar/site/*.sls pillar/platform/*.sls pillar/overlays/*.sls tests/fixtures/sites/*/*/site.sls \
             sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint
 SLS      := $(shell find salt reactor -name '*.sls' | sort)
 
-.PHONY: setup lint test test-fast lab lab-down lab-status clean
+.PHONY: setup lint test test-fast lab lab-down lab-status bench clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: setup
-	$(VENV)/bin/ruff check sitectl _pillar _clouds tests
+	$(VENV)/bin/ruff check sitectl _pillar _clouds tests benchmarks
 	$(VENV)/bin/yamllint -s $(YAML)
 	$(VENV)/bin/salt-lint $(SLS)
 
@@ -49,3 +49,6 @@ lab-status: setup
 
 clean:
 	rm -rf .salt .pytest-tmp
+
+bench: setup
+	$(PY) benchmarks/lab.py

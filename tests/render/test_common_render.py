@@ -123,3 +123,23 @@ def test_rendered_rulesets_are_accepted_by_nft(example_config, tmp_path):
         path.write_text(rendered_ruleset(example_config, guest))
         result = subprocess.run([nft, "-c", "-f", str(path)], capture_output=True, text=True, check=False)
         assert result.returncode == 0, f"{guest}: {result.stderr}"
+
+
+@pytest.fixture(scope="module")
+def lab_config(tmp_path_factory):
+    from sitectl.config import SaltSettings, write_config
+
+    return write_config(SaltSettings(state_dir=tmp_path_factory.mktemp("lab-state"), overlay="lab"))
+
+
+def test_lab_overlay_readdresses_the_site_and_switches_off_what_has_no_build_here(lab_config):
+    k3s = render.pillar(lab_config, "k3s")["platform"]["guest"]
+    assert k3s["address"] == "10.77.0.112/24"
+    assert k3s["master"] == "10.77.0.1"
+    assert k3s["roles"] == ["base"]
+    assert "k3s" in k3s["disabled_roles"]
+    assert not [rule for rule in k3s["firewall"] if rule["port"] == "6443"], "a switched-off role opens nothing"
+    vault = render.pillar(lab_config, "vault")["platform"]["guest"]
+    assert vault["roles"] == ["base", "vault"], "roles with a build here stay on"
+    ssh = next(rule for rule in vault["firewall"] if rule["name"] == "ssh")
+    assert ssh["from"] == ["10.77.0.1/32"]

@@ -1,0 +1,152 @@
+"""Benchmark of the lab: how long the example site takes to come up here, against the plain apt floor.
+
+Prints: template build time, guest creation time (salt-cloud -m of the whole map), the first and
+the no-op highstate per guest and for the whole lab, peak memory, then one guest alone (first
+highstate after salt-cloud -p, no-op median of 3) next to the floor: a plain `apt-get install` of
+the same packages on a fresh guest of the same template. The comparison is a ratio of times
+measured in this one run (the machine is noisy; absolute seconds are not comparable across runs).
+
+    sudo .venv/bin/python benchmarks/lab.py [--rebuild-template]
+
+It replaces any lab running on this machine and tears everything down at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sitectl import labctl, site  # noqa: E402
+from sitectl.lab import aptsources, host  # noqa: E402
+
+ALONE = "vault"
+FLOOR_GUEST, FLOOR_ADDRESS = "bench-floor", "10.77.0.250/24"
+
+
+def used_memory_mib() -> float:
+    info = {}
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            key, value = line.split(":")
+            info[key] = int(value.split()[0])
+    return (info["MemTotal"] - info["MemAvailable"]) / 1024
+
+
+class MemoryPeak(threading.Thread):
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.baseline = used_memory_mib()
+        self.peak = self.baseline
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.wait(0.5):
+            self.peak = max(self.peak, used_memory_mib())
+
+
+def common_packages() -> list[str]:
+    """The packages the base state installs (the floor installs exactly these)."""
+    import yaml
+
+    defaults = yaml.safe_load((ROOT / "salt/common/defaults.yaml").read_text())["common"]["packages"]
+    return [*defaults, "unattended-upgrades", "locales", "tzdata", "openssh-server", "openssh-client",
+            "nftables", "prometheus-node-exporter"]
+
+
+def floor_seconds(lab: labctl.Lab, packages: list[str]) -> float:
+    net = lab.pillar["site"]["network"]
+    template = host.build_template()
+    host.create_guest(FLOOR_GUEST, FLOOR_ADDRESS, net["gateway"], aptsources.host_nameservers()[0],
+                      lab_dir=lab.lab_dir, template=template, bridge=lab.bridge)
+    try:
+        host.start_guest(FLOOR_GUEST, lab_dir=lab.lab_dir)
+        t0 = time.monotonic()
+        host.attach(FLOOR_GUEST, ["sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+                                  "apt-get install -y -qq " + " ".join(packages)], lab_dir=lab.lab_dir,
+                    timeout=1800)
+        return time.monotonic() - t0
+    finally:
+        host.destroy_guest(FLOOR_GUEST, lab_dir=lab.lab_dir)
+
+
+def one_guest_alone(lab: labctl.Lab) -> tuple[float, float]:
+    """(first highstate after salt-cloud -p, median no-op of 3) for one guest with the others idle."""
+    salt_cloud = str(Path(sys.executable).parent / "salt-cloud")
+    subprocess.run([salt_cloud, "-c", str(lab.conf), "-y", "-d", ALONE], check=True, capture_output=True)
+    collector = labctl.HighstateCollector(lab.master_opts(), [ALONE])
+    collector.start()
+    profile = site.guest_view(lab.pillar, ALONE)["profile"]
+    subprocess.run([salt_cloud, "-c", str(lab.conf), "-y", "-p", profile, ALONE], check=True, capture_output=True)
+    collector.done.wait(timeout=1800)
+    collector.stop.set()
+    first = collector.results[ALONE]
+    if first.failed:
+        raise SystemExit(f"{ALONE}: first highstate failed: {first.errors}")
+    lab.wait_for_minions([ALONE])
+    noops = [lab.highstate([ALONE])[ALONE].seconds for _ in range(3)]
+    return first.seconds, statistics.median(noops)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rebuild-template", action="store_true",
+                        help="build the template again into an empty cache (cold build)")
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="sitectl-bench-"))
+    figures: dict[str, object] = {}
+
+    labctl.down(state_dir=state)
+    if args.rebuild_template:
+        cache = tempfile.mkdtemp(prefix="sitectl-bench-cache-")
+        t0 = time.monotonic()
+        host.build_template(cache_dir=cache)
+        figures["template_build_cold_s"] = round(time.monotonic() - t0, 1)
+        subprocess.run(["rm", "-rf", cache], check=True)
+    recipe = json.loads((Path(host.template_path()).parent / "recipe.json").read_text())
+    figures["template_build_recorded_s"] = recipe.get("seconds", {})
+
+    memory = MemoryPeak()
+    memory.start()
+    t0 = time.monotonic()
+    rc = labctl.up(state_dir=state)
+    figures["whole_lab_up_s"] = round(time.monotonic() - t0, 1)
+    memory.stop.set()
+    report = json.loads((state / labctl.REPORT).read_text())
+    figures["whole_lab"] = report["timings"]
+    figures["peak_memory_mib"] = {"baseline": round(memory.baseline), "peak": round(memory.peak),
+                                  "lab": round(memory.peak - memory.baseline)}
+    if rc != 0:
+        print(json.dumps(figures, indent=2))
+        raise SystemExit("the lab did not converge cleanly; no figures for one guest")
+
+    lab = labctl.Lab(state_dir=state)
+    lab.configure()
+    first_alone, noop_alone = one_guest_alone(lab)
+    floor = floor_seconds(lab, common_packages())
+    figures[f"{ALONE}_alone"] = {"first_highstate_s": round(first_alone, 1), "noop_highstate_median_s":
+                                 round(noop_alone, 1)}
+    figures["floor_apt_get_install_s"] = round(floor, 1)
+    figures["ratio_first_highstate_to_floor"] = round(first_alone / floor, 2)
+    labctl.down(state_dir=state)
+
+    print("\n== lab benchmark (one run; compare the ratio, not absolute seconds)")
+    print(f"{'guest':<22} {'first (all at once)':>20} {'no-op (all at once)':>20}")
+    for name in sorted(report["first"]):
+        first, second = report["first"][name]["seconds"], report["second"][name]["seconds"]
+        print(f"{name:<22} {first:>19.1f}s {second:>19.1f}s")
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
