@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: setup
-	$(VENV)/bin/ruff check sitectl _pillar _clouds tests benchmarks
+	$(VENV)/bin/ruff check sitectl _pillar _clouds _runners _modules _states tests benchmarks
 	$(VENV)/bin/yamllint -s $(YAML)
 	$(VENV)/bin/salt-lint $(SLS)
 

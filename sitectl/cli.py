@@ -17,12 +17,32 @@ def _settings(args) -> SaltSettings:
         site=args.site,
         overlay=args.overlay,
         interface=getattr(args, "interface", "127.0.0.1"),
+        provider=getattr(args, "provider", None),
+        proxmox=_options(getattr(args, "proxmox", None) or []),
     )
 
 
+def _options(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs; the value is read as YAML (true, 30, 0.5 keep their types)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"sitectl: --proxmox {pair!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value) if value else None
+    return out
+
+
 def cmd_master_config(args) -> int:
-    conf = write_config(_settings(args))
-    print(f"wrote {conf}/master and {conf}/minion (site {args.site}, overlay {args.overlay or 'none'})")
+    try:
+        conf = write_config(_settings(args))
+    except ValueError as exc:
+        print(f"sitectl: {exc}", file=sys.stderr)
+        return 2
+    provider = f", cloud provider {args.provider}" if args.provider else ""
+    print(f"wrote {conf}/master and {conf}/minion (site {args.site}, overlay {args.overlay or 'none'}{provider})")
     return 0
 
 
@@ -76,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("master-config", help="render etc/*.j2 into <state-dir>/etc (the Saltfile points there)")
     p.add_argument("--interface", default="127.0.0.1", help="the address the master listens on")
+    p.add_argument("--provider", default=None, choices=["proxmox", "lab"],
+                   help="the salt-cloud provider `platform`: etc/providers/<PROVIDER>.conf.j2")
+    p.add_argument("--proxmox", action="append", metavar="KEY=VALUE",
+                   help="a proxmox provider option over site.proxmox (url, token_id, token_secret_env, ca_bundle, "
+                        "bootstrap, ...); repeatable")
     p.set_defaults(func=cmd_master_config)
     p = sub.add_parser("validate", help="check the site, the role catalog and the roles' pillar")
     p.set_defaults(func=cmd_validate)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+import yaml
 
 from sitectl import ROOT
 
@@ -23,6 +24,9 @@ class SaltSettings:
     provider: str | None = None  # etc/providers/<provider>.conf.j2: the `platform` cloud provider
     lab_dir: str = "/var/lib/sitectl-lab"
     bridge: str = "sitelab0"
+    # Options of the proxmox provider (etc/providers/proxmox.conf.j2) over those the site gives
+    # (site.proxmox: api, node, verify_ssl, ca_bundle, token_id): url, token_secret_env, bootstrap, ...
+    proxmox: dict = field(default_factory=dict)
 
     @property
     def config_dir(self) -> Path:
@@ -42,6 +46,8 @@ def write_config(settings: SaltSettings, root: Path = ROOT) -> Path:
         autoescape=False,  # noqa: S701 - YAML, not HTML
     )
     context = {**settings.__dict__, "root": str(root), "state_dir": str(settings.state_dir)}
+    if settings.provider == "proxmox":
+        context["proxmox"] = proxmox_options(settings, root)
     conf = settings.config_dir
     conf.mkdir(parents=True, exist_ok=True)
     for sub in ("pki/master", "pki/local", "cache", "run/master", "run/local", "log"):
@@ -61,3 +67,39 @@ def write_config(settings: SaltSettings, root: Path = ROOT) -> Path:
         profiles.unlink()
     profiles.symlink_to(root / "cloud.profiles.d")
     return conf
+
+
+PROXMOX_DEFAULTS = {
+    "token_secret_env": "PVE_TOKEN_SECRET",
+    "token_secret": None,
+    "verify_ssl": True,
+    "ca_bundle": None,
+    "bootstrap": "official",
+    "timeout": 30,
+    "retries": 3,
+    "backoff": 1.0,
+    "task_timeout": 600,
+}
+
+
+def proxmox_options(settings: SaltSettings, root: Path = ROOT) -> dict:
+    """The proxmox provider's options: defaults, then the site's `proxmox` section, then ``settings.proxmox``."""
+    options = dict(PROXMOX_DEFAULTS)
+    try:
+        data = yaml.safe_load((root / "pillar" / "site" / f"{settings.site}.sls").read_text()) or {}
+        site = (data.get("site") or {}).get("proxmox") or {}
+    except (OSError, yaml.YAMLError, AttributeError):  # a site written with Jinja: give the options explicitly
+        site = {}
+    for key, ours in (("api", "url"), ("node", "node"), ("token_id", "token_id"), ("verify_ssl", "verify_ssl"),
+                      ("ca_bundle", "ca_bundle")):
+        if key in site:
+            options[ours] = site[key]
+    options.update({k: v for k, v in settings.proxmox.items() if v is not None})
+    missing = [k for k in ("url", "token_id") if not options.get(k)]
+    if missing:
+        raise ValueError(f"the proxmox provider needs {', '.join(missing)}: set site.proxmox (api, token_id) or "
+                         f"pass --proxmox url=... token_id=...")
+    if options.get("token_secret") and not str(options["token_secret"]).startswith("sdb://"):
+        raise ValueError("token_secret: only an sdb:// URI may be written into the provider config; the secret "
+                         "itself goes into the environment variable named by token_secret_env")
+    return options

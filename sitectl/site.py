@@ -273,6 +273,8 @@ def validate(pillar: dict) -> list[str]:
     errors += _schema_errors(roles, "roles", "roles")
     if "common" in pillar:
         errors += _schema_errors(pillar["common"], "common", "common")
+    if "vault" in pillar:
+        errors += _schema_errors(pillar["vault"], "vault", "vault")
     flagged = {e.split(":", 1)[0] for e in errors}
     for key, value in pillar.items():
         if str(key).startswith("_"):  # Salt's own keys (_errors)
@@ -396,24 +398,4 @@ def cloud_map(pillar: dict) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name in sorted(pillar["site"]["guests"]):
         out.setdefault(guest_view(pillar, name)["profile"], []).append(name)
-    return out
-
-
-def load_pillar_files(paths) -> dict:
-    """Merge plain-YAML pillar files (no Jinja) the way Salt's default merge does, for offline use."""
-    merged: dict = {}
-    for path in paths:
-        with open(path) as fh:
-            data = yaml.safe_load(fh) or {}
-        merged = _merge(merged, data)
-    return merged
-
-
-def _merge(dest: dict, upd: dict) -> dict:
-    out = dict(dest)
-    for key, value in upd.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
     return out

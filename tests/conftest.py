@@ -26,8 +26,9 @@ def make_checkout(base: Path, site_file: Path | None = None, site_name: str = "e
     """
     root = base / "checkout"
     root.mkdir(parents=True)
-    for name in ("salt", "_modules", "_states", "_pillar", "_clouds", "etc", "reactor", "cloud.profiles.d", "Saltfile"):
-        (root / name).symlink_to(ROOT / name)
+    for entry in ROOT.iterdir():
+        if entry.name != "pillar" and not entry.name.startswith("."):
+            (root / entry.name).symlink_to(entry)
     (root / "pillar").mkdir()
     for name in ("top.sls", "platform", "overlays"):
         (root / "pillar" / name).symlink_to(ROOT / "pillar" / name)

@@ -15,12 +15,12 @@ import yaml
 from tests.conftest import SITES, make_checkout
 
 MINION_ID = "fn-web"
-# Keys of the rendered master config that make it this project's master.
-PROJECT_KEYS = (
-    "file_roots", "pillar_roots", "module_dirs", "states_dirs", "pillar_dirs", "cloud_dirs",
-    "ext_pillar", "reactor", "platform_site", "platform_overlay", "fileserver_backend", "hash_type",
-    "open_mode", "auto_accept",
-)
+# Keys of the rendered master config that pytest-salt-factories owns for its own daemons; every
+# other key (file roots, pillar roots, module dirs, ext_pillar, reactor, ...) comes from etc/master.j2.
+FACTORY_KEYS = {
+    "id", "user", "root_dir", "pki_dir", "cachedir", "sock_dir", "pidfile", "log_file", "key_logfile",
+    "log_level_logfile", "interface", "publish_port", "ret_port",
+}
 
 
 @pytest.fixture(scope="package")
@@ -56,7 +56,7 @@ def test_states(tmp_path_factory, marker_dir) -> Path:
 def master_overrides(checkout, test_states) -> dict:
     _, conf = checkout
     rendered = yaml.safe_load((conf / "master").read_text())
-    overrides = {key: rendered[key] for key in PROJECT_KEYS}
+    overrides = {key: value for key, value in rendered.items() if key not in FACTORY_KEYS}
     overrides["file_roots"] = {"base": [str(test_states), *rendered["file_roots"]["base"]]}
     return overrides
 

@@ -87,11 +87,29 @@ def test_forged_created_event_from_a_minion_changes_nothing(salt_minion, salt_ca
     assert wait_for(marker, 90)
 
 
-def test_orchestration_refuses_a_guest_outside_the_site(salt_run):
-    result = salt_run.run("state.orchestrate", "orch.provisioned", pillar={"provisioned_guest": "stranger"})
-    text = str(result.data) + result.stdout
-    assert "'stranger' is not a guest of the site: nothing applied" in text
-    assert result.returncode != 0
+def test_provisioning_runner_refuses_a_name_outside_the_site(salt_run):
+    result = salt_run.run("platform.provisioned", "stranger", timeout=4, interval=1)
+    assert result.data["result"] is False
+    assert "no minion that is the site's guest 'stranger' answered" in result.data["comment"]
+
+
+def test_a_minion_that_is_not_a_guest_of_the_site_is_not_highstated(salt_minion, salt_call, salt_run, checkout,
+                                                                     marker_dir):
+    root, _ = checkout
+    site_file = root / "pillar" / "site" / "functional.sls"
+    good = site_file.read_text()
+    marker = marker_dir / f"{MINION_ID}-highstate"
+    marker.unlink(missing_ok=True)
+    site_file.write_text(good.replace(f"    {MINION_ID}:\n", "    renamed-web:\n").replace(
+        f"guest: {MINION_ID}", "guest: renamed-web"))
+    try:
+        assert salt_call.run("saltutil.refresh_pillar", wait=True).returncode == 0
+        result = salt_run.run("platform.provisioned", MINION_ID, timeout=4, interval=1)
+    finally:
+        site_file.write_text(good)
+        salt_call.run("saltutil.refresh_pillar", wait=True)
+    assert result.data["result"] is False, "an accepted key alone must not be enough"
+    assert not marker.exists()
 
 
 def test_saltfile_points_the_salt_commands_at_the_checkout(checkout):

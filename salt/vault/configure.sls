@@ -1,0 +1,172 @@
+{#- Vault configured as code: the KV v2 engine, AppRole (the Salt master's
+    credentials), Kubernetes auth for k3s, a policy per role and per guest (the
+    master's saltext-vault issues each minion a token with exactly
+    salt_minion_<id> and salt_role_<role> of its roles), the audit device (Vault:
+    API; OpenBao: server config), and the secrets generated if absent.
+    Authenticates with this guest's master-issued token (policy salt_role_vault). #}
+{%- from 'vault/map.jinja' import vault, flavor, roles, local_url, ca_cert %}
+{%- set kv = vault.secrets_mount %}
+{%- set conn = {'url': local_url, 'verify': ca_cert} %}
+{%- set guests = salt['pillar.get']('site:guests', {}) %}
+include:
+  - vault.unseal
+
+vault-configure-kv-enabled:
+  vault_server.secrets_engine_enabled:
+    - name: {{ kv }}
+    - backend_type: kv
+    - options: {version: '2'}
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-unseal-unsealed
+
+vault-configure-approle-enabled:
+  vault_server.auth_method_enabled:
+    - name: {{ vault.approle_mount }}
+    - method_type: approle
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-unseal-unsealed
+
+vault-configure-approle-salt-master-present:
+  vault_server.approle_role_present:
+    - name: salt-master
+    - mount: {{ vault.approle_mount }}
+    - token_policies: [salt_master]
+    - token_ttl: 1h
+    - token_max_ttl: 4h
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-configure-approle-enabled
+
+vault-configure-policy-salt-master-present:
+  vault_server.policy_present:
+    - name: salt_master
+    - rules: |
+        # saltext-vault on the master: issue per-minion tokens with assigned policies.
+        path "auth/token/create" { capabilities = ["create", "read", "update", "sudo"] }
+        path "auth/token/lookup-self" { capabilities = ["read"] }
+        path "auth/token/renew-self" { capabilities = ["update"] }
+        path "sys/policies/acl/salt_*" { capabilities = ["read"] }
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-unseal-unsealed
+{%- for role in roles | sort %}
+
+vault-configure-policy-role-{{ role }}-present:
+  vault_server.policy_present:
+    - name: salt_role_{{ role }}
+    - rules: |
+{%-   if role == 'vault' %}
+        # The vault guest configures Vault as code (salt/vault/configure.sls).
+        path "sys/mounts" { capabilities = ["read"] }
+        path "sys/mounts/*" { capabilities = ["create", "read", "update"] }
+        path "sys/auth" { capabilities = ["read"] }
+        path "sys/auth/*" { capabilities = ["create", "read", "update", "sudo"] }
+        path "sys/audit" { capabilities = ["read", "sudo"] }
+        path "sys/audit/*" { capabilities = ["create", "read", "update", "sudo"] }
+        path "sys/policies/acl/*" { capabilities = ["create", "read", "update"] }
+        path "auth/{{ vault.approle_mount }}/role/*" { capabilities = ["create", "read", "update"] }
+        path "auth/{{ vault.kubernetes.mount }}/config" { capabilities = ["create", "read", "update"] }
+        path "auth/{{ vault.kubernetes.mount }}/role/*" { capabilities = ["create", "read", "update"] }
+        path "{{ kv }}/data/*" { capabilities = ["create", "read", "update"] }
+        path "{{ kv }}/metadata/*" { capabilities = ["read", "list"] }
+{%-   else %}
+        # Guests with the role {{ role }}: its secrets, generated on first apply.
+        path "{{ kv }}/data/roles/{{ role }}/*" { capabilities = ["create", "read", "update"] }
+        path "{{ kv }}/metadata/roles/{{ role }}/*" { capabilities = ["read", "list"] }
+{%-   endif %}
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-unseal-unsealed
+{%- endfor %}
+{%- for minion in guests | sort %}
+
+vault-configure-policy-minion-{{ minion }}-present:
+  vault_server.policy_present:
+    - name: salt_minion_{{ minion }}
+    - rules: |
+        # {{ minion }} alone: secrets of this guest only.
+        path "{{ kv }}/data/minions/{{ minion }}/*" { capabilities = ["create", "read", "update"] }
+        path "{{ kv }}/metadata/minions/{{ minion }}/*" { capabilities = ["read", "list"] }
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-unseal-unsealed
+{%- endfor %}
+{%- for name, rules in vault.policies | dictsort %}
+
+vault-configure-policy-{{ name }}-present:
+  vault_server.policy_present:
+    - name: {{ name }}
+    - rules: {{ rules | json }}
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-unseal-unsealed
+{%- endfor %}
+
+vault-configure-kubernetes-enabled:
+  vault_server.auth_method_enabled:
+    - name: {{ vault.kubernetes.mount }}
+    - method_type: kubernetes
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-unseal-unsealed
+{%- if vault.kubernetes.config %}
+
+vault-configure-kubernetes-config-present:
+  vault_server.kubernetes_config_present:
+    - name: {{ vault.kubernetes.mount }}
+{%-   for key, value in vault.kubernetes.config | dictsort %}
+    - {{ key }}: {{ value | json }}
+{%-   endfor %}
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-configure-kubernetes-enabled
+{%- endif %}
+{%- for role, spec in vault.kubernetes.roles | dictsort %}
+
+vault-configure-kubernetes-role-{{ role }}-present:
+  vault_server.kubernetes_role_present:
+    - name: {{ role }}
+    - mount: {{ vault.kubernetes.mount }}
+{%-   for key, value in spec | dictsort %}
+    - {{ key }}: {{ value | json }}
+{%-   endfor %}
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-configure-kubernetes-enabled
+{%- endfor %}
+{%- if vault.server.flavor == 'vault' %}
+
+vault-configure-audit-enabled:
+  vault_server.audit_device_enabled:
+    - name: {{ vault.audit.path }}
+    - device_type: file
+    - options: {file_path: {{ flavor.log_dir }}/audit.log, mode: '0600'}
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-unseal-unsealed
+{%- endif %}
+{%- for path, fields in vault.secrets | dictsort %}
+
+vault-configure-secret-{{ path | replace('/', '-') }}-generated:
+  vault_server.secret_generated:
+    - name: {{ path }}
+    - mount: {{ kv }}
+    - fields: {{ fields | json }}
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-configure-kv-enabled
+{%- endfor %}

