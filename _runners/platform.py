@@ -47,9 +47,10 @@ def provisioned(name, timeout=180, interval=3):
     with salt.client.get_local_client(mopts=__opts__) as client:
         deadline = time.monotonic() + float(timeout)
         while True:
-            # The master's view first (accepted key + cached pillar), so nothing is published in vain.
-            if name in ckminions.check_minions(target, "compound")["minions"]:
-                answered = client.cmd(target, "test.ping", tgt_type="compound", timeout=10)
+            # The master's view first (accepted key + the pillar it compiled for that minion), then a
+            # ping to that one minion: it answers once it receives publications.
+            if name in ckminions.check_minions(target, "compound", greedy=False)["minions"]:
+                answered = client.cmd(name, "test.ping", tgt_type="list", timeout=5)
                 if answered.get(name) is True:
                     break
             if time.monotonic() >= deadline:

@@ -55,12 +55,14 @@ class MemoryPeak(threading.Thread):
 
 
 def common_packages() -> list[str]:
-    """The packages the base state installs (the floor installs exactly these)."""
+    """The packages the base state installs (the floor installs exactly these, also without recommends)."""
+    import re
+
     import yaml
 
     defaults = yaml.safe_load((ROOT / "salt/common/defaults.yaml").read_text())["common"]["packages"]
-    return [*defaults, "unattended-upgrades", "locales", "tzdata", "openssh-server", "openssh-client",
-            "nftables", "prometheus-node-exporter"]
+    base = re.search(r"set base_packages = \[(.*?)\]", (ROOT / "salt/common/map.jinja").read_text(), re.S)
+    return sorted({*defaults, *re.findall(r"'([a-z0-9.+-]+)'", base.group(1))})
 
 
 def floor_seconds(lab: labctl.Lab, packages: list[str]) -> float:
@@ -71,9 +73,9 @@ def floor_seconds(lab: labctl.Lab, packages: list[str]) -> float:
     try:
         host.start_guest(FLOOR_GUEST, lab_dir=lab.lab_dir)
         t0 = time.monotonic()
-        host.attach(FLOOR_GUEST, ["sh", "-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
-                                  "apt-get install -y -qq " + " ".join(packages)], lab_dir=lab.lab_dir,
-                    timeout=1800)
+        install = "apt-get install -y -qq --no-install-recommends " + " ".join(packages)
+        host.attach(FLOOR_GUEST, ["sh", "-c", f"apt-get update -qq && DEBIAN_FRONTEND=noninteractive {install}"],
+                    lab_dir=lab.lab_dir, timeout=1800)
         return time.monotonic() - t0
     finally:
         host.destroy_guest(FLOOR_GUEST, lab_dir=lab.lab_dir)

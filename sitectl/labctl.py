@@ -292,8 +292,8 @@ def down(site: str = "example", state_dir: Path | None = None) -> int:
     return 0
 
 
-def status(site: str = "example") -> int:
-    lab = Lab(site)
+def status(site: str = "example", state_dir: Path | None = None) -> int:
+    lab = Lab(site, state_dir)
     pid = lab.master_pid()
     print(f"master: {'running, pid ' + str(pid) if pid else 'stopped'}")
     print(f"network: {lab.host.network_state(lab.bridge)}")
@@ -313,8 +313,8 @@ def shell(name: str) -> int:
     return 1
 
 
-def apply(name: str, site: str = "example") -> int:
-    lab = Lab(site)
+def apply(name: str, site: str = "example", state_dir: Path | None = None) -> int:
+    lab = Lab(site, state_dir)
     lab.configure()
     result = lab.highstate([name])[name]
     print(f"{name}: ok {result.ok}, changed {result.changed}, failed {result.failed} in {result.seconds}s")

@@ -6,7 +6,6 @@
 {%- set current = (salt['group.info']('platform-admins') or {}).get('members', []) %}
 include:
   - common.apt
-  - common.sshd
 
 common-admins-group-present:
   group.present:
@@ -42,7 +41,7 @@ common-admins-user-{{ name }}-keys-managed:
     - ssh_keys: {{ admin.ssh_keys | json }}
     - require:
       - user: common-admins-user-{{ name }}-present
-      - pkg: common-sshd-package-installed
+      - pkg: common-apt-packages-installed
 {%- endfor %}
 {%- for name in current if name not in admins %}
 

@@ -1,4 +1,4 @@
-{%- from 'common/map.jinja' import common, site %}
+{%- from 'common/map.jinja' import common, site, base_packages %}
 {%- set apt = site.get('apt', {}) %}
 
 common-apt-sources-list-emptied:
@@ -23,8 +23,13 @@ common-apt-lists-refreshed:
       - file: common-apt-sources-list-emptied
       - file: common-apt-debian-sources-managed
 
+# Without recommends: a server guest gets what is named, nothing else (the node
+# exporter's recommended collectors, for one, expect hardware a guest has not).
 common-apt-packages-installed:
   pkg.installed:
-    - pkgs: {{ common.packages | json }}
+    - pkgs: {{ (base_packages + common.packages) | unique | list | json }}
+    - install_recommends: false
+    # the ssh execution module (ssh_auth in common.admins) loads only once ssh exists
+    - reload_modules: true
     - require:
       - cmd: common-apt-lists-refreshed

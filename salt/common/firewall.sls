@@ -5,12 +5,6 @@
 include:
   - common.apt
 
-common-firewall-package-installed:
-  pkg.installed:
-    - name: nftables
-    - require:
-      - cmd: common-apt-lists-refreshed
-
 common-firewall-ruleset-managed:
   file.managed:
     - name: /etc/nftables.conf
@@ -21,7 +15,7 @@ common-firewall-ruleset-managed:
         guest: {{ guest | json }}
     - check_cmd: /usr/sbin/nft -c -f
     - require:
-      - pkg: common-firewall-package-installed
+      - pkg: common-apt-packages-installed
 
 common-firewall-service-running:
   service.running:

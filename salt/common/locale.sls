@@ -4,19 +4,13 @@
 include:
   - common.apt
 
-common-locale-packages-installed:
-  pkg.installed:
-    - pkgs: [locales, tzdata]
-    - require:
-      - cmd: common-apt-lists-refreshed
-
 common-locale-timezone-linked:
   file.symlink:
     - name: /etc/localtime
     - target: /usr/share/zoneinfo/{{ timezone }}
     - force: true
     - require:
-      - pkg: common-locale-packages-installed
+      - pkg: common-apt-packages-installed
 
 common-locale-timezone-named:
   file.managed:
@@ -30,7 +24,7 @@ common-locale-gen-managed:
         # Managed by Salt (common.locale)
         {{ locale }} {{ locale.split('.')[1] if '.' in locale else 'UTF-8' }}
     - require:
-      - pkg: common-locale-packages-installed
+      - pkg: common-apt-packages-installed
 
 common-locale-generated:
   cmd.run:

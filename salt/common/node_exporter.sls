@@ -8,13 +8,6 @@
 include:
   - common.apt
 
-common-node-exporter-package-installed:
-  pkg.installed:
-    - name: prometheus-node-exporter
-    - install_recommends: false
-    - require:
-      - cmd: common-apt-lists-refreshed
-
 common-node-exporter-args-managed:
   file.managed:
     - name: /etc/default/prometheus-node-exporter
@@ -22,7 +15,7 @@ common-node-exporter-args-managed:
         # Managed by Salt (common.node_exporter)
         ARGS="{{ flags | join(' ') }}"
     - require:
-      - pkg: common-node-exporter-package-installed
+      - pkg: common-apt-packages-installed
 
 common-node-exporter-service-running:
   service.running:

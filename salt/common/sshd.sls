@@ -4,14 +4,6 @@
 include:
   - common.apt
 
-common-sshd-package-installed:
-  pkg.installed:
-    - pkgs: [openssh-server, openssh-client]
-    # the ssh execution module (used by ssh_auth in common.admins) loads only once ssh exists
-    - reload_modules: true
-    - require:
-      - cmd: common-apt-lists-refreshed
-
 common-sshd-privsep-dir-present:
   file.directory:
     - name: /run/sshd
@@ -38,7 +30,7 @@ common-sshd-config-managed:
         ClientAliveInterval 300
     - check_cmd: /usr/sbin/sshd -t -f
     - require:
-      - pkg: common-sshd-package-installed
+      - pkg: common-apt-packages-installed
       - file: common-sshd-privsep-dir-present
 
 common-sshd-service-running:

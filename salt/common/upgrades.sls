@@ -3,12 +3,6 @@
 include:
   - common.apt
 
-common-upgrades-package-installed:
-  pkg.installed:
-    - name: unattended-upgrades
-    - require:
-      - cmd: common-apt-lists-refreshed
-
 common-upgrades-periodic-managed:
   file.managed:
     - name: /etc/apt/apt.conf.d/20auto-upgrades
@@ -17,7 +11,7 @@ common-upgrades-periodic-managed:
         APT::Periodic::Update-Package-Lists "{{ 1 if uu.enabled else 0 }}";
         APT::Periodic::Unattended-Upgrade "{{ 1 if uu.enabled else 0 }}";
     - require:
-      - pkg: common-upgrades-package-installed
+      - pkg: common-apt-packages-installed
 
 common-upgrades-policy-managed:
   file.managed:
@@ -30,4 +24,4 @@ common-upgrades-policy-managed:
         Unattended-Upgrade::Automatic-Reboot "{{ 'true' if uu.automatic_reboot else 'false' }}";
         Unattended-Upgrade::Automatic-Reboot-Time "{{ uu.automatic_reboot_time }}";
     - require:
-      - pkg: common-upgrades-package-installed
+      - pkg: common-apt-packages-installed

@@ -55,6 +55,17 @@ vault-configure-policy-salt-master-present:
     - verify: {{ conn.verify }}
     - require:
       - vault_server: vault-unseal-unsealed
+
+vault-configure-policy-raft-snapshot-present:
+  vault_server.policy_present:
+    - name: raft_snapshot
+    - rules: |
+        # The backup timer's token (vault.backup): snapshots only.
+        path "sys/storage/raft/snapshot" { capabilities = ["read"] }
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-unseal-unsealed
 {%- for role in roles | sort %}
 
 vault-configure-policy-role-{{ role }}-present:

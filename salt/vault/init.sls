@@ -7,3 +7,4 @@ include:
   - vault.service
   - vault.unseal
   - vault.configure
+  - vault.backup

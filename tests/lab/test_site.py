@@ -8,6 +8,7 @@ Any lab already running on this machine is replaced, and everything is torn down
 from __future__ import annotations
 
 import json
+import re
 import socket
 from types import SimpleNamespace
 
@@ -148,3 +149,12 @@ def test_salt_cloud_lists_and_shows_the_lab_guests(site_lab):
     shown = json.loads(subprocess.run([salt_cloud, "-c", conf, "-y", "-a", "show_instance", "vault", "--out", "json"],
                                       capture_output=True, text=True, check=True).stdout)
     assert "10.77.0.111" in json.dumps(shown)
+
+
+def test_lab_status_and_reapplying_one_guest(site_lab, capsys):
+    assert labctl.status(state_dir=site_lab.state) == 0
+    shown = capsys.readouterr().out
+    assert "master: running" in shown
+    assert all(f"{name} " in shown for name in site_lab.lab.guests)
+    assert labctl.apply("postgresql", state_dir=site_lab.state) == 0
+    assert re.search(r"^postgresql: ok [1-9][0-9]*, changed 0, failed 0 ", capsys.readouterr().out, re.M)

@@ -253,3 +253,18 @@ def unique(prefix: str) -> str:
 
 def dump(obj) -> str:
     return json.dumps(obj, default=str)
+
+
+@pytest.fixture
+def bao_raft_servers(tmp_path):
+    """Non-dev servers with raft storage, as many as a test asks for: ``start(name)``."""
+    started: list[BaoServer] = []
+
+    def start(name: str) -> BaoServer:
+        server = BaoServer(tmp_path / f"bao-{name}", dev=False).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,198 @@
+"""A minion reads only its own roles' secrets (issue 5, item 4), end to end and for real.
+
+A real Salt master configured from etc/master.j2 (its `vault:` block: master-issued per-minion
+tokens with the policies salt_minion_<id> and salt_role_<role>), two real minions whose site gives
+them different roles, and a real OpenBao dev server. Vault is bootstrapped as docs/vault.md says an
+operator does it: the policies and the master's AppRole are the ones salt/vault/configure.sls
+renders for this site, applied with the repository's own states; the master's role_id/secret_id
+are created at run time and written only to its master.d/vault.conf in a temp dir.
+
+Secret values are never printed: they are compared by digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sitectl import render
+from tests.conftest import SITES, make_checkout
+from tests.functional.conftest import FACTORY_KEYS
+from tests.vault.conftest import BaoServer, SaltCaller, write_token
+
+pytestmark = pytest.mark.functional
+
+DB, MQ = "iso-db", "iso-mq"
+ROLE = {DB: "postgresql", MQ: "rabbitmq"}
+FIELDS = json.dumps({"password": {"length": 32, "alphabet": "urlsafe"}})
+# What configure.sls writes that the master and the minions' tokens depend on.
+BOOTSTRAP = ("vault-configure-approle-enabled", "vault-configure-approle-salt-master-present")
+
+
+class Credentials(dict):
+    """The master's AppRole credentials: never shown in a traceback or a report."""
+
+    def __repr__(self) -> str:
+        return f"<credentials {sorted(self)}>"
+
+
+def digest(value) -> str:
+    return hashlib.sha256(str(value).encode()).hexdigest()[:16]
+
+
+def site_text() -> str:
+    site = yaml.safe_load((SITES / "valid" / "small" / "site.sls").read_text())
+    guests = site["site"]["guests"]
+    db = guests.pop("db")
+    guests.pop("web")
+    site["site"].pop("routes", None)
+    for number, (name, roles) in enumerate(((DB, ["postgresql"]), (MQ, ["rabbitmq"]), ("vault", ["vault"]))):
+        guests[name] = {**db, "vmid": 110 + number, "address": f"192.168.50.{20 + number}/24", "roles": roles}
+    return yaml.safe_dump(site, sort_keys=False)
+
+
+def state_args(state: dict) -> tuple[str, dict]:
+    (module,) = (key for key in state if not key.startswith("__"))
+    fun = next(item for item in state[module] if isinstance(item, str))
+    kwargs = {}
+    for item in state[module]:
+        if isinstance(item, dict):
+            kwargs.update(item)
+    return f"{module}.{fun}", kwargs
+
+
+@pytest.fixture(scope="module")
+def iso_base(tmp_path_factory):
+    return tmp_path_factory.mktemp("isolation")
+
+
+@pytest.fixture(scope="module")
+def iso_checkout(iso_base):
+    source = iso_base / "site.sls"
+    source.write_text(site_text())
+    return make_checkout(iso_base, source, site_name="isolation")
+
+
+@pytest.fixture(scope="module")
+def iso_bao(iso_base):
+    server = BaoServer(iso_base / "bao", dev=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def master_approle(iso_base, iso_bao, iso_checkout) -> Credentials:
+    """The operator's bootstrap (docs/vault.md, step 5) with the dev server's root token: the
+    policies and the salt-master AppRole exactly as salt/vault/configure.sls renders them for the
+    `vault` guest of this site, applied by the repository's states; then a role_id and secret_id."""
+    _, conf = iso_checkout
+    high = render.caller(conf, "vault").cmd("state.show_sls", "vault.configure")
+    assert isinstance(high, dict), high
+    operator = SaltCaller(iso_base / "operator", {
+        "url": iso_bao.url, "token_file": str(write_token(iso_base / "root-token", iso_bao.root_token))})
+    applied = []
+    for state_id in sorted(high):
+        if state_id in BOOTSTRAP or state_id.startswith("vault-configure-policy-"):
+            fun, kwargs = state_args(high[state_id])
+            name = kwargs.pop("name", state_id)
+            for key in ("require", "url", "verify"):
+                kwargs.pop(key, None)
+            ret = operator.state(fun, name, **kwargs)
+            assert ret["result"] is True, f"{state_id}: {ret['comment']}"
+            applied.append(state_id)
+    assert {"vault-configure-policy-salt-master-present", "vault-configure-policy-role-postgresql-present",
+            "vault-configure-policy-role-rabbitmq-present", f"vault-configure-policy-minion-{DB}-present",
+            *BOOTSTRAP} <= set(applied), applied
+    approle = iso_bao.client().auth.approle
+    return Credentials(
+        role_id=approle.read_role_id("salt-master")["data"]["role_id"],
+        secret_id=approle.generate_secret_id("salt-master")["data"]["secret_id"],
+    )
+
+
+@pytest.fixture(scope="module")
+def iso_master(salt_factories, iso_checkout, iso_bao, master_approle):
+    _, conf = iso_checkout
+    rendered = yaml.safe_load((conf / "master").read_text())
+    overrides = {key: value for key, value in rendered.items() if key not in FACTORY_KEYS}
+    factory = salt_factories.salt_master_daemon("iso-master", overrides=overrides)
+    # As the bootstrap does it (docs/vault.md, step 5): master.d/vault.conf defines the sdb profile
+    # that etc/master.j2's `vault:` block reads; the values are in a file of their own, mode 0600.
+    etc = Path(factory.config_dir)
+    credentials = etc / "vault-master.yaml"
+    credentials.touch(mode=0o600)
+    credentials.write_text(yaml.safe_dump({"url": iso_bao.url, **master_approle}))
+    (etc / "master.d").mkdir(exist_ok=True)
+    (etc / "master.d" / "vault.conf").write_text(yaml.safe_dump(
+        {"platform_vault": {"driver": "yaml", "files": [str(credentials)]}}))
+    try:
+        with factory.started(start_timeout=120):
+            yield factory
+    finally:
+        shutil.rmtree(etc.parent, ignore_errors=True)  # the factory's root, with the credentials
+
+
+@pytest.fixture(scope="module")
+def calls(iso_master):
+    """salt-call on each of the two minions, with the repository's modules synced from the master."""
+    with contextlib.ExitStack() as stack:
+        clis = {}
+        for minion_id in (DB, MQ):
+            minion = iso_master.salt_minion_daemon(minion_id, overrides={"hash_type": "sha256"})
+            stack.callback(shutil.rmtree, Path(minion.config_dir).parent, True)
+            stack.enter_context(minion.started(start_timeout=120))
+            clis[minion_id] = minion.salt_call_cli(timeout=120)
+        for minion_id, cli in clis.items():
+            synced = cli.run("saltutil.sync_modules")
+            assert synced.returncode == 0, synced.stderr
+            assert "modules.vault_server" in synced.data, synced.data
+        yield clis
+
+
+def test_the_master_issues_each_minion_its_own_and_its_roles_policies(iso_master):
+    run = iso_master.salt_run_cli(timeout=120)
+    for minion_id in (DB, MQ):
+        ret = run.run("vault.show_policies", minion_id)
+        assert ret.returncode == 0, ret.stderr
+        assert sorted(ret.data) == sorted([f"salt_minion_{minion_id}", "salt_role_base",
+                                           f"salt_role_{ROLE[minion_id]}"]), ret.data
+
+
+@pytest.mark.parametrize(("me", "other"), [(DB, MQ), (MQ, DB)])
+def test_a_minion_reads_its_roles_secret_and_is_refused_the_other_roles(calls, iso_bao, me, other):
+    path = f"roles/{ROLE[me]}/admin"
+    kv_path = f"secret/data/{path}"
+
+    # Generated on first apply, by the guest itself with its master-issued token (no token file).
+    generated = calls[me].run("vault_server.secret_generate", path, FIELDS)
+    assert generated.returncode == 0, generated.stderr
+    assert generated.data == {"created": ["password"], "rotated": [], "kept": [], "version": 1}
+    stored = iso_bao.kv(path)
+    expected = digest(stored["data"]["password"])
+
+    # Read back through saltext-vault and through the project's module (what templates use).
+    for fun, args in (("vault.read_secret", (f"secret/{path}", "password")),
+                      ("vault_server.secret_read", (path, "password"))):
+        ret = calls[me].run(fun, *args)
+        assert ret.returncode == 0, f"{me} {fun}: {ret.stderr}"
+        assert digest(ret.data) == expected, f"{me} {fun} read another value than the one generated"
+
+    # The other role's guest is refused, reading and writing, and the secret stays as it was.
+    refused = calls[other].run("vault.read_secret", f"secret/{path}", "password")
+    assert refused.returncode != 0 and refused.data is None
+    assert "VaultPermissionDeniedError" in refused.stderr and "permission denied" in refused.stderr, refused.stderr
+    refused = calls[other].run("vault_server.secret_read", path, "password")
+    assert refused.returncode != 0 and refused.data is None
+    assert f"{kv_path}: permission denied: the token's policies do not allow this" in refused.stderr, refused.stderr
+    refused = calls[other].run("vault_server.secret_generate", path, FIELDS, "rotate=True")
+    assert refused.returncode != 0
+    assert f"{kv_path}: permission denied" in refused.stderr, refused.stderr
+    after = iso_bao.kv(path)
+    assert after["metadata"]["version"] == 1 and digest(after["data"]["password"]) == expected
+
