@@ -50,7 +50,7 @@ def provisioned(name, timeout=180, interval=3):
             # The master's view first (accepted key + the pillar it compiled for that minion), then a
             # ping to that one minion: it answers once it receives publications.
             if name in ckminions.check_minions(target, "compound", greedy=False)["minions"]:
-                answered = client.cmd(name, "test.ping", tgt_type="list", timeout=5)
+                answered = client.cmd(name, "test.ping", tgt_type="list", timeout=5, gather_job_timeout=3)
                 if answered.get(name) is True:
                     break
             if time.monotonic() >= deadline:

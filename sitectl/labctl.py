@@ -33,7 +33,8 @@ class RunResult:
     ok: int = 0
     changed: int = 0
     failed: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # from the created event (or the command) to the return
+    job_seconds: float | None = None  # the highstate job alone, from its publication to its return
     errors: list[str] = field(default_factory=list)
 
     @classmethod
@@ -178,6 +179,7 @@ class HighstateCollector(threading.Thread):
         self.names = set(names)
         self.results: dict[str, RunResult] = {}
         self.started_at: dict[str, float] = {}
+        self.published_at: dict[str, float] = {}
         self.done = threading.Event()
         self.stop = threading.Event()
 
@@ -192,11 +194,16 @@ class HighstateCollector(threading.Thread):
                 tag, data = event["tag"], event["data"]
                 if tag.startswith("salt/cloud/") and tag.endswith("/created"):
                     self.started_at[tag.split("/")[2]] = time.monotonic()
+                elif tag.startswith("salt/job/") and tag.endswith("/new") and data.get("fun") == "state.highstate":
+                    self.published_at[data["jid"]] = time.monotonic()
                 elif tag.startswith("salt/job/") and "/ret/" in tag and data.get("fun") == "state.highstate":
                     minion = data.get("id")
                     if minion in self.names and minion not in self.results:
                         began = self.started_at.get(minion, time.monotonic())
-                        self.results[minion] = RunResult.from_return(data.get("return"), time.monotonic() - began)
+                        result = RunResult.from_return(data.get("return"), time.monotonic() - began)
+                        if data.get("jid") in self.published_at:
+                            result.job_seconds = round(time.monotonic() - self.published_at[data["jid"]], 1)
+                        self.results[minion] = result
                         if set(self.results) >= self.names:
                             self.done.set()
 

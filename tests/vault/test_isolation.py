@@ -5,7 +5,8 @@ tokens with the policies salt_minion_<id> and salt_role_<role>), two real minion
 them different roles, and a real OpenBao dev server. Vault is bootstrapped as docs/vault.md says an
 operator does it: the policies and the master's AppRole are the ones salt/vault/configure.sls
 renders for this site, applied with the repository's own states; the master's role_id/secret_id
-are created at run time and written only to its master.d/vault.conf in a temp dir.
+are created at run time and written only to a file of the master's temp config dir, which the
+sdb profile of its master.d/vault.conf points at (etc/master.j2 holds only sdb:// references).
 
 Secret values are never printed: they are compared by digest.
 """
@@ -148,14 +149,17 @@ def calls(iso_master):
             stack.callback(shutil.rmtree, Path(minion.config_dir).parent, True)
             stack.enter_context(minion.started(start_timeout=120))
             clis[minion_id] = minion.salt_call_cli(timeout=120)
-        for minion_id, cli in clis.items():
+        for cli in clis.values():
             synced = cli.run("saltutil.sync_modules")
             assert synced.returncode == 0, synced.stderr
             assert "modules.vault_server" in synced.data, synced.data
         yield clis
 
 
-def test_the_master_issues_each_minion_its_own_and_its_roles_policies(iso_master):
+def test_the_master_issues_each_minion_its_own_and_its_roles_policies(iso_master, iso_checkout):
+    rendered = yaml.safe_load((iso_checkout[1] / "master").read_text())["vault"]
+    assert rendered["auth"] == {"method": "approle", "role_id": "sdb://platform_vault/role_id",
+                                "secret_id": "sdb://platform_vault/secret_id"}, "no credential in the config"
     run = iso_master.salt_run_cli(timeout=120)
     for minion_id in (DB, MQ):
         ret = run.run("vault.show_policies", minion_id)

@@ -88,7 +88,8 @@ def bootstrap(server: BaoServer, operators, base: Path) -> Cluster:
     assert state["sealed"] is False, state
     wait_active(server)
     root_token = operators.decrypt(written["root_token_pgp"])
-    root = SaltCaller(base / "root", {"url": server.url, "token_file": str(write_token(base / "root", root_token))})
+    token_file = write_token(base / "root-token", root_token)
+    root = SaltCaller(base / "root", {"url": server.url, "token_file": str(token_file)})
     assert root.cmd("vault_server.mount_enable", "secret", "kv", options={"version": "2"}) is True
     return Cluster(server, root, root_token, share_files)
 
@@ -210,7 +211,7 @@ def test_a_snapshot_restores_onto_a_new_server_only_with_the_original_unseal_sha
     -force and is then unsealed with the original operators' shares; the original root token works."""
     original = bootstrap(bao_raft_servers("original"), operators, tmp_path / "original")
     generate(original, "roles/postgresql/admin")
-    kept = original.cluster_password = original.password("roles/postgresql/admin")
+    kept = original.password("roles/postgresql/admin")
     snap = tmp_path / "original.snap"
     saved = original.bao("operator", "raft", "snapshot", "save", str(snap))
     assert saved.returncode == 0, saved.stderr
@@ -228,9 +229,9 @@ def test_a_snapshot_restores_onto_a_new_server_only_with_the_original_unseal_sha
     status = new.root.cmd("vault_server.unseal", key_files=original.share_files)
     assert status["sealed"] is False, status
     wait_active(new.server)
-    recovered = Cluster(new.server, original.root, original.root_token, original.share_files)
-    recovered.root = SaltCaller(tmp_path / "recovered", {
-        "url": new.server.url, "token_file": str(write_token(tmp_path / "original-root", original.root_token))})
+    recovered = Cluster(new.server, SaltCaller(tmp_path / "recovered", {
+        "url": new.server.url, "token_file": str(write_token(tmp_path / "original-root", original.root_token))}),
+        original.root_token, original.share_files)
     assert recovered.password("roles/postgresql/admin") == kept
     assert recovered.root.cmd("vault_server.secret_version", "roles/postgresql/admin")["version"] == 1
     with pytest.raises(hvac.exceptions.Forbidden):
