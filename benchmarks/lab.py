@@ -100,11 +100,18 @@ def one_guest_alone(lab: labctl.Lab) -> tuple[labctl.RunResult, float]:
 
 
 def main() -> int:
+    state = Path(tempfile.mkdtemp(prefix="sitectl-bench-"))
+    try:
+        return run(state)
+    finally:
+        labctl.down(state_dir=state)
+
+
+def run(state: Path) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rebuild-template", action="store_true",
                         help="build the template again into an empty cache (cold build)")
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="sitectl-bench-"))
     figures: dict[str, object] = {}
 
     labctl.down(state_dir=state)
@@ -143,7 +150,6 @@ def main() -> int:
     figures["floor_apt_get_install_s"] = round(floor, 1)
     figures["ratio_first_highstate_job_to_floor"] = round(first_alone.job_seconds / floor, 2)
     figures["ratio_created_to_converged_to_floor"] = round(first_alone.seconds / floor, 2)
-    labctl.down(state_dir=state)
 
     print("\n== lab benchmark (one run; compare the ratio, not absolute seconds)")
     print(f"{'guest':<22} {'first (all at once)':>20} {'no-op (all at once)':>20}")
