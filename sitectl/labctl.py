@@ -255,7 +255,7 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
         collector.stop.set()
         return 1
     # New guests: their first highstate comes from the created-event reactor.
-    collector.done.wait(timeout=2400)
+    collector.done.wait(timeout=1200)
     collector.stop.set()
     first = dict(collector.results)
     for name in new:

@@ -1,5 +1,6 @@
-{#- The minion's own configuration. A change restarts the minion a few seconds
-    after this run has returned (a restart inside the run would cut it off). #}
+{#- The minion's own configuration. A change restarts the minion once no job of
+    its own is running any more: a restart inside the run (other roles' states
+    come after this one) would cut the run off and lose its return. #}
 {%- from 'common/map.jinja' import guest %}
 
 common-minion-config-managed:
@@ -14,8 +15,13 @@ common-minion-config-managed:
         random_reauth_delay: 10
         log_level_logfile: warning
 
+{%- set proc = opts.get('cachedir', '/var/cache/salt/minion') ~ '/proc' %}
+
 common-minion-restart-scheduled:
   cmd.run:
-    - name: systemd-run --collect --on-active=5 --unit=platform-salt-minion-restart systemctl restart salt-minion
+    - name: >-
+        systemd-run --collect --unit=platform-salt-minion-restart
+        sh -c 'sleep 2; timeout 3600 sh -c "while [ -n \"\$(ls -A {{ proc }} 2>/dev/null)\" ]; do sleep 1; done";
+        systemctl restart salt-minion'
     - onchanges:
       - file: common-minion-config-managed
