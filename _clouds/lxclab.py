@@ -17,11 +17,9 @@ Provider configuration (rendered by ``sitectl master-config --overlay lab``)::
       bridge: sitelab0
 """
 
-import copy
 import ipaddress
 import logging
 
-import salt.pillar
 import salt.utils.cloud
 from salt.exceptions import SaltCloudException, SaltCloudNotFound, SaltCloudSystemExit
 
@@ -65,30 +63,15 @@ def _lab():
 
 
 def _site_guest(name):
-    """The site's description of ``name`` from the master's pillar (validated), or an error."""
-    opts = copy.deepcopy(__opts__)
-    opts["id"] = name
-    compiled = salt.pillar.get_pillar(opts, {}, name, saltenv="base").compile_pillar()
-    errors = compiled.get("_errors")
-    if errors:
-        raise SaltCloudSystemExit("the site is invalid, nothing was created:\n" + "\n".join(errors))
-    guest = (compiled.get("platform") or {}).get("guest")
-    if not guest:
-        raise SaltCloudSystemExit(
-            f"{name!r} is not a guest of the site: add it to pillar/site/<site>.sls (guests) first"
-        )
-    return guest, compiled["site"]
+    from sitectl.cloud import site_guest
+
+    return site_guest(__opts__, name)
 
 
 def _fire(name, what, tag_suffix, vm_):
-    __utils__["cloud.fire_event"](
-        "event",
-        what,
-        f"salt/cloud/{name}/{tag_suffix}",
-        args=__utils__["cloud.filter_event"](tag_suffix, vm_, ["name", "profile", "provider", "driver"]),
-        sock_dir=__opts__["sock_dir"],
-        transport=__opts__["transport"],
-    )
+    from sitectl.cloud import fire
+
+    fire(__utils__, __opts__, name, what, tag_suffix, vm_)
 
 
 def create(vm_):

@@ -30,7 +30,6 @@ The token secret is never read from a file: it comes from the environment variab
 See docs/proxmox.md.
 """
 
-import copy
 import ipaddress
 import logging
 import os
@@ -38,7 +37,6 @@ import re
 import time
 import urllib.parse
 
-import salt.pillar
 import salt.utils.cloud
 import salt.utils.sdb
 from salt.exceptions import SaltCloudConfigError, SaltCloudNotFound, SaltCloudSystemExit
@@ -284,30 +282,15 @@ def _api():
 
 
 def _site_guest(name):
-    """The site's description of ``name`` from the master's pillar (validated), or an error."""
-    opts = copy.deepcopy(__opts__)
-    opts["id"] = name
-    compiled = salt.pillar.get_pillar(opts, {}, name, saltenv="base").compile_pillar()
-    errors = compiled.get("_errors")
-    if errors:
-        raise SaltCloudSystemExit("the site is invalid, nothing was created:\n" + "\n".join(errors))
-    guest = (compiled.get("platform") or {}).get("guest")
-    if not guest:
-        raise SaltCloudSystemExit(
-            f"{name!r} is not a guest of the site: add it to pillar/site/<site>.sls (guests) first"
-        )
-    return guest, compiled["site"]
+    from sitectl.cloud import site_guest
+
+    return site_guest(__opts__, name)
 
 
 def _fire(name, what, tag_suffix, vm_):
-    __utils__["cloud.fire_event"](
-        "event",
-        what,
-        f"salt/cloud/{name}/{tag_suffix}",
-        args=__utils__["cloud.filter_event"](tag_suffix, vm_, ["name", "profile", "provider", "driver"]),
-        sock_dir=__opts__["sock_dir"],
-        transport=__opts__["transport"],
-    )
+    from sitectl.cloud import fire
+
+    fire(__utils__, __opts__, name, what, tag_suffix, vm_)
 
 
 def _bool(value):

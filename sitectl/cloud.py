@@ -1,0 +1,40 @@
+"""What the project's salt-cloud drivers share (`_clouds/proxmox_platform.py`, `_clouds/lxclab.py`)."""
+
+from __future__ import annotations
+
+import copy
+
+import salt.pillar
+from salt.exceptions import SaltCloudSystemExit
+
+
+def site_guest(opts: dict, name: str) -> tuple[dict, dict]:
+    """(guest view, site) of ``name`` from the master's own pillar for that minion id, validated.
+
+    The driver never takes a guest's size or address from the profile: the site says it, and an
+    invalid site or a name that is not a guest stops the run before anything is created.
+    """
+    opts = copy.deepcopy(opts)
+    opts["id"] = name
+    compiled = salt.pillar.get_pillar(opts, {}, name, saltenv="base").compile_pillar()
+    errors = compiled.get("_errors")
+    if errors:
+        raise SaltCloudSystemExit("the site is invalid, nothing was created:\n" + "\n".join(errors))
+    guest = (compiled.get("platform") or {}).get("guest")
+    if not guest:
+        raise SaltCloudSystemExit(
+            f"{name!r} is not a guest of the site: add it to pillar/site/<site>.sls (guests) first"
+        )
+    return guest, compiled["site"]
+
+
+def fire(utils, opts: dict, name: str, what: str, tag_suffix: str, vm_: dict) -> None:
+    """Fire ``salt/cloud/<name>/<tag_suffix>`` on the master's bus, as salt-cloud's drivers do."""
+    utils["cloud.fire_event"](
+        "event",
+        what,
+        f"salt/cloud/{name}/{tag_suffix}",
+        args=utils["cloud.filter_event"](tag_suffix, vm_, ["name", "profile", "provider", "driver"]),
+        sock_dir=opts["sock_dir"],
+        transport=opts["transport"],
+    )
