@@ -19,6 +19,15 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SITES = FIXTURES / "sites"
 
 
+def state_args(state: dict, module: str) -> dict:
+    """The arguments of one state in a compiled highstate, with the function as ``__fun__``."""
+    out = {"__fun__": next(item for item in state[module] if isinstance(item, str))}
+    for item in state[module]:
+        if isinstance(item, dict):
+            out.update(item)
+    return out
+
+
 def make_checkout(base: Path, site_file: Path | None = None, site_name: str = "example") -> tuple[Path, Path]:
     """A checkout under ``base``: the real tree linked in, pillar/site/<site_name>.sls from ``site_file``.
 

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from sitectl import ROOT, render
+from tests.conftest import state_args
 
 pytestmark = pytest.mark.render
 
@@ -20,14 +21,6 @@ GUESTS = [
 @pytest.fixture(scope="module")
 def highstates(example_config):
     return {guest: render.highstate(example_config, guest) for guest in GUESTS}
-
-
-def args(state: dict, module: str) -> dict:
-    out = {}
-    for item in state[module]:
-        if isinstance(item, dict):
-            out.update(item)
-    return out
 
 
 def rendered_ruleset(config_dir, guest: str) -> str:
@@ -49,7 +42,7 @@ def test_every_guest_of_the_site_renders_the_base_state_and_nothing_unbuilt(high
 
 
 def test_sshd_allows_keys_only_and_is_checked_before_it_replaces_the_config(highstates):
-    conf = args(highstates["vault"]["common-sshd-config-managed"], "file")
+    conf = state_args(highstates["vault"]["common-sshd-config-managed"], "file")
     assert "PasswordAuthentication no" in conf["contents"]
     assert "KbdInteractiveAuthentication no" in conf["contents"]
     assert "PermitRootLogin prohibit-password" in conf["contents"]
@@ -59,29 +52,29 @@ def test_sshd_allows_keys_only_and_is_checked_before_it_replaces_the_config(high
 
 def test_admins_from_the_site_get_their_keys_and_sudo(highstates, example_site):
     high = highstates["postgresql"]
-    keys = args(high["common-admins-user-ops-keys-managed"], "ssh_auth")
+    keys = state_args(high["common-admins-user-ops-keys-managed"], "ssh_auth")
     assert keys["ssh_keys"] == example_site["admins"]["ops"]["ssh_keys"]
-    sudoers = args(high["common-admins-sudoers-managed"], "file")
+    sudoers = state_args(high["common-admins-sudoers-managed"], "file")
     assert "%platform-admins ALL=(ALL:ALL) NOPASSWD: ALL" in sudoers["contents"]
     assert sudoers["check_cmd"] == "/usr/sbin/visudo -cf"
 
 
 def test_every_minion_points_at_the_master_from_the_site(highstates):
     for guest, high in highstates.items():
-        conf = args(high["common-minion-config-managed"], "file")["contents"]
+        conf = state_args(high["common-minion-config-managed"], "file")["contents"]
         assert f"id: {guest}\n" in conf
         assert "master: 10.10.10.110\n" in conf
 
 
 def test_node_exporter_listens_on_the_guests_own_address(highstates):
-    conf = args(highstates["rabbitmq"]["common-node-exporter-args-managed"], "file")["contents"]
+    conf = state_args(highstates["rabbitmq"]["common-node-exporter-args-managed"], "file")["contents"]
     assert 'ARGS="--web.listen-address=10.10.10.105:9100"' in conf
 
 
 def test_timezone_and_locale_come_from_the_site(highstates):
     high = highstates["k3s"]
-    assert args(high["common-locale-timezone-linked"], "file")["target"] == "/usr/share/zoneinfo/Europe/Moscow"
-    assert "en_US.UTF-8 UTF-8" in args(high["common-locale-gen-managed"], "file")["contents"]
+    assert state_args(high["common-locale-timezone-linked"], "file")["target"] == "/usr/share/zoneinfo/Europe/Moscow"
+    assert "en_US.UTF-8 UTF-8" in state_args(high["common-locale-gen-managed"], "file")["contents"]
 
 
 @pytest.mark.parametrize(

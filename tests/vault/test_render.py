@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sitectl import render
+from tests.conftest import state_args
 
 pytestmark = pytest.mark.render
 
@@ -16,14 +17,6 @@ def show(config, pillar=None) -> dict:
     high = render.caller(config, "vault").cmd("state.show_sls", "vault", pillar=pillar)
     assert isinstance(high, dict), high
     return high
-
-
-def args(state: dict, module: str) -> dict:
-    out = {"__fun__": next(item for item in state[module] if isinstance(item, str))}
-    for item in state[module]:
-        if isinstance(item, dict):
-            out.update(item)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +30,17 @@ def openbao_high(example_config):
 
 
 def test_production_installs_hashicorps_package_from_its_apt_repository(vault_high):
-    repo = args(vault_high["vault-package-repo-managed"], "pkgrepo")
+    repo = state_args(vault_high["vault-package-repo-managed"], "pkgrepo")
     assert "https://apt.releases.hashicorp.com bookworm main" in repo["name"]
-    assert args(vault_high["vault-package-installed"], "pkg")["name"] == "vault"
+    assert state_args(vault_high["vault-package-installed"], "pkg")["name"] == "vault"
 
 
 def test_openbao_comes_from_the_masters_file_server_and_never_from_a_download(vault_high, openbao_high, example_config):
-    binary = args(openbao_high["vault-package-installed"], "file")
+    binary = state_args(openbao_high["vault-package-installed"], "file")
     assert binary["source"] == "salt://lab/openbao/bao" and binary["name"] == "/usr/local/bin/bao"
     assert "vault-package-repo-managed" not in openbao_high
     unset = show(example_config, {"vault": {"server": {"flavor": "openbao"}}})
-    failing = args(unset["vault-package-installed"], "test")
+    failing = state_args(unset["vault-package-installed"], "test")
     assert failing["__fun__"] == "fail_without_changes" and "binary_source is not set" in failing["name"]
 
 
@@ -55,7 +48,7 @@ def test_server_config_raft_tls_listeners_telemetry_and_audit(example_config):
     caller = render.caller(example_config, "vault")
     for pillar, flavor in ((None, "vault"), (OPENBAO, "openbao")):
         high = show(example_config, pillar)
-        conf = args(high["vault-config-file-managed"], "file")
+        conf = state_args(high["vault-config-file-managed"], "file")
         text = caller.cmd("file.apply_template_on_contents",
                           open(caller.cmd("cp.cache_file", conf["source"])).read(),
                           "jinja", conf["context"], None, "base")
@@ -70,40 +63,40 @@ def test_server_config_raft_tls_listeners_telemetry_and_audit(example_config):
 
 
 def test_certificate_from_the_internal_ca_names_the_guest(vault_high):
-    ca = args(vault_high["vault-tls-ca-cert-managed"], "x509")
+    ca = state_args(vault_high["vault-tls-ca-cert-managed"], "x509")
     assert ca["basicConstraints"] == "critical, CA:true"
-    cert = args(vault_high["vault-tls-cert-managed"], "x509")
+    cert = state_args(vault_high["vault-tls-cert-managed"], "x509")
     assert cert["signing_cert"] == ca["name"] and cert["signing_private_key"] == "/etc/vault.d/tls/ca.key"
     assert cert["subjectAltName"] == ("DNS:vault.your-domain.com, DNS:vault, DNS:localhost, "
                                       "IP:10.10.10.111, IP:127.0.0.1")
 
 
 def test_unit_restarts_on_config_and_certificate_and_unseal_requires_it(vault_high):
-    watch = args(vault_high["vault-service-running"], "service")["watch"]
+    watch = state_args(vault_high["vault-service-running"], "service")["watch"]
     assert {"file": "vault-config-file-managed"} in watch and {"x509": "vault-tls-cert-managed"} in watch
-    unseal = args(vault_high["vault-unseal-unsealed"], "vault_server")
+    unseal = state_args(vault_high["vault-unseal-unsealed"], "vault_server")
     assert unseal["url"] == "https://127.0.0.1:8200" and unseal["verify"] == "/etc/vault.d/tls/ca.crt"
     assert unseal["key_files"] == [], "no key share by default: a sealed Vault fails the run"
 
 
 def test_every_role_and_guest_gets_its_own_policy_and_configuration_requires_unseal(vault_high, example_site):
     for role in ("postgresql", "rabbitmq", "k3s", "chat"):
-        rules = args(vault_high[f"vault-configure-policy-role-{role}-present"], "vault_server")["rules"]
+        rules = state_args(vault_high[f"vault-configure-policy-role-{role}-present"], "vault_server")["rules"]
         assert f'path "secret/data/roles/{role}/*"' in rules
         assert "roles/*" not in rules.replace(f"roles/{role}/*", "")
     for guest in example_site["guests"]:
-        rules = args(vault_high[f"vault-configure-policy-minion-{guest}-present"], "vault_server")["rules"]
+        rules = state_args(vault_high[f"vault-configure-policy-minion-{guest}-present"], "vault_server")["rules"]
         assert f'path "secret/data/minions/{guest}/*"' in rules
     for state_id, state in vault_high.items():
         if state_id.startswith("vault-configure-") and "vault_server" in state:
-            requires = args(state, "vault_server")["require"]
+            requires = state_args(state, "vault_server")["require"]
             assert any("vault_server" in r for r in requires), state_id
 
 
 def test_declared_secrets_are_generated_if_absent(example_config):
     pillar = {"vault": {"secrets": {"roles/postgresql/admin": {"password": {"length": 32, "alphabet": "urlsafe"}}}}}
     high = show(example_config, pillar)
-    gen = args(high["vault-configure-secret-roles-postgresql-admin-generated"], "vault_server")
+    gen = state_args(high["vault-configure-secret-roles-postgresql-admin-generated"], "vault_server")
     assert gen["__fun__"] == "secret_generated" and gen["mount"] == "secret"
     assert gen["fields"] == {"password": {"length": 32, "alphabet": "urlsafe"}}
     assert "rotate" not in gen

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from sitectl import render
+from tests.conftest import state_args
 from tests.vault.conftest import BAO, BaoServer, SaltCaller, write_token
 
 pytestmark = pytest.mark.functional
@@ -100,14 +101,6 @@ def generate(cluster: Cluster, path: str, rotate: bool = False) -> dict:
     return out
 
 
-def args(state: dict, module: str) -> dict:
-    out = {"__fun__": next(item for item in state[module] if isinstance(item, str))}
-    for item in state[module]:
-        if isinstance(item, dict):
-            out.update(item)
-    return out
-
-
 @pytest.fixture(scope="module")
 def vault_high(example_config) -> dict:
     high = render.caller(example_config, "vault").cmd("state.show_sls", "vault", pillar=OPENBAO)
@@ -123,30 +116,30 @@ def render_file(example_config, source: str, context: dict) -> str:
 
 @pytest.mark.render
 def test_the_role_ships_a_snapshot_timer_with_retention_to_a_backup_folder(vault_high, example_config):
-    script = args(vault_high["vault-backup-script-managed"], "file")
+    script = state_args(vault_high["vault-backup-script-managed"], "file")
     assert script["name"] == "/usr/local/sbin/vault-raft-snapshot" and script["mode"] == "0750"
     assert script["context"] == {
         "binary": "/usr/local/bin/bao", "env_prefix": "BAO", "addr": "https://127.0.0.1:8200",
         "cacert": "/etc/openbao/tls/ca.crt", "token_file": "/etc/openbao/snapshot.token",
         "dir": "/var/backups/vault", "keep": 14,
     }
-    folder = args(vault_high["vault-backup-dir-managed"], "file")
+    folder = state_args(vault_high["vault-backup-dir-managed"], "file")
     assert folder["name"] == "/var/backups/vault" and folder["mode"] == "0700"
     text = render_file(example_config, script["source"], script["context"])
     assert subprocess.run(["sh", "-n"], input=text, text=True, check=False).returncode == 0, text
     assert "export BAO_CACERT='/etc/openbao/tls/ca.crt'" in text and "tail -n +15" in text
 
-    unit = args(vault_high["vault-backup-service-managed"], "file")
+    unit = state_args(vault_high["vault-backup-service-managed"], "file")
     service = render_file(example_config, unit["source"], unit["context"])
     assert "Type=oneshot" in service and "ExecStart=/usr/local/sbin/vault-raft-snapshot" in service
     assert "After=openbao.service" in service
-    timer_file = args(vault_high["vault-backup-timer-managed"], "file")
+    timer_file = state_args(vault_high["vault-backup-timer-managed"], "file")
     timer = render_file(example_config, timer_file["source"], timer_file["context"])
     assert "OnCalendar=*-*-* 03:15:00" in timer and "Persistent=true" in timer
-    running = args(vault_high["vault-backup-timer-running"], "service")
+    running = state_args(vault_high["vault-backup-timer-running"], "service")
     assert running["name"] == "vault-raft-snapshot.timer" and running["enable"] is True
     assert {"file": "vault-backup-timer-managed"} in running["watch"]
-    policy = args(vault_high["vault-configure-policy-raft-snapshot-present"], "vault_server")
+    policy = state_args(vault_high["vault-configure-policy-raft-snapshot-present"], "vault_server")
     assert policy["name"] == "raft_snapshot"
     assert 'path "sys/storage/raft/snapshot" { capabilities = ["read"] }' in policy["rules"]
 
@@ -160,7 +153,7 @@ def test_a_snapshot_taken_by_the_shipped_script_restores_the_data_as_it_was(
     before = {path: cluster.password(path) for path in ("roles/postgresql/admin", "roles/rabbitmq/admin")}
 
     # The root-token holder, once: the shipped policy, and a periodic token with only that policy.
-    policy = args(vault_high["vault-configure-policy-raft-snapshot-present"], "vault_server")
+    policy = state_args(vault_high["vault-configure-policy-raft-snapshot-present"], "vault_server")
     assert cluster.root.cmd("vault_server.policy_write", policy["name"], policy["rules"]) is True
     created = cluster.bao("token", "create", "-orphan", "-policy=raft_snapshot", "-period=72h",
                           "-display-name=raft-snapshot", "-field=token")
@@ -175,7 +168,7 @@ def test_a_snapshot_taken_by_the_shipped_script_restores_the_data_as_it_was(
     backups.mkdir()
     for old in ("vault-raft-20200101T000000Z.snap", "vault-raft-20200102T000000Z.snap", "notes.txt"):
         (backups / old).write_text("older\n")
-    script_state = args(vault_high["vault-backup-script-managed"], "file")
+    script_state = state_args(vault_high["vault-backup-script-managed"], "file")
     context = {**script_state["context"], "binary": BAO, "addr": cluster.server.url, "cacert": "",
                "token_file": str(snapshot_token), "dir": str(backups), "keep": 2}
     script = tmp_path / "vault-raft-snapshot"
