@@ -20,6 +20,7 @@ from pathlib import Path
 import hvac.exceptions
 import pytest
 import requests
+from salt.exceptions import CommandExecutionError
 
 from sitectl import render
 from tests.conftest import state_args
@@ -74,6 +75,22 @@ def wait_sealed(server: BaoServer, timeout: float = 15) -> None:
     raise AssertionError(f"{server.url} did not seal")
 
 
+KV_UPGRADING = "Upgrading from non-versioned to versioned data"
+
+
+def settled(call, timeout: float = 60):
+    """``call()`` once a KV v2 mount is ready: right after it is mounted or restored, Vault answers
+    "Upgrading from non-versioned to versioned data ... resume service shortly" for a moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except CommandExecutionError as exc:
+            if KV_UPGRADING not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def bootstrap(server: BaoServer, operators, base: Path) -> Cluster:
     """docs/vault.md, bootstrap: initialise to PGP ciphertext, two operators unseal, KV v2 at secret/."""
     base.mkdir(parents=True, exist_ok=True)
@@ -92,6 +109,7 @@ def bootstrap(server: BaoServer, operators, base: Path) -> Cluster:
     token_file = write_token(base / "root-token", root_token)
     root = SaltCaller(base / "root", {"url": server.url, "token_file": str(token_file)})
     assert root.cmd("vault_server.mount_enable", "secret", "kv", options={"version": "2"}) is True
+    settled(lambda: root.cmd("vault_server.secret_version", "probe/mount-ready"))
     return Cluster(server, root, root_token, share_files)
 
 
@@ -225,7 +243,7 @@ def test_a_snapshot_restores_onto_a_new_server_only_with_the_original_unseal_sha
     recovered = Cluster(new.server, SaltCaller(tmp_path / "recovered", {
         "url": new.server.url, "token_file": str(write_token(tmp_path / "original-root", original.root_token))}),
         original.root_token, original.share_files)
-    assert recovered.password("roles/postgresql/admin") == kept
-    assert recovered.root.cmd("vault_server.secret_version", "roles/postgresql/admin")["version"] == 1
+    assert settled(lambda: recovered.password("roles/postgresql/admin")) == kept
+    assert settled(lambda: recovered.root.cmd("vault_server.secret_version", "roles/postgresql/admin"))["version"] == 1
     with pytest.raises(hvac.exceptions.Forbidden):
         new.server.client(new.root_token).sys.list_mounted_secrets_engines()
