@@ -35,7 +35,9 @@ DEFAULT_CACHE_DIR = "/var/cache/sitectl-lab"
 SUITE = "bookworm"
 SALT_VERSION = "3008.4"
 VENV = "/opt/saltstack/salt"
-PIP_REQUIREMENTS = [f"salt=={SALT_VERSION}", "jsonschema", "hvac"]
+# What production's minions install beside Salt: hvac for the vault_server modules and
+# saltext-vault for the master-issued per-minion Vault tokens (versions as in pyproject.toml).
+PIP_REQUIREMENTS = [f"salt=={SALT_VERSION}", "jsonschema==4.26.0", "hvac==2.4.0", "saltext-vault==1.8.0"]
 
 PACKAGES = [
     "systemd",
