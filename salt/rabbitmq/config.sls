@@ -1,0 +1,133 @@
+{#- Everything the broker reads at start, in place before the package first
+    starts it: the rabbitmq user, the Erlang cookie from Vault, rabbitmq.conf,
+    rabbitmq-env.conf, enabled_plugins and epmd on loopback. A real change to
+    any of them stops the running broker first (prereq) and rabbitmq.service
+    starts it again: the CLI and the node never hold different cookies, and a
+    failed Vault read changes nothing and stops nothing. #}
+{%- from 'rabbitmq/map.jinja' import rabbitmq, guest, ports, conf_files %}
+{%- set cookie = rabbitmq.erlang_cookie %}
+
+rabbitmq-config-group-present:
+  group.present:
+    - name: {{ rabbitmq.user }}
+    - system: true
+
+rabbitmq-config-user-present:
+  user.present:
+    - name: {{ rabbitmq.user }}
+    - gid: {{ rabbitmq.user }}
+    - system: true
+    - home: {{ rabbitmq.home }}
+    - createhome: false
+    - shell: /usr/sbin/nologin
+    - fullname: RabbitMQ messaging server
+    - require:
+      - group: rabbitmq-config-group-present
+
+rabbitmq-config-dirs-managed:
+  file.directory:
+    - names:
+      - {{ rabbitmq.config_dir }}
+      - {{ rabbitmq.home }}
+    - user: {{ rabbitmq.user }}
+    - group: {{ rabbitmq.user }}
+    - require:
+      - user: rabbitmq-config-user-present
+
+rabbitmq-config-cookie-secret-generated:
+  vault_server.secret_generated:
+    - name: {{ cookie.path }}
+    - mount: {{ rabbitmq.vault_mount }}
+    - fields:
+        {{ cookie.field }}: {length: {{ cookie.length }}, alphabet: {{ cookie.alphabet }}}
+
+rabbitmq-config-cookie-managed:
+  file.managed:
+    - name: {{ rabbitmq.home }}/.erlang.cookie
+    - source: salt://rabbitmq/files/erlang.cookie.j2
+    - template: jinja
+    - context:
+        rabbitmq: {{ rabbitmq | json }}
+    - user: {{ rabbitmq.user }}
+    - group: {{ rabbitmq.user }}
+    - mode: '0400'
+    - show_changes: false
+    - require:
+      - vault_server: rabbitmq-config-cookie-secret-generated
+      - file: rabbitmq-config-dirs-managed
+{%- if guest.get('ip') %}
+
+rabbitmq-config-file-managed:
+  file.managed:
+    - name: {{ rabbitmq.config_dir }}/rabbitmq.conf
+    - source: salt://rabbitmq/files/rabbitmq.conf.j2
+    - template: jinja
+    - context:
+        address: {{ guest.ip }}
+        ports: {{ ports | json }}
+    - user: root
+    - group: {{ rabbitmq.user }}
+    - mode: '0640'
+    - require:
+      - file: rabbitmq-config-dirs-managed
+{%- else %}
+
+rabbitmq-config-file-managed:
+  test.fail_without_changes:
+    - name: this minion is not a guest of the site (pillar platform:guest is empty); no address to listen on
+{%- endif %}
+
+rabbitmq-config-env-managed:
+  file.managed:
+    - name: {{ rabbitmq.config_dir }}/rabbitmq-env.conf
+    - source: salt://rabbitmq/files/rabbitmq-env.conf.j2
+    - template: jinja
+    - context:
+        rabbitmq: {{ rabbitmq | json }}
+    - user: root
+    - group: {{ rabbitmq.user }}
+    - mode: '0640'
+    - require:
+      - file: rabbitmq-config-dirs-managed
+
+{#- The package's postinst and rabbitmq-plugins give this file to rabbitmq. #}
+rabbitmq-config-plugins-managed:
+  file.managed:
+    - name: {{ rabbitmq.config_dir }}/enabled_plugins
+    - contents: '[{{ rabbitmq.plugins | join(",") }}].'
+    - user: {{ rabbitmq.user }}
+    - group: {{ rabbitmq.user }}
+    - mode: '0640'
+    - require:
+      - file: rabbitmq-config-dirs-managed
+
+{#- Debian's epmd.socket listens on every address; this drop-in narrows it. #}
+rabbitmq-config-epmd-socket-managed:
+  file.managed:
+    - name: /etc/systemd/system/epmd.socket.d/loopback.conf
+    - source: salt://rabbitmq/files/epmd-loopback.conf.j2
+    - template: jinja
+    - context:
+        rabbitmq: {{ rabbitmq | json }}
+    - makedirs: true
+
+{#- One stop per file: a file whose new content cannot be had (Vault down) holds
+    back only its own change. #}
+{%- for part in ['cookie', 'file', 'env', 'plugins', 'epmd-socket'] %}
+
+rabbitmq-config-broker-stopped-for-{{ part }}:
+  cmd.run:
+    - name: systemctl stop {{ rabbitmq.service }}
+    - onlyif: systemctl is-active --quiet {{ rabbitmq.service }}
+    - prereq:
+      - rabbitmq-config-{{ part }}-managed
+{%- endfor %}
+
+{#- Only when epmd.socket already runs (on a first install the package starts it
+    with the drop-in in place). #}
+rabbitmq-config-epmd-socket-restarted:
+  cmd.run:
+    - name: systemctl daemon-reload && systemctl restart epmd.socket
+    - onlyif: systemctl is-active --quiet epmd.socket
+    - onchanges:
+      - file: rabbitmq-config-epmd-socket-managed
