@@ -79,17 +79,17 @@ def _ret(name):
     return {"name": name, "result": True, "comment": "", "changes": {}}
 
 
-def user_present(name, password_path, password_field="password", mount="secret", tags=None, permissions=None):
+def user_present(name, password_path, field="password", mount="secret", tags=None, permissions=None):
     """
     The user ``name`` exists, authenticates with the password in Vault at ``password_path``
-    (KV v2 under ``mount``, field ``password_field``), has exactly ``tags`` and exactly
+    (KV v2 under ``mount``, field ``field``), has exactly ``tags`` and exactly
     ``permissions`` (vhost -> {configure, write, read}; permissions on other vhosts are cleared).
     """
     ret = _ret(name)
     wanted_tags = sorted(tags or [])
     wanted = {vhost: {k: str(perms[k]) for k in KINDS} for vhost, perms in (permissions or {}).items()}
     try:
-        password = __salt__["vault_server.secret_read"](password_path, password_field, mount=mount)
+        password = __salt__["vault_server.secret_read"](password_path, field, mount=mount)
         users = _users()
         exists = name in users
         password_ok = exists and _authenticates(name, password)

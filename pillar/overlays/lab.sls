@@ -44,3 +44,8 @@ roles:
   gitlab_runner:
     converge: false
     reason: GitLab Runner comes from GitLab's apt repository, unreachable here
+  # Built here (Debian's rabbitmq-server) but its passwords and Erlang cookie live in
+  # Vault, which the lab does not converge yet: switch on once it does.
+  rabbitmq:
+    converge: false
+    reason: its passwords and Erlang cookie come from Vault, not converged in the lab yet (see tests/data/test_rabbitmq.py)

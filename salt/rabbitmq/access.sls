@@ -3,9 +3,9 @@
     rabbitmq_access states when they run: never rendered, shown or logged. A
     password changed in Vault is set with change_password, without a restart. #}
 {%- from 'rabbitmq/map.jinja' import rabbitmq, messaging %}
-{%- set users = {rabbitmq.admin.name: {'tags': rabbitmq.admin.tags, 'permissions': {}}} %}
+{%- set users = {rabbitmq.admin.name: dict(tags=rabbitmq.admin.tags, permissions={})} %}
 {%- for name, spec in messaging.get('users', {}).items() %}
-{%-   do users.update({name: {'tags': [], 'permissions': spec.permissions}}) %}
+{%-   do users.update({name: dict(tags=[], permissions=spec.permissions)}) %}
 {%- endfor %}
 include:
   - rabbitmq.service

@@ -17,7 +17,10 @@ import pytest
 
 from sitectl import ROOT, render
 from tests.conftest import state_args
-from tests.data.rabbitmq_fixtures import BROKER, CLIENT, GATEWAY, rabbit_lab  # noqa: F401 (fixture)
+from tests.data import rabbitmq_fixtures
+from tests.data.rabbitmq_fixtures import BROKER, CLIENT, GATEWAY
+
+rabbit_lab = rabbitmq_fixtures.rabbit_lab  # the lab of this module (a fixture, registered here)
 
 SITE_USERS = ("apps", "chat")
 COOKIE = ("roles/rabbitmq/erlang-cookie", "cookie")
@@ -61,7 +64,8 @@ def test_every_listener_is_on_the_internal_address_and_the_erlang_side_on_loopba
 
 @pytest.mark.render
 def test_only_consumers_admins_and_monitoring_may_reach_the_broker(example_config):
-    firewall = {rule["name"]: rule["from"] for rule in render.pillar(example_config, "rabbitmq")["platform"]["guest"]["firewall"]}
+    guest = render.pillar(example_config, "rabbitmq")["platform"]["guest"]
+    firewall = {rule["name"]: rule["from"] for rule in guest["firewall"]}
     assert firewall["amqp"] == ["10.10.10.101/32", "10.10.10.112/32"], "microservices and k3s use it"
     assert firewall["rabbitmq-management"] == ["10.10.10.0/24"]
     assert firewall["rabbitmq-prometheus"] == ["10.10.10.120/32"]
@@ -80,7 +84,8 @@ def test_cookie_comes_from_vault_before_the_package_and_a_change_stops_the_broke
     for part in ("cookie", "file", "env", "plugins", "epmd-socket"):
         assert f"rabbitmq-config-{part}-managed" in str(package["require"]), part
         stop = state_args(broker_high[f"rabbitmq-config-broker-stopped-for-{part}"], "cmd")
-        assert stop["name"] == "systemctl stop rabbitmq-server" and stop["prereq"] == [f"rabbitmq-config-{part}-managed"]
+        assert stop["name"] == "systemctl stop rabbitmq-server"
+        assert stop["prereq"] == [f"rabbitmq-config-{part}-managed"]
     assert "watch" not in state_args(broker_high["rabbitmq-service-running"], "service"), "no restart but by prereq"
 
 
@@ -117,7 +122,7 @@ def test_the_uppercase_alphabet_makes_erlang_cookies():
 
 
 @pytest.fixture(scope="module")
-def converged(rabbit_lab):  # noqa: F811 (the fixture imported above)
+def converged(rabbit_lab):
     first = rabbit_lab.apply()
     second = rabbit_lab.apply()
     return first, second
