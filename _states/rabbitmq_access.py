@@ -164,6 +164,33 @@ def user_absent(name):
     return ret
 
 
+def only_declared_users(name, users):
+    """
+    No user but ``users`` exists: a consumer removed from the site loses its account (its
+    connections are closed by RabbitMQ). ``name`` only labels the state. Vhosts are never removed
+    this way: deleting one deletes its queues and messages.
+    """
+    ret = _ret(name)
+    try:
+        extra = sorted(set(_users()) - set(users))
+        if not extra:
+            ret["comment"] = "RabbitMQ has no user but the declared ones"
+            return ret
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"RabbitMQ user(s) {', '.join(extra)} would be deleted"
+        else:
+            for user in extra:
+                _ctl("delete_user", user)
+            ret["comment"] = f"RabbitMQ user(s) {', '.join(extra)} deleted (not declared)"
+    except CommandExecutionError as exc:
+        ret["result"] = False
+        ret["comment"] = f"RabbitMQ users: {exc}"
+        return ret
+    ret["changes"] = {"deleted": extra}
+    return ret
+
+
 def vhost_present(name):
     """The virtual host ``name`` exists."""
     ret = _ret(name)

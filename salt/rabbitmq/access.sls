@@ -1,7 +1,8 @@
 {#- The site's vhosts and users (site:messaging), the management user, and no
-    default `guest`. Passwords are generated into Vault if absent and read by the
-    rabbitmq_access states when they run: never rendered, shown or logged. A
-    password changed in Vault is set with change_password, without a restart. #}
+    other user (RabbitMQ's default `guest` first of all). Passwords are
+    generated into Vault if absent and read by the rabbitmq_access states when
+    they run: never rendered, shown or logged. A password changed in Vault is
+    set with change_password, without a restart. #}
 {%- from 'rabbitmq/map.jinja' import rabbitmq, messaging %}
 {%- set users = {rabbitmq.admin.name: dict(tags=rabbitmq.admin.tags, permissions={})} %}
 {%- for name, spec in messaging.get('users', {}).items() %}
@@ -13,6 +14,14 @@ include:
 rabbitmq-access-guest-absent:
   rabbitmq_access.user_absent:
     - name: guest
+    - require:
+      - service: rabbitmq-service-running
+
+{#- A consumer removed from the site loses its account. #}
+rabbitmq-access-undeclared-users-absent:
+  rabbitmq_access.only_declared_users:
+    - name: undeclared
+    - users: {{ users | list | sort | json }}
     - require:
       - service: rabbitmq-service-running
 {%- for vhost in messaging.get('vhosts', []) %}

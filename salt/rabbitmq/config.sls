@@ -84,6 +84,7 @@ rabbitmq-config-env-managed:
     - template: jinja
     - context:
         rabbitmq: {{ rabbitmq | json }}
+    - check_cmd: /bin/sh -n
     - user: root
     - group: {{ rabbitmq.user }}
     - mode: '0640'

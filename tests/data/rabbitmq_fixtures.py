@@ -153,10 +153,10 @@ class RabbitLab:
     def write_token(self, token: str) -> None:
         self.attach(BROKER, ["sh", "-c", "umask 077 && cat > /root/vault-token"], input=token + "\n")
 
-    def apply(self, sls: str = "rabbitmq") -> Apply:
+    def apply(self, sls: str = "rabbitmq", test: bool = False) -> Apply:
         t0 = time.monotonic()
         cp = self.attach(BROKER, [SALT_CALL, "--local", "-c", CONFIG_DIR, "--out=json", "--log-level=quiet",
-                                  "state.apply", sls], check=False, timeout=900)
+                                  "state.apply", sls, *(["test=True"] if test else [])], check=False, timeout=900)
         seconds = round(time.monotonic() - t0, 1)
         try:
             states = json.loads(cp.stdout)["local"]
@@ -177,6 +177,10 @@ class RabbitLab:
                        changed=sorted(i for i, r in by_id.items() if r["changes"]))
         self.applies.append(result)
         return result
+
+    def rabbitmqctl(self, *args: str, input: str | None = None) -> str:
+        return self.attach(BROKER, ["env", "HOME=/var/lib/rabbitmq", "/usr/lib/rabbitmq/bin/rabbitmqctl", "-q",
+                                    *args], input=input).stdout
 
     def broker_pid(self) -> str:
         return self.sh(BROKER, "systemctl show -p MainPID --value rabbitmq-server").strip()

@@ -103,6 +103,8 @@ def test_site_users_get_vault_passwords_and_exactly_their_permissions(broker_hig
     admin = state_args(broker_high["rabbitmq-access-user-admin-present"], "rabbitmq_access")
     assert admin["tags"] == ["administrator"] and admin["permissions"] == {}
     assert state_args(broker_high["rabbitmq-access-guest-absent"], "rabbitmq_access")["name"] == "guest"
+    only = state_args(broker_high["rabbitmq-access-undeclared-users-absent"], "rabbitmq_access")
+    assert only["users"] == ["admin", *sorted(messaging["users"])]
     for state_id, state in broker_high.items():  # a password is read when the state runs, never rendered
         for module in (key for key in state if not key.startswith("__")):
             assert "password" not in state_args(state, module), state_id
@@ -175,7 +177,7 @@ def test_listeners_are_internal_and_epmd_and_distribution_are_loopback_only(rabb
 @pytest.mark.lab
 def test_guest_is_gone_and_the_cookie_is_the_one_in_vault(rabbit_lab, converged):
     lab = rabbit_lab
-    users = lab.sh(BROKER, "HOME=/var/lib/rabbitmq /usr/lib/rabbitmq/bin/rabbitmqctl -q list_users")
+    users = lab.rabbitmqctl("list_users")
     names = {line.split()[0] for line in users.splitlines()[1:]}
     assert names == {"admin", *SITE_USERS}, users
     assert "administrator" in next(line for line in users.splitlines() if line.startswith("admin"))
@@ -214,6 +216,9 @@ def test_rotation_changes_the_password_without_a_restart_and_other_connections_s
     lab.bao.write(password_path("chat"), {"password": secrets.token_urlsafe(24)})
     new = password(lab, "chat")
 
+    dry = lab.apply(test=True)
+    assert dry.states["rabbitmq-access-user-chat-present"]["result"] is None
+    assert lab.amqp("chat", old, "chat") == {"ok": True}, "test=True changed the password"
     rotated = lab.apply()
     assert rotated.failed == [] and rotated.changed == ["rabbitmq-access-user-chat-present"], rotated.changed
     assert list(rotated.states["rabbitmq-access-user-chat-present"]["changes"]) == ["password"]
@@ -227,6 +232,18 @@ def test_rotation_changes_the_password_without_a_restart_and_other_connections_s
         time.sleep(0.2)
     assert lab.sh(CLIENT, "cat /root/hold.out").strip() == '{"first": true, "second": true}'
     assert lab.apply().changed == []
+
+
+@pytest.mark.lab
+def test_a_user_the_site_does_not_declare_is_removed(rabbit_lab, converged):
+    lab = rabbit_lab
+    lab.rabbitmqctl("add_user", "leftover", input="leftover-password")
+    lab.rabbitmqctl("set_permissions", "-p", "chat", "leftover", ".*", ".*", ".*")
+    assert lab.amqp("leftover", "leftover-password", "chat") == {"ok": True}
+    removed = lab.apply()
+    assert removed.changed == ["rabbitmq-access-undeclared-users-absent"], removed.changed
+    assert removed.states["rabbitmq-access-undeclared-users-absent"]["changes"] == {"deleted": ["leftover"]}
+    assert lab.amqp("leftover", "leftover-password", "chat")["error"] == "ProbableAuthenticationError"
 
 
 @pytest.mark.lab
