@@ -4,7 +4,7 @@
     any of them stops the running broker first (prereq) and rabbitmq.service
     starts it again: the CLI and the node never hold different cookies, and a
     failed Vault read changes nothing and stops nothing. #}
-{%- from 'rabbitmq/map.jinja' import rabbitmq, guest, ports, conf_files %}
+{%- from 'rabbitmq/map.jinja' import rabbitmq, guest, ports %}
 {%- set cookie = rabbitmq.erlang_cookie %}
 
 rabbitmq-config-group-present:
