@@ -55,27 +55,48 @@ rabbitmq-config-cookie-managed:
     - require:
       - vault_server: rabbitmq-config-cookie-secret-generated
       - file: rabbitmq-config-dirs-managed
+{#- rabbitmq.conf and enabled_plugins are rendered into checked/ first and checked
+    there by the installed RabbitMQ's own parsers; only a file that passed is
+    copied into place (so a refused one never stops the broker). #}
+rabbitmq-config-check-script-managed:
+  file.managed:
+    - name: /usr/local/sbin/rabbitmq-config-check
+    - source: salt://rabbitmq/files/config-check.sh
+    - mode: '0755'
 {%- if guest.get('ip') %}
 
-rabbitmq-config-file-managed:
+rabbitmq-config-file-checked:
   file.managed:
-    - name: {{ rabbitmq.config_dir }}/rabbitmq.conf
+    - name: {{ rabbitmq.config_dir }}/checked/rabbitmq.conf
     - source: salt://rabbitmq/files/rabbitmq.conf.j2
     - template: jinja
     - context:
         address: {{ guest.ip }}
         ports: {{ ports | json }}
+    - makedirs: true
+    - user: root
+    - group: {{ rabbitmq.user }}
+    - mode: '0640'
+    - check_cmd: /usr/local/sbin/rabbitmq-config-check conf
+    - require:
+      - file: rabbitmq-config-check-script-managed
+      - file: rabbitmq-config-dirs-managed
+{%- else %}
+
+rabbitmq-config-file-checked:
+  test.fail_without_changes:
+    - name: this minion is not a guest of the site (pillar platform:guest is empty); no address to listen on
+{%- endif %}
+
+rabbitmq-config-file-managed:
+  file.managed:
+    - name: {{ rabbitmq.config_dir }}/rabbitmq.conf
+    - source: {{ rabbitmq.config_dir }}/checked/rabbitmq.conf
     - user: root
     - group: {{ rabbitmq.user }}
     - mode: '0640'
     - require:
-      - file: rabbitmq-config-dirs-managed
-{%- else %}
-
-rabbitmq-config-file-managed:
-  test.fail_without_changes:
-    - name: this minion is not a guest of the site (pillar platform:guest is empty); no address to listen on
-{%- endif %}
+      - rabbitmq-config-file-checked
 
 rabbitmq-config-env-managed:
   file.managed:
@@ -91,16 +112,29 @@ rabbitmq-config-env-managed:
     - require:
       - file: rabbitmq-config-dirs-managed
 
+rabbitmq-config-plugins-checked:
+  file.managed:
+    - name: {{ rabbitmq.config_dir }}/checked/enabled_plugins
+    - contents: '[{{ rabbitmq.plugins | join(",") }}].'
+    - makedirs: true
+    - user: root
+    - group: {{ rabbitmq.user }}
+    - mode: '0640'
+    - check_cmd: /usr/local/sbin/rabbitmq-config-check plugins
+    - require:
+      - file: rabbitmq-config-check-script-managed
+      - file: rabbitmq-config-dirs-managed
+
 {#- The package's postinst and rabbitmq-plugins give this file to rabbitmq. #}
 rabbitmq-config-plugins-managed:
   file.managed:
     - name: {{ rabbitmq.config_dir }}/enabled_plugins
-    - contents: '[{{ rabbitmq.plugins | join(",") }}].'
+    - source: {{ rabbitmq.config_dir }}/checked/enabled_plugins
     - user: {{ rabbitmq.user }}
     - group: {{ rabbitmq.user }}
     - mode: '0640'
     - require:
-      - file: rabbitmq-config-dirs-managed
+      - rabbitmq-config-plugins-checked
 
 {#- Debian's epmd.socket listens on every address; this drop-in narrows it. #}
 rabbitmq-config-epmd-socket-managed:

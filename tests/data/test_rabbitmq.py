@@ -49,7 +49,7 @@ def rendered_file(config, high, state_id) -> str:
 
 @pytest.mark.render
 def test_every_listener_is_on_the_internal_address_and_the_erlang_side_on_loopback(example_config, broker_high):
-    conf = rendered_file(example_config, broker_high, "rabbitmq-config-file-managed")
+    conf = rendered_file(example_config, broker_high, "rabbitmq-config-file-checked")
     assert "listeners.tcp.1 = 10.10.10.105:5672" in conf
     assert "management.tcp.ip = 10.10.10.105" in conf and "management.tcp.port = 15672" in conf
     assert "prometheus.tcp.ip = 10.10.10.105" in conf and "prometheus.tcp.port = 15692" in conf
@@ -58,8 +58,17 @@ def test_every_listener_is_on_the_internal_address_and_the_erlang_side_on_loopba
     assert env.count('"-kernel inet_dist_use_interface {127,0,0,1}"') == 2, "node and CLI"
     epmd = rendered_file(example_config, broker_high, "rabbitmq-config-epmd-socket-managed")
     assert "ListenStream=\nListenStream=127.0.0.1:4369" in epmd
-    plugins = state_args(broker_high["rabbitmq-config-plugins-managed"], "file")
+    plugins = state_args(broker_high["rabbitmq-config-plugins-checked"], "file")
     assert plugins["contents"] == "[rabbitmq_management,rabbitmq_prometheus]."
+
+
+@pytest.mark.render
+def test_rabbitmq_conf_and_plugins_are_checked_by_rabbitmq_before_they_replace_the_live_files(broker_high):
+    for part, kind in (("file", "conf"), ("plugins", "plugins")):
+        checked = state_args(broker_high[f"rabbitmq-config-{part}-checked"], "file")
+        assert checked["check_cmd"] == f"/usr/local/sbin/rabbitmq-config-check {kind}"
+        live = state_args(broker_high[f"rabbitmq-config-{part}-managed"], "file")
+        assert live["source"] == checked["name"] and live["require"] == [f"rabbitmq-config-{part}-checked"]
 
 
 @pytest.mark.render
@@ -262,6 +271,25 @@ def test_a_new_cookie_in_vault_is_written_with_one_controlled_restart(rabbit_lab
 
 
 @pytest.mark.lab
+def test_a_config_rabbitmq_refuses_is_never_put_in_place_and_the_broker_keeps_running(rabbit_lab, converged):
+    lab = rabbit_lab
+    template = "/srv/salt/rabbitmq/files/rabbitmq.conf.j2"
+    pid, live = lab.broker_pid(), lab.sh(BROKER, "cat /etc/rabbitmq/rabbitmq.conf")
+    lab.sh(BROKER, f"cp {template} /root/rabbitmq.conf.j2.orig && echo 'listners.tcp.2 = 0.0.0.0:5673' >> {template}")
+    try:
+        refused = lab.apply()
+    finally:
+        lab.sh(BROKER, f"mv /root/rabbitmq.conf.j2.orig {template}")
+    checked = refused.states["rabbitmq-config-file-checked"]
+    assert checked["result"] is False
+    assert "Conf file attempted to set unknown variable: listners.tcp.2" in checked["comment"], checked["comment"]
+    assert refused.states["rabbitmq-config-file-managed"]["result"] is False
+    assert refused.states["rabbitmq-config-broker-stopped-for-file"]["changes"] == {}
+    assert lab.broker_pid() == pid and lab.sh(BROKER, "cat /etc/rabbitmq/rabbitmq.conf") == live
+    assert lab.apply().changed == []
+
+
+@pytest.mark.lab
 def test_no_secret_in_any_output_log_or_cache(rabbit_lab, converged):
     lab = rabbit_lab
     values = [password(lab, user) for user in ("admin", *SITE_USERS)] + [lab.bao.read(*COOKIE)]
@@ -277,7 +305,7 @@ def test_no_secret_in_any_output_log_or_cache(rabbit_lab, converged):
 def test_vault_failing_fails_the_states_naming_the_path_and_changes_nothing(rabbit_lab, converged, cause):
     lab = rabbit_lab
     pid, cookie = lab.broker_pid(), cookie_state(lab)
-    config = lab.sh(BROKER, "sha256sum /etc/rabbitmq/*")
+    config = lab.sh(BROKER, "find /etc/rabbitmq -type f -exec sha256sum {} + | sort")
     chat = password(lab, "chat")
     if cause == "refused":
         lab.write_token(lab.bao.role_token(["default"]))
@@ -298,5 +326,5 @@ def test_vault_failing_fails_the_states_naming_the_path_and_changes_nothing(rabb
     assert failed.states["rabbitmq-config-cookie-managed"]["result"] is False
     assert lab.broker_pid() == pid, "a failed Vault read must not stop the broker"
     assert cookie_state(lab) == cookie
-    assert lab.sh(BROKER, "sha256sum /etc/rabbitmq/*") == config
+    assert lab.sh(BROKER, "find /etc/rabbitmq -type f -exec sha256sum {} + | sort") == config
     assert lab.amqp("chat", chat, "chat") == {"ok": True}
