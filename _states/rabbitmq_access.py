@@ -2,14 +2,10 @@
 RabbitMQ vhosts, and users whose passwords live only in Vault, with their exact permissions.
 
 The password is read from Vault (``vault_server.secret_read``) when the state runs, never at
-render time, so it is in no compiled state data, no output, no comment, no change and no log. It
-reaches ``rabbitmqctl`` on standard input (``authenticate_user``, ``add_user``,
-``change_password``), never on a command line. A changed password in Vault is applied with
-``change_password``: the broker is not restarted and open connections stay up.
-
-``rabbitmqctl`` is RabbitMQ's own CLI script run directly (not Debian's ``/usr/sbin`` wrapper,
-which re-parses its arguments with a shell), as root with the rabbitmq user's home for the
-Erlang cookie.
+render time, so it is in no compiled state data, no output, no comment, no change and no log.
+The ``rabbitmq_access`` execution module hands it to ``rabbitmqctl`` on standard input. A
+changed password in Vault is applied with ``change_password``: the broker is not restarted and
+open connections stay up. Every state honours ``test=True``.
 
 .. code-block:: yaml
 
@@ -21,58 +17,17 @@ Erlang cookie.
             chat: {configure: '.*', write: '.*', read: '.*'}
 """
 
-import json
-
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "rabbitmq_access"
 
-RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
-HOME = "/var/lib/rabbitmq"
 KINDS = ("configure", "write", "read")
-# rabbitmqctl authenticate_user's exit code for wrong credentials (EX_DATAERR).
-_BAD_CREDENTIALS = 65
 
 
 def __virtual__():
-    # No check of rabbitmqctl here: on a guest's first run the package is installed by the
-    # same highstate, after this module was loaded.
+    if "rabbitmq_access.users" not in __salt__:
+        return False, "the rabbitmq_access execution module is not available"
     return __virtualname__
-
-
-def _ctl(*args, stdin=None, accept=(0,)):
-    res = __salt__["cmd.run_all"](
-        [RABBITMQCTL, "-q", *args],
-        python_shell=False,
-        stdin=stdin,
-        cwd=HOME,
-        env={"HOME": HOME},
-        output_loglevel="quiet",
-        ignore_retcode=True,
-        reset_system_locale=False,
-    )
-    if res["retcode"] not in accept:
-        detail = (res["stderr"] or res["stdout"]).strip().replace("\n", " ")
-        raise CommandExecutionError(f"rabbitmqctl {args[0]} {args[1] if len(args) > 1 else ''}".rstrip()
-                                    + f" failed (exit {res['retcode']}): {detail}")
-    return res
-
-
-def _json(*args):
-    out = _ctl(*args, "--formatter", "json")["stdout"].strip()
-    return json.loads(out) if out else []
-
-
-def _users():
-    return {entry["user"]: sorted(entry["tags"]) for entry in _json("list_users")}
-
-
-def _permissions(name):
-    return {entry["vhost"]: {k: entry[k] for k in KINDS} for entry in _json("list_user_permissions", name)}
-
-
-def _authenticates(name, password):
-    return _ctl("authenticate_user", name, stdin=password, accept=(0, _BAD_CREDENTIALS))["retcode"] == 0
 
 
 def _ret(name):
@@ -90,10 +45,10 @@ def user_present(name, password_path, field="password", mount="secret", tags=Non
     wanted = {vhost: {k: str(perms[k]) for k in KINDS} for vhost, perms in (permissions or {}).items()}
     try:
         password = __salt__["vault_server.secret_read"](password_path, field, mount=mount)
-        users = _users()
+        users = __salt__["rabbitmq_access.users"]()
         exists = name in users
-        password_ok = exists and _authenticates(name, password)
-        current = _permissions(name) if exists else {}
+        password_ok = exists and __salt__["rabbitmq_access.authenticates"](name, password)
+        current = __salt__["rabbitmq_access.permissions"](name) if exists else {}
     except CommandExecutionError as exc:
         ret["result"] = False
         ret["comment"] = f"RabbitMQ user {name}: {exc}"
@@ -122,16 +77,16 @@ def user_present(name, password_path, field="password", mount="secret", tags=Non
 
     try:
         if not exists:
-            _ctl("add_user", name, stdin=password)
+            __salt__["rabbitmq_access.add_user"](name, password)
         elif not password_ok:
-            _ctl("change_password", name, stdin=password)
+            __salt__["rabbitmq_access.change_password"](name, password)
         if "tags" in changes:
-            _ctl("set_user_tags", name, *wanted_tags)
+            __salt__["rabbitmq_access.set_tags"](name, wanted_tags)
         for vhost, change in changes.get("permissions", {}).items():
             if change["new"] is None:
-                _ctl("clear_permissions", "-p", vhost, name)
+                __salt__["rabbitmq_access.clear_permissions"](vhost, name)
             else:
-                _ctl("set_permissions", "-p", vhost, name, *(change["new"][k] for k in KINDS))
+                __salt__["rabbitmq_access.set_permissions"](vhost, name, *(change["new"][k] for k in KINDS))
     except CommandExecutionError as exc:
         ret["result"] = False
         ret["comment"] = f"RabbitMQ user {name}: {exc}"
@@ -146,7 +101,7 @@ def user_absent(name):
     """The user ``name`` does not exist (RabbitMQ's default ``guest``, for one)."""
     ret = _ret(name)
     try:
-        exists = name in _users()
+        exists = name in __salt__["rabbitmq_access.users"]()
         if not exists:
             ret["comment"] = f"RabbitMQ user {name} is absent"
             return ret
@@ -154,7 +109,7 @@ def user_absent(name):
             ret["result"] = None
             ret["comment"] = f"RabbitMQ user {name} would be deleted"
         else:
-            _ctl("delete_user", name)
+            __salt__["rabbitmq_access.delete_user"](name)
             ret["comment"] = f"RabbitMQ user {name} deleted"
     except CommandExecutionError as exc:
         ret["result"] = False
@@ -172,7 +127,7 @@ def only_declared_users(name, users):
     """
     ret = _ret(name)
     try:
-        extra = sorted(set(_users()) - set(users))
+        extra = sorted(set(__salt__["rabbitmq_access.users"]()) - set(users))
         if not extra:
             ret["comment"] = "RabbitMQ has no user but the declared ones"
             return ret
@@ -181,7 +136,7 @@ def only_declared_users(name, users):
             ret["comment"] = f"RabbitMQ user(s) {', '.join(extra)} would be deleted"
         else:
             for user in extra:
-                _ctl("delete_user", user)
+                __salt__["rabbitmq_access.delete_user"](user)
             ret["comment"] = f"RabbitMQ user(s) {', '.join(extra)} deleted (not declared)"
     except CommandExecutionError as exc:
         ret["result"] = False
@@ -195,14 +150,14 @@ def vhost_present(name):
     """The virtual host ``name`` exists."""
     ret = _ret(name)
     try:
-        if name in {entry["name"] for entry in _json("list_vhosts")}:
+        if name in __salt__["rabbitmq_access.vhosts"]():
             ret["comment"] = f"RabbitMQ vhost {name} exists"
             return ret
         if __opts__["test"]:
             ret["result"] = None
             ret["comment"] = f"RabbitMQ vhost {name} would be added"
         else:
-            _ctl("add_vhost", name)
+            __salt__["rabbitmq_access.add_vhost"](name)
             ret["comment"] = f"RabbitMQ vhost {name} added"
     except CommandExecutionError as exc:
         ret["result"] = False
