@@ -26,6 +26,13 @@ site:
     k3s: {address: 10.77.0.112/24}
     monitoring: {address: 10.77.0.120/24}
 
+# Vault: OpenBao (the build reachable here), its binary served by the master from
+# the lab's own file root (<state_dir>/lab-files, filled by `sitectl lab up`).
+vault:
+  server:
+    flavor: openbao
+    binary_source: salt://lab/openbao/bao
+
 # Not converged in the lab: no build of these is reachable from this machine.
 # The lab's report lists them as "not converged in the lab", never as passed.
 roles:

@@ -28,7 +28,7 @@ roles:
     firewall: []
   vault:
     description: Vault (or OpenBao), the only home of secret values
-    states: []
+    states: [vault]
     firewall:
       - {name: vault-api, port: 8200, from: [site, admin]}
   postgresql:
