@@ -24,6 +24,7 @@ server's own message. No function logs or returns a key, token or secret value e
 """
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -90,6 +91,22 @@ def _issued_credentials():
     return config["url"], config["verify"], getattr(token, "id", None) or token.lease_id
 
 
+def _verify_path(verify):
+    """``verify`` for requests: saltext-vault hands minions the CA certificate itself (PEM), which
+    requests cannot take; it goes to a file in the minion's cache (a public certificate)."""
+    if not isinstance(verify, str) or not verify.lstrip().startswith("-----BEGIN CERTIFICATE"):
+        return verify
+    digest = hashlib.sha256(verify.encode()).hexdigest()[:16]
+    path = os.path.join(__opts__["cachedir"], "vault_server", f"ca-{digest}.pem")
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(verify)
+        os.replace(tmp, path)
+    return path
+
+
 def _client(url=None, verify=None, token_file=None, authenticated=True):
     conf = _settings(url, verify, token_file)
     token = None
@@ -107,7 +124,7 @@ def _client(url=None, verify=None, token_file=None, authenticated=True):
                 conf["verify"] = issued_verify
     if not conf["url"]:
         raise CommandExecutionError("no Vault URL: pass url= or set vault_server:url")
-    return hvac.Client(url=conf["url"], token=token, verify=conf["verify"], timeout=conf["timeout"])
+    return hvac.Client(url=conf["url"], token=token, verify=_verify_path(conf["verify"]), timeout=conf["timeout"])
 
 
 def _fail(client, path, exc):
