@@ -393,6 +393,21 @@ def guest_view(pillar: dict, name: str) -> dict | None:
     }
 
 
+def secret_grants(site: dict) -> dict[str, list[str]]:
+    """Guest -> the KV paths (under the secrets mount) of other roles' secrets it may read: the
+    credentials of the database owners and message-broker users it is a client of. The server's
+    role generates them (its salt_role_<role> policy covers roles/<role>/*); the clients only read.
+    """
+    grants: dict[str, set[str]] = {}
+    for db, spec in (site.get("databases") or {}).items():
+        for client in spec.get("clients", []):
+            grants.setdefault(client, set()).add(f"roles/postgresql/users/{spec.get('owner') or db}")
+    for user, spec in ((site.get("messaging") or {}).get("users") or {}).items():
+        for client in spec.get("clients", []):
+            grants.setdefault(client, set()).add(f"roles/rabbitmq/users/{user}")
+    return {guest: sorted(paths) for guest, paths in sorted(grants.items())}
+
+
 def cloud_map(pillar: dict) -> dict[str, list[str]]:
     """The salt-cloud map of the site: profile -> guest names."""
     out: dict[str, list[str]] = {}
