@@ -298,6 +298,17 @@ def unseal(key_files=None, url=None, verify=None):
     return state
 
 
+def _listing(where, func_name, fields, url, verify):
+    """``sys/mounts``, ``sys/auth`` or ``sys/audit`` as path -> {type, and the named fields}."""
+    client = _client(url, verify)
+    reply = _call(client, where, getattr(client.sys, func_name))
+    return {
+        path: {"type": item["type"], **{key: item.get(key) or empty for key, empty in fields.items()}}
+        for path, item in (reply.get("data") or reply).items()
+        if isinstance(item, dict) and "type" in item
+    }
+
+
 def mounts(url=None, verify=None):
     """
     The enabled secrets engines: path (with trailing slash) -> type, options, description.
@@ -308,13 +319,7 @@ def mounts(url=None, verify=None):
 
         salt vault vault_server.mounts
     """
-    client = _client(url, verify)
-    reply = _call(client, "sys/mounts", client.sys.list_mounted_secrets_engines)
-    return {
-        path: {"type": m["type"], "options": m.get("options") or {}, "description": m.get("description", "")}
-        for path, m in (reply.get("data") or reply).items()
-        if isinstance(m, dict) and "type" in m
-    }
+    return _listing("sys/mounts", "list_mounted_secrets_engines", {"options": {}, "description": ""}, url, verify)
 
 
 def mount_enable(path, backend_type, options=None, description=None, url=None, verify=None):
@@ -343,13 +348,7 @@ def auth_methods(url=None, verify=None):
 
         salt vault vault_server.auth_methods
     """
-    client = _client(url, verify)
-    reply = _call(client, "sys/auth", client.sys.list_auth_methods)
-    return {
-        path: {"type": m["type"], "description": m.get("description", "")}
-        for path, m in (reply.get("data") or reply).items()
-        if isinstance(m, dict) and "type" in m
-    }
+    return _listing("sys/auth", "list_auth_methods", {"description": ""}, url, verify)
 
 
 def auth_enable(path, method_type, description=None, url=None, verify=None):
@@ -378,13 +377,7 @@ def audit_devices(url=None, verify=None):
 
         salt vault vault_server.audit_devices
     """
-    client = _client(url, verify)
-    reply = _call(client, "sys/audit", client.sys.list_enabled_audit_devices)
-    return {
-        path: {"type": d["type"], "options": d.get("options") or {}}
-        for path, d in (reply.get("data") or reply).items()
-        if isinstance(d, dict) and "type" in d
-    }
+    return _listing("sys/audit", "list_enabled_audit_devices", {"options": {}}, url, verify)
 
 
 def audit_enable(path, device_type, options=None, url=None, verify=None):
