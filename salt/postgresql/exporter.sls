@@ -1,7 +1,8 @@
 {#- prometheus-postgres-exporter (Debian) on the guest's own address, logged in
     over loopback as its own role (pg_monitor only). Its connection string holds
     the role's password from Vault: a failed read fails the state and the file
-    keeps its content; a new password restarts the exporter only. #}
+    keeps its content; a new password restarts the exporter only. The file's
+    diff is never shown (it would print the password). #}
 {%- from 'postgresql/map.jinja' import postgresql, guest, port, exporter_port, users_path %}
 include:
   - postgresql.users
@@ -14,6 +15,7 @@ postgresql-exporter-env-managed:
     - user: root
     - group: root
     - mode: '0600'
+    - show_changes: false
     - context:
         role: {{ postgresql.exporter.role }}
         password_path: {{ users_path }}/{{ postgresql.exporter.role }}
