@@ -328,11 +328,13 @@ def validate(pillar: dict) -> list[str]:
         errors += _schema_errors(pillar["vault"], "vault", "vault")
     if "postgresql" in pillar:
         errors += _schema_errors(pillar["postgresql"], "postgresql", "postgresql")
+    secrets = [e for key, value in pillar.items() if not str(key).startswith("_")  # Salt's own keys (_errors)
+               for e in secret_errors(value, str(key))]
+    # A literal secret under a key the schema does not know is reported as the secret it is.
+    secret_paths = {e.split(":", 1)[0] for e in secrets}
+    errors = [e for e in errors if not (e.split(":", 1)[0] in secret_paths and ": unknown key;" in e)]
     flagged = {e.split(":", 1)[0] for e in errors}
-    for key, value in pillar.items():
-        if str(key).startswith("_"):  # Salt's own keys (_errors)
-            continue
-        errors += [e for e in secret_errors(value, str(key)) if e.split(":", 1)[0] not in flagged]
+    errors += [e for e in secrets if e.split(":", 1)[0] not in flagged]
     if errors:  # the rules below assume the shape is right
         return errors
     return _semantic_errors(site, roles)

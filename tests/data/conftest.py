@@ -158,7 +158,7 @@ class ScratchLab:
         host.create_guest(name, address_cidr, GATEWAY, self.net["dns_ips"][0], lab_dir=LAB_DIR,
                           template=self.template, bridge=BRIDGE, memory_mib=memory_mib)
         host.start_guest(name, timeout=90, lab_dir=LAB_DIR)
-        self.guests[name] = address_cidr.split("/")[0]
+        self.guests[name] = str(ipaddress.ip_interface(address_cidr).ip)
 
     def attach(self, name: str, argv: list[str], check: bool = True, input=None, timeout: float = 600,
                env: dict | None = None) -> subprocess.CompletedProcess:
