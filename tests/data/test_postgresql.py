@@ -296,8 +296,8 @@ def test_a_backup_is_restored_with_the_documented_command(pg):
     assert restored.returncode == 0, restored.stderr
     rows = pg.psql(CLIENT, "chat", "chat", chat, "SELECT string_agg(body, ',' ORDER BY id) FROM notes")
     assert (rows.returncode, rows.stdout.strip()) == (0, "first,second,third"), rows.stderr
-    assert pg.superuser("SELECT pg_get_userbyid(datdba) || ' ' || has_database_privilege('public', 'chat', 'CONNECT') "
-                        "FROM pg_database WHERE datname = 'chat'") == "chat f", "owner and privileges restored"
+    assert pg.superuser("SELECT pg_get_userbyid(datdba), has_database_privilege('public', 'chat', 'CONNECT') "
+                        "FROM pg_database WHERE datname = 'chat'") == "chat|f", "owner and privileges restored"
 
 
 @pytest.mark.lab
@@ -323,6 +323,12 @@ def test_a_password_changed_in_vault_is_rotated_without_restart_and_other_sessio
         old = pg.password("chat")
         new = f"rotated{secrets.token_hex(12)}"
         pg.bao.write(f"{USERS}/chat", password=new)
+        dry = lab.salt(SERVER, "state.apply", "postgresql", "test=True", check=False)
+        planned = {ret["__id__"]: ret for ret in dry.values() if ret["result"] is not True}
+        assert list(planned) == ["postgresql-user-chat-present"], planned
+        assert planned["postgresql-user-chat-present"]["changes"] == {"password": "changed"}
+        assert pg.psql(CLIENT, "chat", "chat", old, "SELECT 1").stdout.strip() == "1", "test=True changes nothing"
+
         results, seconds = lab.apply(SERVER, "postgresql")
         print(f"\npostgresql: rotation apply {seconds} s")
         assert not failed(results), failed(results)
