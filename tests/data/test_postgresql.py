@@ -152,6 +152,21 @@ class Postgres:
         out = self.lab.attach(SERVER, ["sha256sum", *CONFIG_FILES]).stdout
         return {line.split()[1]: line.split()[0] for line in out.splitlines()}
 
+    def started(self) -> str:
+        """When the postmaster started: unchanged means not restarted."""
+        return self.superuser("SELECT pg_postmaster_start_time()")
+
+    def metrics_up(self, timeout: float = 20) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if re.search(r"^pg_up 1$", requests.get(f"http://{SERVER_IP}:9187/metrics", timeout=5).text, re.M):
+                    return True
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        return False
+
 
 def failed(results: dict) -> dict:
     return {k: r["comment"] for k, r in results.items() if r["result"] is not True}
@@ -245,8 +260,7 @@ def test_network_access_is_scram_by_32_address_and_passwords_are_stored_as_scram
 
 @pytest.mark.lab
 def test_the_exporter_serves_metrics_with_a_monitoring_only_role(pg):
-    metrics = requests.get(f"http://{SERVER_IP}:9187/metrics", timeout=10).text
-    assert re.search(r"^pg_up 1$", metrics, re.M)
+    assert pg.metrics_up()
     assert pg.superuser("SELECT rolsuper, rolcreaterole, rolcreatedb, rolreplication, rolbypassrls FROM pg_roles "
                         "WHERE rolname = 'postgres_exporter'") == "f|f|f|f|f"
     assert pg.superuser("SELECT string_agg(g.rolname, ',') FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
@@ -318,7 +332,7 @@ def test_a_password_changed_in_vault_is_rotated_without_restart_and_other_sessio
             pid = pg.superuser("SELECT pid FROM pg_stat_activity WHERE usename = 'accounts'")
             time.sleep(0.2)
         assert pid, "the accounts session did not open"
-        started = pg.superuser("SELECT pg_postmaster_start_time()")
+        started = pg.started()
 
         old = pg.password("chat")
         new = f"rotated{secrets.token_hex(12)}"
@@ -338,7 +352,7 @@ def test_a_password_changed_in_vault_is_rotated_without_restart_and_other_sessio
         assert pg.psql(CLIENT, "chat", "chat", new, "SELECT 1").stdout.strip() == "1"
         assert 'password authentication failed for user "chat"' in pg.psql(CLIENT, "chat", "chat", old,
                                                                             "SELECT 1").stderr
-        assert pg.superuser("SELECT pg_postmaster_start_time()") == started, "PostgreSQL was not restarted"
+        assert pg.started() == started, "PostgreSQL was not restarted"
         assert pg.superuser("SELECT pid FROM pg_stat_activity WHERE usename = 'accounts'") == pid
 
         out, err = session.communicate("SELECT 'still here', pg_backend_pid();\n\\q\n", timeout=30)
@@ -348,6 +362,61 @@ def test_a_password_changed_in_vault_is_rotated_without_restart_and_other_sessio
         if session.poll() is None:
             session.kill()
         lab.attach(CLIENT, ["rm", "-f", "/root/.pgpass-accounts"])
+
+
+SITE_WITH_OUTSIDER = {
+    **SITE,
+    "guests": {**SITE["guests"], OUTSIDER: {**SITE["guests"][OUTSIDER], "uses": [SERVER]}},
+    "databases": {**SITE["databases"], "chat": {"clients": [CLIENT, OUTSIDER]}},
+}
+
+
+@pytest.mark.lab
+def test_a_new_client_in_the_site_is_admitted_with_a_reload_not_a_restart(pg):
+    chat = pg.password("chat")
+    assert "no pg_hba.conf entry" in pg.psql(OUTSIDER, "chat", "chat", chat, "SELECT 1").stderr
+    started = pg.started()
+    pg.lab.set_pillar(SERVER, guest_pillar(SITE_WITH_OUTSIDER, SERVER))
+    results, _ = pg.lab.apply(SERVER, "postgresql")
+    assert not failed(results), failed(results)
+    assert set(changed(results)) == {"postgresql-hba-file-managed", "postgresql-service-hba-checked",
+                                     "postgresql-service-hba-reloaded"}
+    assert "+host    chat            chat                 10.77.97.102/32    scram-sha-256" in \
+        results["postgresql-hba-file-managed"]["changes"]["diff"]
+    assert pg.psql(OUTSIDER, "chat", "chat", chat, "SELECT current_user").stdout.strip() == "chat"
+    assert pg.started() == started, "a change of client access reloads, never restarts"
+
+
+@pytest.mark.lab
+def test_a_setting_the_server_would_refuse_is_never_installed_and_nothing_restarts(pg):
+    before, started = pg.digests(), pg.started()
+    bad = {"postgresql": {"settings": {"max_wal_size": "2XB"}}}
+    pg.lab.set_pillar(SERVER, guest_pillar(SITE_WITH_OUTSIDER, SERVER, bad))
+    try:
+        results, _ = pg.lab.apply(SERVER, "postgresql")
+    finally:
+        pg.lab.set_pillar(SERVER, guest_pillar(SITE_WITH_OUTSIDER, SERVER))
+    conf = results["postgresql-config-file-managed"]
+    assert conf["result"] is False and "check_cmd execution failed" in conf["comment"]
+    assert 'invalid value for parameter "max_wal_size": "2XB"' in conf["comment"]
+    assert results["postgresql-service-running"]["result"] is False, "no restart after a refused file"
+    assert pg.digests() == before and pg.started() == started
+    again, _ = pg.lab.apply(SERVER, "postgresql")
+    assert not failed(again) and not changed(again), "the old file was kept: nothing to undo"
+
+
+@pytest.mark.lab
+def test_the_exporters_password_is_rotated_and_only_the_exporter_restarts(pg):
+    started = pg.started()
+    new = f"exporter{secrets.token_hex(12)}"
+    pg.bao.write(f"{USERS}/postgres_exporter", password=new)
+    results, _ = pg.lab.apply(SERVER, "postgresql")
+    assert not failed(results), failed(results)
+    assert set(changed(results)) == {"postgresql-user-postgres_exporter-present", "postgresql-exporter-env-managed",
+                                     "postgresql-exporter-service-running"}
+    assert new not in json.dumps(results)
+    assert pg.metrics_up(), "the exporter logs in with the new password"
+    assert pg.started() == started
 
 
 @pytest.mark.lab
@@ -367,4 +436,4 @@ def test_without_vault_the_secret_states_fail_and_the_config_keeps_its_content(p
     assert not changed(results), changed(results)
     assert pg.digests() == before, "pg_hba.conf, postgresql.conf and the exporter's file keep their content"
     assert pg.psql(CLIENT, "chat", "chat", chat, "SELECT 1").stdout.strip() == "1", "the server keeps serving"
-    assert re.search(r"^pg_up 1$", requests.get(f"http://{SERVER_IP}:9187/metrics", timeout=10).text, re.M)
+    assert pg.metrics_up()
