@@ -19,6 +19,7 @@ import re
 import secrets
 
 from salt.exceptions import CommandExecutionError
+from salt.ext.saslprep import saslprep
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,22 @@ def _check_name(name):
     return name
 
 
+def _prepared(password):
+    """The password as PostgreSQL hashes it (pg_saslprep): ASCII as is, anything else through
+    SASLprep (RFC 4013), or as is when SASLprep refuses it."""
+    if password.isascii():
+        return password
+    try:
+        return saslprep(password)
+    except ValueError:
+        return password
+
+
 def scram_verifier(password, salt=None, iterations=4096):
     """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802/7677, as in
     PostgreSQL's scram-common.c). A fresh random salt unless one is given."""
     salt = secrets.token_bytes(16) if salt is None else salt
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    salted = hashlib.pbkdf2_hmac("sha256", _prepared(password).encode("utf-8"), salt, iterations)
     stored_key = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
     server_key = hmac.new(salted, b"Server Key", "sha256").digest()
     b64 = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731

@@ -4,6 +4,7 @@ from Vault, a backup that is restored, a password rotated under an open session,
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import secrets
@@ -123,6 +124,26 @@ def test_the_postgresql_pillar_is_validated_with_the_site(example_site):
            "(apt.postgresql.org)" in errors
     assert "postgresql.version: got 9; expected a PostgreSQL major version (13-18)" in errors
     assert "postgresql.backup.keep_days: got 0; expected days (1-3650)" in errors
+
+
+def load_pg_role():
+    spec = importlib.util.spec_from_file_location("pg_role_module", ROOT / "_modules" / "pg_role.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.render
+@pytest.mark.parametrize("password", ["Tr0ub4dor3", "pässwörd\u00adwith soft hyphen", "\u2168 and \u00aa"])
+def test_the_scram_verifier_is_the_one_postgresql_computes(password):
+    from salt.modules.postgres import _scram_sha_256
+
+    pg_role = load_pg_role()
+    salt = bytes(range(16))
+    assert pg_role.scram_verifier(password, salt, 4096) == _scram_sha_256(password, salt_bytes=salt, iterations=4096)
+    stored = pg_role.scram_verifier(password)
+    assert pg_role._matches(password, stored) and not pg_role._matches(password + "x", stored)
+    assert not pg_role._matches(password, "md5" + "0" * 32), "anything but a SCRAM verifier is a mismatch"
 
 
 # ------------------------------------------------------------------ converged in LXC guests
