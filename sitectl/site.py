@@ -34,6 +34,12 @@ _SECRET_VALUES = (
 
 SOURCE_KEYWORDS = ("any", "site", "admin", "consumers")
 
+# Names a database or its owner cannot have: PostgreSQL's own, and the exporter's role of the
+# postgresql role (roles starting with pg_ are reserved by PostgreSQL as well).
+RESERVED_DATABASES = ("postgres", "template0", "template1")
+RESERVED_ROLES = ("postgres", "public", "none", "current_role", "current_user", "session_user",
+                  "postgres_exporter")
+
 
 class SiteError(ValueError):
     """The site description is invalid; ``errors`` lists one message per problem."""
@@ -232,6 +238,8 @@ def _semantic_errors(site: dict, roles: dict) -> list[str]:
         errors.append("site.routes: routes are declared but no guest has the role reverse_proxy; "
                       "expected a guest with the role reverse_proxy to serve them")
 
+    errors += _database_errors(site)
+
     for role_name, role in roles.items():
         for k, rule in enumerate(role.get("firewall", [])):
             for m, src in enumerate(rule.get("from", [])):
@@ -259,6 +267,49 @@ def _semantic_errors(site: dict, roles: dict) -> list[str]:
     return errors
 
 
+def database_servers(site: dict) -> list[str]:
+    return sorted(name for name, guest in site["guests"].items() if "postgresql" in guest.get("roles", []))
+
+
+def _database_errors(site: dict) -> list[str]:
+    """site.databases: names PostgreSQL accepts, one server, clients that are guests using it."""
+    databases = site.get("databases", {})
+    if not databases:
+        return []
+    guests = site["guests"]
+    errors = []
+    servers = database_servers(site)
+    if len(servers) != 1:
+        who = "no guest has" if not servers else f"{', '.join(servers)} all have"
+        errors.append(f"site.databases: {who} the role postgresql; expected exactly one guest with the role "
+                      f"postgresql to hold the databases")
+    server = servers[0] if len(servers) == 1 else None
+    for db, spec in databases.items():
+        where = f"site.databases.{db}"
+        if db in RESERVED_DATABASES:
+            errors.append(f"{where}: {db!r} is reserved by PostgreSQL; expected a database name other than "
+                          f"{', '.join(RESERVED_DATABASES)}")
+        owner = spec.get("owner", db)
+        if "owner" in spec or db not in RESERVED_DATABASES:
+            owner_where = f"{where}.owner" if "owner" in spec else f"{where} (its owner, by default the database name)"
+            if owner in RESERVED_ROLES or owner.startswith("pg_"):
+                errors.append(f"{owner_where}: {owner!r} is a reserved role name; expected a role name other than "
+                              f"{', '.join(RESERVED_ROLES)} and not starting with pg_")
+        for j, client in enumerate(spec.get("clients", [])):
+            client_where = f"{where}.clients[{j}]"
+            if client not in guests:
+                errors.append(f"{client_where}: no guest named {client!r}; expected one of: "
+                              f"{', '.join(sorted(guests))}")
+            elif client == server:
+                errors.append(f"{client_where}: {client!r} is the database server itself; expected a guest that "
+                              f"connects over the network")
+            elif server and server not in guests[client].get("uses", []):
+                errors.append(f"{client_where}: {client!r} does not list {server!r} in site.guests.{client}.uses, "
+                              f"so the firewall of {server} drops its connections; expected a guest whose uses "
+                              f"includes {server}")
+    return errors
+
+
 def validate(pillar: dict) -> list[str]:
     """Every problem of the site, the role catalog and the roles' pillars, as messages."""
     errors = []
@@ -275,11 +326,15 @@ def validate(pillar: dict) -> list[str]:
         errors += _schema_errors(pillar["common"], "common", "common")
     if "vault" in pillar:
         errors += _schema_errors(pillar["vault"], "vault", "vault")
+    if "postgresql" in pillar:
+        errors += _schema_errors(pillar["postgresql"], "postgresql", "postgresql")
+    secrets = [e for key, value in pillar.items() if not str(key).startswith("_")  # Salt's own keys (_errors)
+               for e in secret_errors(value, str(key))]
+    # A literal secret under a key the schema does not know is reported as the secret it is.
+    secret_paths = {e.split(":", 1)[0] for e in secrets}
+    errors = [e for e in errors if not (e.split(":", 1)[0] in secret_paths and ": unknown key;" in e)]
     flagged = {e.split(":", 1)[0] for e in errors}
-    for key, value in pillar.items():
-        if str(key).startswith("_"):  # Salt's own keys (_errors)
-            continue
-        errors += [e for e in secret_errors(value, str(key)) if e.split(":", 1)[0] not in flagged]
+    errors += [e for e in secrets if e.split(":", 1)[0] not in flagged]
     if errors:  # the rules below assume the shape is right
         return errors
     return _semantic_errors(site, roles)

@@ -33,7 +33,7 @@ roles:
       - {name: vault-api, port: 8200, from: [site, admin]}
   postgresql:
     description: PostgreSQL for the web applications
-    states: []
+    states: [postgresql]
     firewall:
       - {name: postgresql, port: 5432, from: [consumers]}
       - {name: postgres-exporter, port: 9187, from: ['role:monitoring']}

@@ -131,6 +131,16 @@ site:
       roles: [monitoring]
       uses: [postgresql]
 
+  # Databases on the guest with the role postgresql: name -> owner (the login
+  # role; default: the database name) and the guests that connect to it (each
+  # must list the postgresql guest in its `uses`). Passwords are generated into
+  # Vault (roles/postgresql/users/<owner>), never written here.
+  databases:
+    nextcloud: {clients: [nextcloud]}
+    chat: {clients: [microservices]}
+    grafana: {clients: [monitoring]}
+    apps: {clients: [k3s]}
+
   # Public names under the domain, served by the reverse proxy over HTTPS and
   # proxied over plain HTTP to a guest inside the network.
   routes:

@@ -50,6 +50,8 @@ def test_every_guest_renders_the_base_state_and_only_its_roles_states(highstates
         extra = {sls.split(".")[0] for sls in slss - COMMON}
         assert extra == roots, f"{guest}: renders {sorted(extra)}, its roles name {sorted(roots)}"
     assert any(s["__sls__"].startswith("vault.") for s in highstates["vault"].values())
+    assert {s["__sls__"] for s in highstates["postgresql"].values()} >= {
+        f"postgresql.{part}" for part in ("package", "config", "service", "users", "databases", "exporter", "backup")}
 
 
 def test_sshd_allows_keys_only_and_is_checked_before_it_replaces_the_config(highstates):
