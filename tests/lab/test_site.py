@@ -107,10 +107,9 @@ def test_node_exporter_answers_the_monitoring_guest_and_no_one_else(site_lab):
 
 
 def test_database_port_is_open_to_its_consumers_only(site_lab):
-    # Nothing listens on 5432 yet (the data tier issue): a consumer gets through the firewall and is
-    # refused by the guest's kernel; anyone else is dropped by the firewall.
-    assert connect_from(site_lab, "microservices", "postgresql", 5432) == "refused"
+    assert connect_from(site_lab, "microservices", "postgresql", 5432) == "open"
     assert connect_from(site_lab, "reverse-proxy", "postgresql", 5432) == "dropped"
+    assert connect_from_host(ip(site_lab, "postgresql"), 5432) == "dropped"
 
 
 def test_public_ports_of_the_proxy_are_open_to_anyone(site_lab):
@@ -261,3 +260,45 @@ def test_a_restarted_vault_is_sealed_fails_the_run_loudly_and_the_operator_unsea
 def test_the_vault_api_is_open_to_the_site_only(site_lab):
     assert connect_from(site_lab, "rabbitmq", "vault", 8200) == "open"
     assert connect_from_host(ip(site_lab, "vault"), 8200) == "open"  # the admin source
+
+
+# -- the data tier (issue 6) through the real master and Vault ------------------------------------
+
+
+def attach(site_lab, guest: str, argv: list[str], data: str | None = None):
+    import subprocess
+
+    return subprocess.run(["lxc-attach", "-P", site_lab.lab.lab_dir, "-n", guest, "--clear-env", "--",
+                           "env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", *argv],
+                          input=data, capture_output=True, text=True, check=False, timeout=300)
+
+
+def psql(site_lab, guest: str, user: str, db: str, password: str):
+    """psql from ``guest`` over the network; the password goes through a 0600 pgpass file (stdin)."""
+    script = ('umask 077; f=$(mktemp); cat > "$f"; PGPASSFILE="$f" PGCONNECT_TIMEOUT=5 psql -XAt '
+              f'"host={ip(site_lab, "postgresql")} dbname={db} user={user} sslmode=disable" '
+              '-c "select current_user || \'@\' || current_database()"; rc=$?; rm -f "$f"; exit $rc')
+    return attach(site_lab, guest, ["bash", "-c", script], data=f"*:*:*:{user}:{password}\n")
+
+
+def test_an_app_reads_its_database_password_through_the_master_and_reaches_only_its_own_database(site_lab):
+    password, code = salt_cmd(site_lab, "microservices", "vault_server.secret_read",
+                              "roles/postgresql/users/chat", "password")
+    assert code == 0 and len(password) >= 24, "the client's policy grants its own credential"
+    other, code = salt_cmd(site_lab, "microservices", "vault_server.secret_read",
+                           "roles/postgresql/users/nextcloud", "password")
+    assert code != 0 and "permission denied" in str(other)
+    refused, code = salt_cmd(site_lab, "rabbitmq", "vault_server.secret_read", "roles/postgresql/users/chat",
+                             "password")
+    assert code != 0 and "permission denied" in str(refused)
+    installed = attach(site_lab, "microservices", ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                                                   "postgresql-client"])
+    assert installed.returncode == 0, installed.stderr[-500:]
+    ok = psql(site_lab, "microservices", "chat", "chat", password)
+    assert ok.returncode == 0 and ok.stdout.strip() == "chat@chat", ok.stderr
+    elsewhere = psql(site_lab, "microservices", "chat", "nextcloud", password)
+    assert elsewhere.returncode != 0
+    assert "permission denied" in elsewhere.stderr or "no pg_hba.conf entry" in elsewhere.stderr, elsewhere.stderr
+    wrong = psql(site_lab, "microservices", "chat", "chat", "not-the-password")
+    assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
+    assert password not in json.dumps(site_lab.report)
