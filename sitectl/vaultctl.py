@@ -109,7 +109,15 @@ class Operators:
         return self.gpg("--armor", "--export", self.EMAIL.format(name=name)).decode()
 
     def decrypt(self, ciphertext_b64: str) -> str:
-        return self.gpg("--decrypt", input=base64.b64decode(ciphertext_b64)).decode().strip()
+        data = base64.b64decode(ciphertext_b64)
+        try:
+            return self.gpg("--decrypt", input=data).decode().strip()
+        except RuntimeError:
+            # Seen once under load: the agent of this home answered "No secret key" for a key it
+            # holds. A fresh agent reads the key files again.
+            subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"], check=False,
+                           capture_output=True)
+            return self.gpg("--decrypt", input=data).decode().strip()
 
     def close(self) -> None:
         subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"], check=False,
