@@ -9,6 +9,7 @@
 {%- set check = '/usr/local/sbin/acme-expiry-check' %}
 include:
   - reverse_proxy.package
+  - reverse_proxy.service
 
 reverse-proxy-renewal-deploy-hook-managed:
   file.managed:
@@ -20,12 +21,12 @@ reverse-proxy-renewal-deploy-hook-managed:
     - mode: '0755'
     - makedirs: true
     - context:
-        nginx: {{ rp.nginx.binary }}
-        service: {{ rp.nginx.service }}
+        safe_reload: {{ rp.nginx.safe_reload }}
         salt_call: {{ rp.renewal.salt_call }}
         timeout: {{ rp.renewal.event_timeout }}
     - require:
       - pkg: reverse-proxy-packages-installed
+      - file: reverse-proxy-nginx-safe-reload-managed
 
 reverse-proxy-renewal-expiry-check-managed:
   file.managed:
