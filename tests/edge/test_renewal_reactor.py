@@ -132,12 +132,11 @@ def test_another_lineage_reloads_the_proxy_only(master, minions, paths):
     assert not (paths["marks"] / "mail-reloaded").exists()
 
 
-@pytest.mark.parametrize(("sender", "lineage"), [(MAIL, f"mail.{DOMAIN}"), (PROXY, f"evil.{DOMAIN}"),
-                                                 (PROXY, "../../etc")])
-def test_events_from_a_non_proxy_or_for_a_foreign_lineage_do_nothing(master, minions, paths, sender, lineage):
+def test_events_from_a_non_proxy_or_for_a_foreign_lineage_do_nothing(master, minions, paths):
     clear(paths)
-    assert minions[sender].run("event.send", "platform/acme/renewed", data={"lineage": lineage}).returncode == 0
-    assert not wait_for(lambda: any(paths["marks"].iterdir()), 10), f"{sender}/{lineage} must be ignored"
+    for sender, lineage in ((MAIL, f"mail.{DOMAIN}"), (PROXY, f"evil.{DOMAIN}"), (PROXY, "../../etc")):
+        assert minions[sender].run("event.send", "platform/acme/renewed", data={"lineage": lineage}).returncode == 0
+    assert not wait_for(lambda: any(paths["marks"].iterdir()), 10), "each of these events must be ignored"
 
 
 def test_the_runner_says_why_it_refuses(master, minions):
