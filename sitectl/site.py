@@ -231,6 +231,17 @@ def _semantic_errors(site: dict, roles: dict) -> list[str]:
     if site.get("routes") and not proxies:
         errors.append("site.routes: routes are declared but no guest has the role reverse_proxy; "
                       "expected a guest with the role reverse_proxy to serve them")
+    for sub, route in site.get("routes", {}).items():
+        if route.get("guest") in proxies and route.get("port") in (80, 443):
+            errors.append(f"site.routes.{sub}.port: {route['port']} on {route['guest']} is the reverse proxy's own "
+                          f"HTTP(S) port (the route would loop); expected the port the application listens on")
+    acme = site.get("acme")
+    if site.get("routes") and not acme:
+        errors.append("site.acme: missing; routes are served over HTTPS with certificates from an ACME "
+                      "directory: expected site.acme with directory and email (see pillar/site/example.sls)")
+    if acme and acme.get("challenge") == "dns-01" and not acme.get("dns_server"):
+        errors.append("site.acme.dns_server: missing; the dns-01 challenge updates this DNS server (RFC 2136): "
+                      "expected the IPv4 address of the site's authoritative DNS server")
 
     for role_name, role in roles.items():
         for k, rule in enumerate(role.get("firewall", [])):
