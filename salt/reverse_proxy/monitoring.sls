@@ -1,6 +1,8 @@
 {#- prometheus-nginx-exporter on the guest's own address (the firewall opens
     it to the monitoring guest only), scraping stub_status on loopback. #}
 {%- from 'reverse_proxy/map.jinja' import rp, guest, exporter %}
+{%- set scrape_uri = 'http://' ~ rp.status.listen ~ ':' ~ rp.status.port ~ rp.status.path %}
+{%- set listen = guest.get('ip', '127.0.0.1') ~ ':' ~ exporter.port %}
 include:
   - reverse_proxy.service
 
@@ -9,7 +11,7 @@ reverse-proxy-exporter-args-managed:
     - name: /etc/default/prometheus-nginx-exporter
     - contents: |
         # Managed by Salt (reverse_proxy.monitoring)
-        ARGS="-nginx.scrape-uri=http://{{ rp.status.listen }}:{{ rp.status.port }}{{ rp.status.path }} -web.listen-address={{ guest.get('ip', '127.0.0.1') }}:{{ exporter.port }}"
+        ARGS="-nginx.scrape-uri={{ scrape_uri }} -web.listen-address={{ listen }}"
     - require:
       - pkg: reverse-proxy-packages-installed
 
