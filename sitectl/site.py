@@ -286,6 +286,8 @@ def validate(pillar: dict) -> list[str]:
         errors += _schema_errors(pillar["common"], "common", "common")
     if "vault" in pillar:
         errors += _schema_errors(pillar["vault"], "vault", "vault")
+    if "reverse_proxy" in pillar:
+        errors += _schema_errors(pillar["reverse_proxy"], "reverse_proxy", "reverse_proxy")
     flagged = {e.split(":", 1)[0] for e in errors}
     for key, value in pillar.items():
         if str(key).startswith("_"):  # Salt's own keys (_errors)

@@ -170,3 +170,22 @@ def test_a_value_nginx_rejects_fails_the_check(example_config, proxy_high, tmp_p
     certs = {"nextcloud": {**make_cert(tmp_path, "nextcloud.your-domain.com", ocsp=False), "max_body": "16 GB"}}
     result = nginx_check(tmp_path, nginx_conf(example_config, proxy_high, certs))
     assert result.returncode != 0 and "client_max_body_size" in result.stderr
+
+
+def test_the_reverse_proxy_pillar_is_validated_with_the_site(example_site):
+    import yaml
+
+    from sitectl import site
+
+    roles = yaml.safe_load((ROOT / "pillar/platform/roles.sls").read_text())["roles"]
+    defaults = yaml.safe_load((ROOT / "salt/reverse_proxy/defaults.yaml").read_text())["reverse_proxy"]
+    assert site.validate({"site": example_site, "roles": roles, "reverse_proxy": defaults}) == []
+    bad = {"renewal": {"expiry_warn_days": 0}, "mail_certificate": {"reload_cmd": "docker restart x"},
+           "acme": {"tsig": {"algorithm": "HMAC-MD5"}}}
+    errors = site.validate({"site": example_site, "roles": roles, "reverse_proxy": bad})
+    assert errors == [
+        "reverse_proxy.acme.tsig.algorithm: got 'HMAC-MD5'; expected HMAC-SHA256 or HMAC-SHA512",
+        "reverse_proxy.mail_certificate.reload_cmd: got 'docker restart x'; expected a command as a list of words "
+        "(no shell)",
+        "reverse_proxy.renewal.expiry_warn_days: got 0; expected days (from 1)",
+    ]
