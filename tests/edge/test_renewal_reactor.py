@@ -147,3 +147,17 @@ def test_the_runner_says_why_it_refuses(master, minions):
                        f"mail.{DOMAIN})")
     expiring = run.run("acme.expiring", PROXY, f"mail.{DOMAIN}", 12).data
     assert expiring["result"] is True and expiring["days_left"] == 12
+
+
+def test_sealed_files_open_only_on_the_guest_they_were_sealed_for(master, minions, paths):
+    import salt.client
+
+    mail_key = (Path(master.config["pki_dir"]) / "minions" / MAIL).read_text()
+    target = {"key": {"path": str(paths["base"] / "stolen.pem"), "mode": "0600"}}
+    # Through the master's LocalClient, as the runner does: the CLI would split a multi-line PEM argument.
+    with salt.client.get_local_client(master.config_file) as client:
+        sealed = client.cmd(PROXY, "platform_tls.seal", [{"key": str(paths["live"] / "privkey.pem")}, mail_key])[PROXY]
+        assert set(sealed) == {"key", "data"} and "PRIVATE KEY" not in str(sealed)
+        stolen = client.cmd(PROXY, "platform_tls.install_sealed", [sealed, target])[PROXY]
+    assert "not for this minion's key" in str(stolen)
+    assert not (paths["base"] / "stolen.pem").exists()
