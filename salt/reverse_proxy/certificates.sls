@@ -38,6 +38,13 @@ reverse-proxy-certbot-service-env-managed:
     - require:
       - pkg: reverse-proxy-packages-installed
 
+{#- systemd reads a changed drop-in only after a daemon-reload. #}
+reverse-proxy-certbot-service-env-loaded:
+  cmd.run:
+    - name: systemctl daemon-reload
+    - onchanges:
+      - file: reverse-proxy-certbot-service-env-managed
+
 {%- if wildcard %}
 
 {#- dns-01 through RFC 2136: the TSIG key is read from Vault when the state

@@ -9,6 +9,7 @@ import tarfile
 import pytest
 
 from sitectl import ROOT
+from sitectl.lab.pebble import Pebble
 from tests.edge.edgelab import (
     BRIDGE,
     ECHO_SERVER,
@@ -21,9 +22,7 @@ from tests.edge.edgelab import (
     TABLE,
     UPSTREAMS,
     EdgeLab,
-    Pebble,
     edge_pillar,
-    wait_for_template,
 )
 
 INOTIFY_ONLY_UNITS = {"systemd-ask-password-console.path", "systemd-ask-password-wall.path"}
@@ -36,8 +35,7 @@ def edge_lab(tmp_path_factory):
     from sitectl.lab import host
 
     host.ensure_host_packages([*host.HOST_PACKAGES, "pebble", "openssl", "curl"])
-    wait_for_template()
-    template = host.build_template()
+    template = host.build_template()  # cached; a concurrent build is waited for (flock)
     workdir = tmp_path_factory.mktemp("edge-lab")
     host.teardown(LAB_DIR, BRIDGE, TABLE)  # leftovers of an interrupted run of this module
     net = host.network_up(BRIDGE, f"{GATEWAY}/24", table=TABLE)
@@ -51,7 +49,7 @@ def edge_lab(tmp_path_factory):
             # (fs.inotify.max_user_instances, host-wide) runs out and only these fail. Anything else fails.
             unexpected = [u for u in info["failed_units"] if u not in INOTIFY_ONLY_UNITS]
             assert not unexpected, f"{name} booted with failed units: {unexpected}"
-        pebble = Pebble(workdir).start()
+        pebble = Pebble(workdir / "acme", GATEWAY, answer=PROXY_IP).start()
         lab = EdgeLab(host, pebble)
         for name, (address, port) in UPSTREAMS.items():
             host.write_guest_file(name, "/usr/local/bin/edge-echo", ECHO_SERVER.encode(), mode=0o755, lab_dir=LAB_DIR)

@@ -10,17 +10,13 @@ the bridge's address only and are stopped by PID. Only the template cache is sha
 from __future__ import annotations
 
 import json
-import ssl
-import subprocess
 import time
-import urllib.request
-from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 import yaml
 
 from sitectl import ROOT, site
+from sitectl.lab.pebble import Pebble
 
 LAB_DIR = "/var/lib/sitectl-lab-edge"
 BRIDGE = "sitelabe0"
@@ -31,8 +27,6 @@ PROXY = "reverse-proxy"
 PROXY_IP = "10.77.95.100"
 # The site's upstream guests, each answering on its route's port with an echo of what it got.
 UPSTREAMS = {"nextcloud": ("10.77.95.102", 80), "mailcow": ("10.77.95.104", 8080)}
-ACME_PORT, ACME_MGMT_PORT, DNS_PORT, DNS_MGMT_PORT = 14000, 15000, 8053, 8055
-TEMPLATE_LOG = Path("/tmp/tmpl.log")  # the integrator's template build writes the rootfs path here
 SALT_CONFIG_DIR = "/etc/salt-edge"  # the masterless minion of the proxy guest (not /etc/salt)
 EVENT_LOG = "/var/log/edge-salt-call.log"
 
@@ -61,89 +55,6 @@ exec /usr/bin/salt-call "$@"
 """
 
 
-def wait_for_template(timeout: float = 900) -> None:
-    """The integrator builds the template now; build_template() must only pick up the cached one."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if TEMPLATE_LOG.exists():
-            first = (TEMPLATE_LOG.read_text().splitlines() or [""])[0]
-            if first.startswith("/") and first.endswith("rootfs"):
-                return
-        time.sleep(5)
-    pytest.fail(f"{TEMPLATE_LOG} shows no template rootfs after {timeout}s")
-
-
-def _make_acme_tls(workdir: Path) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for pebble's own HTTPS endpoint (made at run time)."""
-    cert, key = workdir / "acme-tls.pem", workdir / "acme-tls.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=edge lab ACME",
-         "-addext", f"subjectAltName=IP:{GATEWAY}", "-addext", "basicConstraints=critical,CA:TRUE"],
-        check=True, capture_output=True)
-    return cert, key
-
-
-class Pebble:
-    """pebble + pebble-challtestsrv (as pebble's DNS: every name -> the proxy guest) on the bridge."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.procs: list[subprocess.Popen] = []
-        self.tls_cert, self.tls_key = _make_acme_tls(workdir)
-        self.directory = f"https://{GATEWAY}:{ACME_PORT}/dir"
-        self.root = workdir / "pebble-root.pem"
-
-    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> None:
-        log = (self.workdir / f"{name}.log").open("ab")
-        self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                           env={"PATH": "/usr/bin:/bin", **(env or {})}))
-
-    def start(self) -> Pebble:
-        self._spawn("challtestsrv", [
-            "pebble-challtestsrv", "-defaultIPv4", PROXY_IP, "-defaultIPv6", "",
-            "-dns01", f"{GATEWAY}:{DNS_PORT}", "-management", f"{GATEWAY}:{DNS_MGMT_PORT}",
-            "-http01", "", "-https01", "", "-tlsalpn01", ""])
-        config = self.workdir / "pebble.json"
-        config.write_text(json.dumps({"pebble": {
-            "listenAddress": f"{GATEWAY}:{ACME_PORT}",
-            "managementListenAddress": f"{GATEWAY}:{ACME_MGMT_PORT}",
-            "certificate": str(self.tls_cert), "privateKey": str(self.tls_key),
-            "httpPort": 80, "tlsPort": 443, "ocspResponderURL": "",
-            "externalAccountBindingRequired": False}}))
-        self._spawn("pebble", ["pebble", "-config", str(config), "-dnsserver", f"{GATEWAY}:{DNS_PORT}"],
-                    env={"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"})
-        context = ssl.create_default_context(cafile=str(self.tls_cert))
-        deadline = time.monotonic() + 30
-        while True:
-            for proc in self.procs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.args[0]} exited: {self.logs()}")
-            try:
-                urllib.request.urlopen(self.directory, context=context, timeout=2).read()  # noqa: S310 - https
-                roots = f"https://{GATEWAY}:{ACME_MGMT_PORT}/roots/0"
-                root = urllib.request.urlopen(roots, context=context, timeout=2).read()  # noqa: S310 - https
-                self.root.write_bytes(root)
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"pebble did not answer: {self.logs()}") from None
-                time.sleep(0.3)
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text()[-3000:] for p in sorted(self.workdir.glob("*.log")))
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-
 def edge_pillar(ca_bundle: str, routes_override: dict | None = None) -> dict:
     """The pillar the master would compile for the proxy guest: site, role catalog, its view."""
     roles = yaml.safe_load((ROOT / "pillar/platform/roles.sls").read_text())["roles"]
@@ -164,7 +75,7 @@ def edge_pillar(ca_bundle: str, routes_override: dict | None = None) -> dict:
         "network": {"cidr": "10.77.95.0/24", "gateway": GATEWAY, "nameservers": [GATEWAY],
                     "admin_sources": [f"{GATEWAY}/32"]},
         "salt": {"master": GATEWAY},
-        "acme": {"directory": f"https://{GATEWAY}:{ACME_PORT}/dir", "email": f"hostmaster@{DOMAIN}",
+        "acme": {"directory": f"https://{GATEWAY}:14000/dir", "email": f"hostmaster@{DOMAIN}",
                  "ca_bundle": ca_bundle},
         "guests": guests, "routes": routes,
     }

@@ -176,6 +176,8 @@ def test_a_config_nginx_rejects_fails_the_state_and_the_old_one_keeps_serving(ed
 
 
 def test_forced_renewal_runs_the_deploy_hook_and_nginx_serves_the_new_certificate(edge_lab, converged):
+    unit = edge_lab.sh(PROXY, "systemctl show certbot.service -p Environment").stdout
+    assert "REQUESTS_CA_BUNDLE=/etc/letsencrypt/platform-acme-ca.pem" in unit, "certbot.timer's renewals trust pebble"
     before = {r: served_certificate(edge_lab, fqdn(r)).serial_number for r in ROUTES}
     edge_lab.sh(PROXY, f"rm -f {EVENT_LOG}")
     renew = edge_lab.sh(PROXY, "certbot renew --force-renewal --no-random-sleep-on-renew", check=False, timeout=300,
