@@ -194,6 +194,7 @@ def test_forced_renewal_runs_the_deploy_hook_and_nginx_serves_the_new_certificat
     assert f"renewed {fqdn('mail')}: event platform/acme/renewed NOT sent (master unreachable)" in journal, \
         "masterless: the event is attempted and its failure logged, the renewal still counts"
     assert "PRIVATE KEY" not in "\n".join(events)
+    assert edge_lab.apply().changed == {}, "a renewal leaves nothing for Salt to change"
 
 
 def test_expiry_check_fires_an_event_per_lineage_close_to_its_end(edge_lab, converged):
