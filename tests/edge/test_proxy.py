@@ -167,7 +167,8 @@ def test_a_config_nginx_rejects_fails_the_state_and_the_old_one_keeps_serving(ed
         edge_lab.write_pillar(edge_pillar(edge_lab.ca_bundle))
     assert bad.rc != 0
     failed = bad.failed["file_|-reverse-proxy-nginx-config-managed_|-/etc/nginx/nginx.conf_|-managed"]
-    assert "check_cmd" in failed or "nginx" in failed, failed
+    assert failed.startswith("check_cmd execution failed"), failed
+    assert 'arguments in "client_max_body_size" directive' in failed and "test failed" in failed, "nginx says why"
     assert edge_lab.sh(PROXY, "sha256sum /etc/nginx/nginx.conf").stdout == live, "the live config is untouched"
     cp = curl(edge_lab, f"https://{fqdn('mail')}/still")
     assert cp.returncode == 0 and split_response(cp.stdout)[0] == 200, "the running proxy keeps serving"
