@@ -237,6 +237,17 @@ def _semantic_errors(site: dict, roles: dict) -> list[str]:
     if site.get("routes") and not proxies:
         errors.append("site.routes: routes are declared but no guest has the role reverse_proxy; "
                       "expected a guest with the role reverse_proxy to serve them")
+    for sub, route in site.get("routes", {}).items():
+        if route.get("guest") in proxies and route.get("port") in (80, 443):
+            errors.append(f"site.routes.{sub}.port: {route['port']} on {route['guest']} is the reverse proxy's own "
+                          f"HTTP(S) port (the route would loop); expected the port the application listens on")
+    acme = site.get("acme")
+    if site.get("routes") and not acme:
+        errors.append("site.acme: missing; routes are served over HTTPS with certificates from an ACME "
+                      "directory: expected site.acme with directory and email (see pillar/site/example.sls)")
+    if acme and acme.get("challenge") == "dns-01" and not acme.get("dns_server"):
+        errors.append("site.acme.dns_server: missing; the dns-01 challenge updates this DNS server (RFC 2136): "
+                      "expected the IPv4 address of the site's authoritative DNS server")
 
     errors += _database_errors(site)
 
@@ -310,6 +321,9 @@ def _database_errors(site: dict) -> list[str]:
     return errors
 
 
+ROLE_PILLARS = ("common", "vault", "postgresql", "reverse_proxy")
+
+
 def validate(pillar: dict) -> list[str]:
     """Every problem of the site, the role catalog and the roles' pillars, as messages."""
     errors = []
@@ -322,12 +336,10 @@ def validate(pillar: dict) -> list[str]:
         return [f"roles: got {_describe(roles)}; expected the role catalog (pillar/platform/roles.sls)"]
     errors += _schema_errors(site, "site", "site")
     errors += _schema_errors(roles, "roles", "roles")
-    if "common" in pillar:
-        errors += _schema_errors(pillar["common"], "common", "common")
-    if "vault" in pillar:
-        errors += _schema_errors(pillar["vault"], "vault", "vault")
-    if "postgresql" in pillar:
-        errors += _schema_errors(pillar["postgresql"], "postgresql", "postgresql")
+    # The roles' own pillar keys, each with its schema in sitectl/schemas/<key>.yaml.
+    for key in ROLE_PILLARS:
+        if key in pillar:
+            errors += _schema_errors(pillar[key], key, key)
     secrets = [e for key, value in pillar.items() if not str(key).startswith("_")  # Salt's own keys (_errors)
                for e in secret_errors(value, str(key))]
     # A literal secret under a key the schema does not know is reported as the secret it is.

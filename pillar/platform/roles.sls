@@ -46,7 +46,7 @@ roles:
       - {name: rabbitmq-prometheus, port: 15692, from: ['role:monitoring']}
   reverse_proxy:
     description: nginx with Let's Encrypt, the only door from outside
-    states: []
+    states: [reverse_proxy]
     firewall:
       - {name: http, port: 80, from: [any]}
       - {name: https, port: 443, from: [any]}

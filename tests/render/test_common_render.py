@@ -52,6 +52,8 @@ def test_every_guest_renders_the_base_state_and_only_its_roles_states(highstates
     assert any(s["__sls__"].startswith("vault.") for s in highstates["vault"].values())
     assert {s["__sls__"] for s in highstates["postgresql"].values()} >= {
         f"postgresql.{part}" for part in ("package", "config", "service", "users", "databases", "exporter", "backup")}
+    assert {s["__sls__"] for s in highstates["reverse-proxy"].values()} >= {
+        f"reverse_proxy.{part}" for part in ("package", "config", "service", "certificates", "renewal", "monitoring")}
 
 
 def test_sshd_allows_keys_only_and_is_checked_before_it_replaces_the_config(highstates):
