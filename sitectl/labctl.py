@@ -152,6 +152,17 @@ class Lab:
             shutil.copy2(binary, target)
         return root
 
+    # -- the lab's ACME server -----------------------------------------------------------------------
+    def acme(self):
+        """The lab's pebble (sitectl/lab/pebble.py) on the gateway, every name answered with the
+        reverse proxy's address; its TLS certificate is the CA bundle the overlay hands the proxy
+        (pillar/overlays/lab.sls reads <state_dir>/lab-acme/acme-tls.pem)."""
+        from sitectl.lab.pebble import Pebble
+
+        proxies = self.with_role("reverse_proxy") or [None]
+        answer = self.pillar["site"]["guests"][proxies[0]]["address"].split("/")[0] if proxies[0] else "127.0.0.1"
+        return Pebble(self.settings.state_dir / "lab-acme", self.pillar["site"]["network"]["gateway"], answer=answer)
+
     def converges(self, role: str) -> bool:
         return self.pillar["roles"].get(role, {}).get("converge", True) is not False
 
@@ -322,6 +333,10 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
     net = lab.pillar["site"]["network"]
     lab.host.network_up(lab.bridge, f"{net['gateway']}/{net['cidr'].split('/')[1]}")
     lab.stage_files()
+    if lab.with_role("reverse_proxy") and lab.converges("reverse_proxy"):
+        t0 = time.monotonic()
+        lab.acme().ensure()
+        timings["acme_server"] = round(time.monotonic() - t0, 1)
     lab.start_master()
 
     existing = {g["name"] for g in lab.host.list_guests(lab.lab_dir)}
@@ -385,10 +400,13 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
 
 
 def down(site: str = "example", state_dir: Path | None = None) -> int:
+    from sitectl.lab.pebble import Pebble
     from sitectl.vaultctl import lab_teardown
 
     lab = Lab(site, state_dir)
     lab.stop_master()
+    Pebble(lab.settings.state_dir / "lab-acme", "0.0.0.0", answer="").stop_recorded()  # noqa: S104 - not bound
+    shutil.rmtree(lab.settings.state_dir / "lab-acme", ignore_errors=True)
     removed = lab.host.teardown(lab.lab_dir, lab.bridge)
     # The lab's Vault went with its guest: its ciphertext, key ring and the master's credentials too.
     lab_teardown(lab.settings.state_dir, lab.conf)

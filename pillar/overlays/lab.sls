@@ -13,6 +13,11 @@ site:
     directory: https://10.77.0.1:14000/dir
     email: hostmaster@your-domain.com
     dns_server: 10.77.0.1
+{%- set acme_ca = opts['root_dir'] ~ '/lab-acme/acme-tls.pem' %}
+{%- if salt['file.file_exists'](acme_ca) %}
+    # The TLS certificate of the lab's pebble, made by `sitectl lab up` (a public certificate).
+    ca_bundle: {{ salt['file.read'](acme_ca) | json }}
+{%- endif %}
   guests:
     reverse-proxy: {address: 10.77.0.100/24}
     microservices: {address: 10.77.0.101/24}

@@ -16,6 +16,7 @@ changes on every start: ``root`` holds the current one, fetched from the managem
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import subprocess
 import time
@@ -46,8 +47,53 @@ class Pebble:
 
     def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> None:
         with (self.workdir / f"{name}.log").open("ab") as log:
+            # A session of its own: the lab's pebble outlives `sitectl lab up` and its terminal.
             self.procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                               env=host_env(env)))
+                                               env=host_env(env), start_new_session=True))
+
+    @property
+    def pid_file(self) -> Path:
+        return self.workdir / "pids.json"
+
+    def recorded(self) -> list[int]:
+        """PIDs of a pebble and challtestsrv started earlier from this workdir and still running."""
+        try:
+            pids = json.loads(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return []
+        alive = []
+        for pid in pids:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if cmdline.endswith((b"pebble", b"pebble-challtestsrv")):
+                alive.append(pid)
+        return alive if len(alive) == len(pids) else []
+
+    def ensure(self, timeout: float = 30) -> Pebble:
+        """Start unless one started earlier from this workdir runs (it then keeps its TLS certificate
+        and root: the guests' trust stays valid across `sitectl lab up` runs)."""
+        if self.recorded() and self.tls_cert.is_file():
+            return self
+        self.stop_recorded()
+        return self.start(timeout)
+
+    def stop_recorded(self) -> None:
+        """Stop a pebble and challtestsrv recorded in this workdir (by PID); safe to call twice."""
+        import signal
+
+        for pid in self.recorded():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 10
+        while self.recorded() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in self.recorded():
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
 
     def start(self, timeout: float = 30) -> Pebble:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +122,7 @@ class Pebble:
                 urllib.request.urlopen(self.directory, context=context, timeout=2).read()  # noqa: S310 - https
                 roots = f"https://{self.address}:{self.mgmt_port}/roots/0"
                 self.root.write_bytes(urllib.request.urlopen(roots, context=context, timeout=2).read())  # noqa: S310
+                self.pid_file.write_text(json.dumps([proc.pid for proc in self.procs]))
                 return self
             except OSError:
                 if time.monotonic() > deadline:
