@@ -6,7 +6,7 @@ VENV     ?= .venv
 PYTHON   ?= python3
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
-DEBS     := nftables lxc debootstrap bridge-utils rsync iproute2 gnupg openssh-client
+DEBS     := nftables lxc debootstrap bridge-utils rsync iproute2 gnupg openssh-client nginx pebble openssl curl
 YAML     := pillar/site/*.sls pillar/platform/*.sls pillar/overlays/*.sls tests/fixtures/sites/*/*/site.sls \
             sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint
 SLS      := $(shell find salt reactor -name '*.sls' | sort)

@@ -40,15 +40,10 @@ def __virtual__():
     return __virtualname__
 
 
-def _get_active_provider_name():
-    try:
-        return __active_provider_name__.value()
-    except AttributeError:
-        return __active_provider_name__
-
-
 def get_configured_provider():
-    return config.is_provider_configured(__opts__, _get_active_provider_name() or __virtualname__, ())
+    from sitectl.cloud import configured_provider
+
+    return configured_provider(__opts__, globals().get("__active_provider_name__"), __virtualname__, ())
 
 
 def _provider_value(key, default):

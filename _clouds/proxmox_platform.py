@@ -73,17 +73,11 @@ def __virtual__():
     return __virtualname__
 
 
-def _get_active_provider_name():
-    try:
-        return __active_provider_name__.value()
-    except AttributeError:
-        return __active_provider_name__
-
-
 def get_configured_provider():
-    return config.is_provider_configured(
-        __opts__, _get_active_provider_name() or __virtualname__, ("url", "token_id")
-    )
+    from sitectl.cloud import configured_provider
+
+    active = globals().get("__active_provider_name__")
+    return configured_provider(__opts__, active, __virtualname__, ("url", "token_id"))
 
 
 def _provider_value(key, default=None):

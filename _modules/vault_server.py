@@ -24,6 +24,7 @@ server's own message. No function logs or returns a key, token or secret value e
 """
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -92,6 +93,22 @@ def _issued_credentials():
     return config["url"], config["verify"], getattr(token, "id", None) or token.lease_id
 
 
+def _verify_path(verify):
+    """``verify`` for requests: saltext-vault hands minions the CA certificate itself (PEM), which
+    requests cannot take; it goes to a file in the minion's cache (a public certificate)."""
+    if not isinstance(verify, str) or not verify.lstrip().startswith("-----BEGIN CERTIFICATE"):
+        return verify
+    digest = hashlib.sha256(verify.encode()).hexdigest()[:16]
+    path = os.path.join(__opts__["cachedir"], "vault_server", f"ca-{digest}.pem")
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(verify)
+        os.replace(tmp, path)
+    return path
+
+
 def _client(url=None, verify=None, token_file=None, authenticated=True):
     conf = _settings(url, verify, token_file)
     token = None
@@ -109,7 +126,7 @@ def _client(url=None, verify=None, token_file=None, authenticated=True):
                 conf["verify"] = issued_verify
     if not conf["url"]:
         raise CommandExecutionError("no Vault URL: pass url= or set vault_server:url")
-    return hvac.Client(url=conf["url"], token=token, verify=conf["verify"], timeout=conf["timeout"])
+    return hvac.Client(url=conf["url"], token=token, verify=_verify_path(conf["verify"]), timeout=conf["timeout"])
 
 
 def _fail(client, path, exc):
@@ -283,6 +300,17 @@ def unseal(key_files=None, url=None, verify=None):
     return state
 
 
+def _listing(where, func_name, fields, url, verify):
+    """``sys/mounts``, ``sys/auth`` or ``sys/audit`` as path -> {type, and the named fields}."""
+    client = _client(url, verify)
+    reply = _call(client, where, getattr(client.sys, func_name))
+    return {
+        path: {"type": item["type"], **{key: item.get(key) or empty for key, empty in fields.items()}}
+        for path, item in (reply.get("data") or reply).items()
+        if isinstance(item, dict) and "type" in item
+    }
+
+
 def mounts(url=None, verify=None):
     """
     The enabled secrets engines: path (with trailing slash) -> type, options, description.
@@ -293,13 +321,7 @@ def mounts(url=None, verify=None):
 
         salt vault vault_server.mounts
     """
-    client = _client(url, verify)
-    reply = _call(client, "sys/mounts", client.sys.list_mounted_secrets_engines)
-    return {
-        path: {"type": m["type"], "options": m.get("options") or {}, "description": m.get("description", "")}
-        for path, m in (reply.get("data") or reply).items()
-        if isinstance(m, dict) and "type" in m
-    }
+    return _listing("sys/mounts", "list_mounted_secrets_engines", {"options": {}, "description": ""}, url, verify)
 
 
 def mount_enable(path, backend_type, options=None, description=None, url=None, verify=None):
@@ -328,13 +350,7 @@ def auth_methods(url=None, verify=None):
 
         salt vault vault_server.auth_methods
     """
-    client = _client(url, verify)
-    reply = _call(client, "sys/auth", client.sys.list_auth_methods)
-    return {
-        path: {"type": m["type"], "description": m.get("description", "")}
-        for path, m in (reply.get("data") or reply).items()
-        if isinstance(m, dict) and "type" in m
-    }
+    return _listing("sys/auth", "list_auth_methods", {"description": ""}, url, verify)
 
 
 def auth_enable(path, method_type, description=None, url=None, verify=None):
@@ -363,13 +379,7 @@ def audit_devices(url=None, verify=None):
 
         salt vault vault_server.audit_devices
     """
-    client = _client(url, verify)
-    reply = _call(client, "sys/audit", client.sys.list_enabled_audit_devices)
-    return {
-        path: {"type": d["type"], "options": d.get("options") or {}}
-        for path, d in (reply.get("data") or reply).items()
-        if isinstance(d, dict) and "type" in d
-    }
+    return _listing("sys/audit", "list_enabled_audit_devices", {"options": {}}, url, verify)
 
 
 def audit_enable(path, device_type, options=None, url=None, verify=None):

@@ -205,6 +205,21 @@ def audit_device_enabled(name, device_type="file", options=None, url=None, verif
     return _enabled(name, "audit device", listing, {"type": device_type, **options}, enable, url, verify)
 
 
+def _apply(ret, what, verb, write):
+    """The common end of a present state: test mode says what would happen, else ``write()``."""
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"{what} would be {verb}"
+        return ret
+    try:
+        write()
+    except CommandExecutionError as exc:
+        ret["changes"] = {}
+        return _failed(ret, exc)
+    ret["comment"] = f"{what} {verb}"
+    return ret
+
+
 def policy_present(name, rules, url=None, verify=None):
     """An ACL policy ``name`` has exactly ``rules`` (HCL). Changes show the diff of the rules."""
     ret = _ret(name)
@@ -219,17 +234,8 @@ def policy_present(name, rules, url=None, verify=None):
                                         "current", "declared"))
     ret["changes"] = {"rules": diff}
     verb = "created" if current is None else "updated"
-    if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = f"policy {name} would be {verb}"
-        return ret
-    try:
-        __salt__["vault_server.policy_write"](name, rules, url=url, verify=verify)
-    except CommandExecutionError as exc:
-        ret["changes"] = {}
-        return _failed(ret, exc)
-    ret["comment"] = f"policy {name} {verb}"
-    return ret
+    return _apply(ret, f"policy {name}", verb,
+                  lambda: __salt__["vault_server.policy_write"](name, rules, url=url, verify=verify))
 
 
 def _config_present(name, path, params, secret_params, url, verify):
@@ -258,18 +264,8 @@ def _config_present(name, path, params, secret_params, url, verify):
     else:
         ret["changes"] = differs
     verb = "created" if current is None else "updated"
-    if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = f"{path} would be {verb}"
-        return ret
     payload = wanted if current is None else {k: v for k, v in wanted.items() if k not in secret_params}
-    try:
-        __salt__["vault_server.write"](path, payload, url=url, verify=verify)
-    except CommandExecutionError as exc:
-        ret["changes"] = {}
-        return _failed(ret, exc)
-    ret["comment"] = f"{path} {verb}"
-    return ret
+    return _apply(ret, path, verb, lambda: __salt__["vault_server.write"](path, payload, url=url, verify=verify))
 
 
 def approle_role_present(name, mount="approle", url=None, verify=None, **params):

@@ -1,10 +1,12 @@
 """Benchmark of the lab: how long the example site takes to come up here, against the plain apt floor.
 
-Prints: template build time, guest creation time (salt-cloud -m of the whole map), the first and
-the no-op highstate per guest and for the whole lab, peak memory, then one guest alone (first
-highstate after salt-cloud -p, no-op median of 3) next to the floor: a plain `apt-get install` of
-the same packages on a fresh guest of the same template. The comparison is a ratio of times
-measured in this one run (the machine is noisy; absolute seconds are not comparable across runs).
+Prints: template build time, guest creation time (salt-cloud -m of the whole map), the Vault
+bootstrap phases, the first and the no-op highstate per guest and for the whole lab, peak memory,
+then each guest of ALONE by itself (destroyed and created again with salt-cloud -p: first
+highstate, no-op median of 3) next to its floor: a plain `apt-get install` of the same packages
+(the base state's and the ones its role's states install) on a fresh guest of the same template.
+The comparison is a ratio of times measured in this one run (the machine is noisy; absolute
+seconds are not comparable across runs).
 
     sudo .venv/bin/python benchmarks/lab.py [--rebuild-template]
 
@@ -29,7 +31,9 @@ sys.path.insert(0, str(ROOT))
 from sitectl import labctl, site  # noqa: E402
 from sitectl.lab import aptsources, host  # noqa: E402
 
-ALONE = "vault"
+# The data tier (issue 6). Not the vault guest: its Vault holds the site's secrets and the lab's
+# bootstrap ciphertext; destroying it would orphan both.
+ALONE = ("postgresql", "rabbitmq")
 FLOOR_GUEST, FLOOR_ADDRESS = "bench-floor", "10.77.0.250/24"
 
 
@@ -65,6 +69,21 @@ def common_packages() -> list[str]:
     return sorted({*defaults, *re.findall(r"'([a-z0-9.+-]+)'", base.group(1))})
 
 
+def role_packages(lab: labctl.Lab, name: str) -> list[str]:
+    """The packages the guest's own role states install (pkg.installed in its rendered highstate)."""
+    from sitectl import render
+
+    high = render.highstate(lab.conf, name)
+    out: set[str] = set()
+    for state_id, state in high.items():
+        if state["__sls__"].startswith("common.") or "pkg" not in state:
+            continue
+        args = {k: v for item in state["pkg"] if isinstance(item, dict) for k, v in item.items()}
+        if "installed" in state["pkg"]:
+            out.update(args.get("pkgs") or [args.get("name", state_id)])
+    return sorted(out)
+
+
 def floor_seconds(lab: labctl.Lab, packages: list[str]) -> float:
     net = lab.pillar["site"]["network"]
     template = host.build_template()
@@ -81,21 +100,21 @@ def floor_seconds(lab: labctl.Lab, packages: list[str]) -> float:
         host.destroy_guest(FLOOR_GUEST, lab_dir=lab.lab_dir)
 
 
-def one_guest_alone(lab: labctl.Lab) -> tuple[labctl.RunResult, float]:
+def one_guest_alone(lab: labctl.Lab, name: str) -> tuple[labctl.RunResult, float]:
     """(first highstate after salt-cloud -p, median no-op of 3) for one guest with the others idle."""
     salt_cloud = str(Path(sys.executable).parent / "salt-cloud")
-    subprocess.run([salt_cloud, "-c", str(lab.conf), "-y", "-d", ALONE], check=True, capture_output=True)
-    collector = labctl.HighstateCollector(lab.master_opts(), [ALONE])
+    subprocess.run([salt_cloud, "-c", str(lab.conf), "-y", "-d", name], check=True, capture_output=True)
+    collector = labctl.HighstateCollector(lab.master_opts(), [name])
     collector.start()
-    profile = site.guest_view(lab.pillar, ALONE)["profile"]
-    subprocess.run([salt_cloud, "-c", str(lab.conf), "-y", "-p", profile, ALONE], check=True, capture_output=True)
+    profile = site.guest_view(lab.pillar, name)["profile"]
+    subprocess.run([salt_cloud, "-c", str(lab.conf), "-y", "-p", profile, name], check=True, capture_output=True)
     collector.done.wait(timeout=1800)
     collector.stop.set()
-    first = collector.results[ALONE]
+    first = collector.results[name]
     if first.failed:
-        raise SystemExit(f"{ALONE}: first highstate failed: {first.errors}")
-    lab.wait_for_minions([ALONE])
-    noops = [lab.highstate([ALONE])[ALONE].seconds for _ in range(3)]
+        raise SystemExit(f"{name}: first highstate failed: {first.errors}")
+    lab.wait_for_minions([name])
+    noops = [lab.highstate([name])[name].seconds for _ in range(3)]
     return first, statistics.median(noops)
 
 
@@ -140,16 +159,19 @@ def run(state: Path) -> int:
 
     lab = labctl.Lab(state_dir=state)
     lab.configure()
-    first_alone, noop_alone = one_guest_alone(lab)
-    floor = floor_seconds(lab, common_packages())
-    figures[f"{ALONE}_alone"] = {
-        "created_event_to_first_highstate_return_s": first_alone.seconds,
-        "first_highstate_job_s": first_alone.job_seconds,
-        "noop_highstate_median_s": round(noop_alone, 1),
-    }
-    figures["floor_apt_get_install_s"] = round(floor, 1)
-    figures["ratio_first_highstate_job_to_floor"] = round(first_alone.job_seconds / floor, 2)
-    figures["ratio_created_to_converged_to_floor"] = round(first_alone.seconds / floor, 2)
+    for name in ALONE:
+        packages = sorted({*common_packages(), *role_packages(lab, name)})
+        first_alone, noop_alone = one_guest_alone(lab, name)
+        floor = floor_seconds(lab, packages)
+        figures[f"{name}_alone"] = {
+            "created_event_to_first_highstate_return_s": first_alone.seconds,
+            "first_highstate_job_s": first_alone.job_seconds,
+            "noop_highstate_median_s": round(noop_alone, 1),
+            "floor_apt_get_install_s": round(floor, 1),
+            "floor_packages": len(packages),
+            "ratio_first_highstate_job_to_floor": round(first_alone.job_seconds / floor, 2),
+            "ratio_created_to_converged_to_floor": round(first_alone.seconds / floor, 2),
+        }
 
     print("\n== lab benchmark (one run; compare the ratio, not absolute seconds)")
     print(f"{'guest':<22} {'first (all at once)':>20} {'no-op (all at once)':>20}")

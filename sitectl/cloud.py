@@ -8,6 +8,16 @@ import salt.pillar
 from salt.exceptions import SaltCloudSystemExit
 
 
+def configured_provider(opts: dict, active, virtualname: str, required: tuple = ()):
+    """salt-cloud's check that the provider (the active one, else ``virtualname``) is configured
+    with the ``required`` keys. ``active`` is the driver's ``__active_provider_name__`` (a value or
+    a context var, depending on how the loader injected it)."""
+    from salt.config import is_provider_configured
+
+    name = getattr(active, "value", lambda: active)()
+    return is_provider_configured(opts, name or virtualname, required)
+
+
 def site_guest(opts: dict, name: str) -> tuple[dict, dict]:
     """(guest view, site) of ``name`` from the master's own pillar for that minion id, validated.
 

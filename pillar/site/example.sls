@@ -131,6 +131,16 @@ site:
       roles: [monitoring]
       uses: [postgresql]
 
+  # Databases on the guest with the role postgresql: name -> owner (the login
+  # role; default: the database name) and the guests that connect to it (each
+  # must list the postgresql guest in its `uses`). Passwords are generated into
+  # Vault (roles/postgresql/users/<owner>), never written here.
+  databases:
+    nextcloud: {clients: [nextcloud]}
+    chat: {clients: [microservices]}
+    grafana: {clients: [monitoring]}
+    apps: {clients: [k3s]}
+
   # RabbitMQ on the guest with the role rabbitmq: vhosts, and one user per
   # consumer with the guests that connect as it (each must list the rabbitmq
   # guest in `uses`). Passwords are generated into Vault at

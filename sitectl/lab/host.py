@@ -65,6 +65,9 @@ HOST_PACKAGES = [
     "util-linux",
     "debian-archive-keyring",
     "ca-certificates",
+    # The lab's ACME server (sitectl/lab/pebble.py) and its throwaway TLS certificate.
+    "pebble",
+    "openssl",
 ]
 
 

@@ -17,6 +17,7 @@ from ._util import LabError, run
 DEFAULT_BRIDGE = "sitelab0"
 DEFAULT_GATEWAY_CIDR = "10.77.0.1/24"
 DEFAULT_TABLE = "sitectl_lab"
+INOTIFY_INSTANCES = 1024
 STATE_DIR = "/run/sitectl-lab"
 
 # nft keywords that must not be used as chain names (learned the hard way: fwd, post).
@@ -122,6 +123,13 @@ def network_up(
     run(["ip", "link", "set", bridge, "up"], what="bridge up")
 
     os.makedirs(STATE_DIR, exist_ok=True)
+    # Every guest's systemd and services take inotify instances of root (privileged guests share
+    # the host's uid 0); Debian's default of 128 is exhausted by about a dozen guests.
+    limit = "/proc/sys/fs/inotify/max_user_instances"
+    with open(limit, encoding="ascii") as fh:
+        if int(fh.read()) < INOTIFY_INSTANCES:
+            with open(limit, "w", encoding="ascii") as out:
+                out.write(str(INOTIFY_INSTANCES))
     fwd = "/proc/sys/net/ipv4/ip_forward"
     prev_file = os.path.join(STATE_DIR, "ip_forward.prev")
     with open(fwd, encoding="ascii") as fh:

@@ -28,6 +28,7 @@ CONNECT = ("python3 -c \"import socket,sys; s=socket.socket(); s.settimeout(3);\
 @pytest.fixture(scope="module")
 def site_lab(tmp_path_factory):
     state = tmp_path_factory.mktemp("lab-state")
+    labctl.down()  # a developer's lab (.salt): its master holds the lab address's ports
     labctl.down(state_dir=state)
     rc = labctl.up(state_dir=state)
     report = json.loads((state / labctl.REPORT).read_text())
@@ -106,10 +107,9 @@ def test_node_exporter_answers_the_monitoring_guest_and_no_one_else(site_lab):
 
 
 def test_database_port_is_open_to_its_consumers_only(site_lab):
-    # Nothing listens on 5432 yet (the data tier issue): a consumer gets through the firewall and is
-    # refused by the guest's kernel; anyone else is dropped by the firewall.
-    assert connect_from(site_lab, "microservices", "postgresql", 5432) == "refused"
+    assert connect_from(site_lab, "microservices", "postgresql", 5432) == "open"
     assert connect_from(site_lab, "reverse-proxy", "postgresql", 5432) == "dropped"
+    assert connect_from_host(ip(site_lab, "postgresql"), 5432) == "dropped"
 
 
 def test_public_ports_of_the_proxy_are_open_to_anyone(site_lab):
@@ -158,3 +158,147 @@ def test_lab_status_and_reapplying_one_guest(site_lab, capsys):
     assert all(f"{name} " in shown for name in site_lab.lab.guests)
     assert labctl.apply("postgresql", state_dir=site_lab.state) == 0
     assert re.search(r"^postgresql: ok [1-9][0-9]*, changed 0, failed 0 ", capsys.readouterr().out, re.M)
+
+
+# -- Vault in the lab (issue 5): bootstrapped by the lab as its operator, read through the master --
+
+BAO = "BAO_ADDR=https://127.0.0.1:8200 BAO_CACERT=/etc/openbao/tls/ca.crt /usr/local/bin/bao"
+PROBE = "roles/postgresql/lab-probe"
+FIELDS = {"password": {"length": 32, "alphabet": "alphanumeric"}}
+
+
+def salt_cmd(site_lab, target: str, fun: str, *args, **kwargs) -> tuple[object, int]:
+    import salt.client
+
+    client = salt.client.LocalClient(mopts=site_lab.lab.master_opts())
+    reply = client.cmd(target, fun, list(args), kwarg=kwargs or None, timeout=120, full_return=True)[target]
+    return reply["ret"], reply.get("retcode", 0)
+
+
+def bao_status(site_lab) -> dict:
+    host = guest_host("vault", site_lab.lab.lab_dir)
+    out = host.run(f"{BAO} status -format=json")  # exit code 2 means sealed, output is still the status
+    return json.loads(out.stdout)
+
+
+def test_vault_is_initialised_unsealed_on_raft_and_the_master_holds_only_ciphertext(site_lab):
+    import stat
+
+    from sitectl.vaultctl import Operators
+
+    status = bao_status(site_lab)
+    assert status["initialized"] is True and status["sealed"] is False
+    assert status["storage_type"] == "raft"
+    init_dir = site_lab.state / "vault-init"
+    init_file = init_dir / "example.json"
+    assert stat.S_IMODE(init_file.stat().st_mode) == 0o600
+    init = json.loads(init_file.read_text())
+    assert set(init) == {"url", "shares", "threshold", "unseal_keys_pgp", "root_token_pgp"}
+    assert not (init_dir / "root.token").exists(), "the decrypted root token must not stay on disk"
+    # The root token was revoked at the end of the bootstrap: decrypted now, it is refused.
+    import hvac
+
+    with Operators(["lab"], keyring=init_dir / "lab-operator.asc") as operators:
+        root = operators.decrypt(init["root_token_pgp"])
+    client = hvac.Client(url=init["url"], token=root, verify=str(init_dir / "ca.crt"))
+    with pytest.raises(hvac.exceptions.Forbidden):
+        client.auth.token.lookup_self()
+    # The master's AppRole credentials: a 0600 file of their own, read through the sdb profile only.
+    creds = site_lab.lab.conf / "vault-master.yaml"
+    assert stat.S_IMODE(creds.stat().st_mode) == 0o600
+    import yaml
+
+    assert list(yaml.safe_load((site_lab.lab.conf / "master.d" / "vault.conf").read_text())) == ["platform_vault"]
+
+
+def test_a_guest_reads_its_roles_generated_secret_through_the_master_and_another_role_is_refused(site_lab):
+    ret, code = salt_cmd(site_lab, "postgresql", "state.single", "vault_server.secret_generated", PROBE,
+                         fields=FIELDS)
+    (first,) = ret.values()
+    assert code == 0 and first["result"] is True and first["changes"], first
+    value, code = salt_cmd(site_lab, "postgresql", "vault_server.secret_read", PROBE, "password")
+    assert code == 0 and re.fullmatch(r"[A-Za-z0-9]{32}", value)
+    assert value not in json.dumps(ret)
+    ret, _ = salt_cmd(site_lab, "postgresql", "state.single", "vault_server.secret_generated", PROBE, fields=FIELDS)
+    (again,) = ret.values()
+    assert again["result"] is True and not again["changes"], "generated once, never again"
+    # The rabbitmq guest's master-issued token carries salt_role_rabbitmq: refused, reading and writing.
+    refused, code = salt_cmd(site_lab, "rabbitmq", "vault_server.secret_read", PROBE, "password")
+    assert code != 0 and f"secret/data/{PROBE}: permission denied" in str(refused)
+    ret, _ = salt_cmd(site_lab, "rabbitmq", "state.single", "vault_server.secret_generated",
+                      "roles/postgresql/lab-probe-2", fields=FIELDS)
+    (denied,) = ret.values()
+    assert denied["result"] is False and "permission denied" in denied["comment"]
+
+
+def test_the_raft_snapshot_timer_has_a_token_that_takes_a_snapshot(site_lab):
+    host = guest_host("vault", site_lab.lab.lab_dir)
+    token = host.file("/etc/openbao/snapshot.token")
+    assert token.mode == 0o600 and token.user == "root"
+    assert host.service("vault-raft-snapshot.timer").is_enabled
+    assert host.run("systemctl start vault-raft-snapshot.service").rc == 0
+    assert re.search(r"\.snap$", host.check_output("ls /var/backups/vault"), re.M)
+
+
+def test_a_restarted_vault_is_sealed_fails_the_run_loudly_and_the_operator_unseals_it(site_lab):
+    from sitectl.vaultctl import LabVault
+
+    host = guest_host("vault", site_lab.lab.lab_dir)
+    assert host.run("systemctl restart openbao").rc == 0
+    assert bao_status(site_lab)["sealed"] is True
+    ret, code = salt_cmd(site_lab, "vault", "state.apply", "vault.unseal")
+    failed = [s for s in ret.values() if s["result"] is False]
+    assert code != 0 and any("is SEALED" in s["comment"] for s in failed), failed
+    read, code = salt_cmd(site_lab, "postgresql", "vault_server.secret_read", PROBE, "password")
+    assert code != 0 and "sealed" in str(read).lower()
+    LabVault(site_lab.lab, "vault").unseal_again()
+    assert bao_status(site_lab)["sealed"] is False
+    value, code = salt_cmd(site_lab, "postgresql", "vault_server.secret_read", PROBE, "password")
+    assert code == 0 and len(value) == 32
+
+
+def test_the_vault_api_is_open_to_the_site_only(site_lab):
+    assert connect_from(site_lab, "rabbitmq", "vault", 8200) == "open"
+    assert connect_from_host(ip(site_lab, "vault"), 8200) == "open"  # the admin source
+
+
+# -- the data tier (issue 6) through the real master and Vault ------------------------------------
+
+
+def attach(site_lab, guest: str, argv: list[str], data: str | None = None):
+    import subprocess
+
+    return subprocess.run(["lxc-attach", "-P", site_lab.lab.lab_dir, "-n", guest, "--clear-env", "--",
+                           "env", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", *argv],
+                          input=data, capture_output=True, text=True, check=False, timeout=300)
+
+
+def psql(site_lab, guest: str, user: str, db: str, password: str):
+    """psql from ``guest`` over the network; the password goes through a 0600 pgpass file (stdin)."""
+    script = ('umask 077; f=$(mktemp); cat > "$f"; PGPASSFILE="$f" PGCONNECT_TIMEOUT=5 psql -XAt '
+              f'"host={ip(site_lab, "postgresql")} dbname={db} user={user} sslmode=disable" '
+              '-c "select current_user || \'@\' || current_database()"; rc=$?; rm -f "$f"; exit $rc')
+    return attach(site_lab, guest, ["bash", "-c", script], data=f"*:*:*:{user}:{password}\n")
+
+
+def test_an_app_reads_its_database_password_through_the_master_and_reaches_only_its_own_database(site_lab):
+    password, code = salt_cmd(site_lab, "microservices", "vault_server.secret_read",
+                              "roles/postgresql/users/chat", "password")
+    assert code == 0 and len(password) >= 24, "the client's policy grants its own credential"
+    other, code = salt_cmd(site_lab, "microservices", "vault_server.secret_read",
+                           "roles/postgresql/users/nextcloud", "password")
+    assert code != 0 and "permission denied" in str(other)
+    refused, code = salt_cmd(site_lab, "rabbitmq", "vault_server.secret_read", "roles/postgresql/users/chat",
+                             "password")
+    assert code != 0 and "permission denied" in str(refused)
+    installed = attach(site_lab, "microservices", ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                                                   "postgresql-client"])
+    assert installed.returncode == 0, installed.stderr[-500:]
+    ok = psql(site_lab, "microservices", "chat", "chat", password)
+    assert ok.returncode == 0 and ok.stdout.strip() == "chat@chat", ok.stderr
+    elsewhere = psql(site_lab, "microservices", "chat", "nextcloud", password)
+    assert elsewhere.returncode != 0
+    assert "permission denied" in elsewhere.stderr or "no pg_hba.conf entry" in elsewhere.stderr, elsewhere.stderr
+    wrong = psql(site_lab, "microservices", "chat", "chat", "not-the-password")
+    assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
+    assert password not in json.dumps(site_lab.report)

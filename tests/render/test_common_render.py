@@ -31,18 +31,31 @@ def rendered_ruleset(config_dir, guest: str) -> str:
     return out
 
 
-# The role states switched on in the catalog, by guest of the example site.
-ROLE_SLS = {"rabbitmq": {"rabbitmq.config", "rabbitmq.package", "rabbitmq.service", "rabbitmq.access"}}
+COMMON = {
+    "common.apt", "common.upgrades", "common.locale", "common.admins", "common.sshd",
+    "common.firewall", "common.node_exporter", "common.journald", "common.minion",
+}
 
 
-def test_every_guest_of_the_site_renders_the_base_state_and_nothing_unbuilt(highstates):
+def test_every_guest_renders_the_base_state_and_only_its_roles_states(highstates, example_config):
+    """The base state everywhere; beyond it exactly the SLS the role catalog names for the guest's
+    roles (a role whose states are still empty adds nothing)."""
+    pillar = render.pillar(example_config, "vault")
+    catalog, guests = pillar["roles"], pillar["site"]["guests"]
     for guest, high in highstates.items():
         assert isinstance(high, dict), f"{guest}: {high}"
         slss = {state["__sls__"] for state in high.values()}
-        assert slss == {
-            "common.apt", "common.upgrades", "common.locale", "common.admins", "common.sshd",
-            "common.firewall", "common.node_exporter", "common.journald", "common.minion",
-        } | ROLE_SLS.get(guest, set()), guest
+        assert COMMON <= slss, guest
+        roots = {sls for role in guests[guest]["roles"] for sls in catalog[role]["states"]}
+        extra = {sls.split(".")[0] for sls in slss - COMMON}
+        assert extra == roots, f"{guest}: renders {sorted(extra)}, its roles name {sorted(roots)}"
+    assert any(s["__sls__"].startswith("vault.") for s in highstates["vault"].values())
+    assert {s["__sls__"] for s in highstates["postgresql"].values()} >= {
+        f"postgresql.{part}" for part in ("package", "config", "service", "users", "databases", "exporter", "backup")}
+    assert {s["__sls__"] for s in highstates["reverse-proxy"].values()} >= {
+        f"reverse_proxy.{part}" for part in ("package", "config", "service", "certificates", "renewal", "monitoring")}
+    assert {s["__sls__"] for s in highstates["rabbitmq"].values()} >= {
+        f"rabbitmq.{part}" for part in ("config", "package", "service", "access")}
 
 
 def test_sshd_allows_keys_only_and_is_checked_before_it_replaces_the_config(highstates):

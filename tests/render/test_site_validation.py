@@ -58,7 +58,7 @@ def test_valid_site_compiles_and_gives_each_guest_its_view(tmp_path, case):
     guest = data["platform"]["guest"]
     assert guest["name"] == "db"
     assert guest["roles"] == ["base", "postgresql"]
-    assert guest["states"] == ["common"]
+    assert guest["states"] == ["common", "postgresql"]
     postgres = next(rule for rule in guest["firewall"] if rule["name"] == "postgresql")
     assert postgres["from"] == ["192.168.50.12/32"], "only the guest that uses db may reach 5432"
 

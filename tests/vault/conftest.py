@@ -8,7 +8,6 @@ unsealing are the real ones. Nothing here talks to anything but 127.0.0.1.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -16,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import salt.config
 import yaml
 
 from sitectl import ROOT
+from sitectl.vaultctl import Operators
 
 BAO = str(Path(sys.executable).with_name("bao"))
 
@@ -136,41 +135,6 @@ def write_token(path: Path, token: str) -> Path:
     path.write_text(token + "\n")
     path.chmod(0o600)
     return path
-
-
-class Operators:
-    """Throwaway operator key pairs in a temporary GNUPGHOME."""
-
-    def __init__(self, names):
-        # gpg-agent's socket path must stay short: not under pytest's deep basetemp.
-        self.home = Path(tempfile.mkdtemp(prefix="gpg-", dir="/tmp"))
-        self.home.chmod(0o700)
-        self.names = list(names)
-        spec = "".join(
-            f"Key-Type: RSA\nKey-Length: 2048\nSubkey-Type: RSA\nSubkey-Length: 2048\n"
-            f"Name-Real: {name}\nName-Email: {name}@operators.test\nExpire-Date: 0\n%no-protection\n%commit\n"
-            for name in self.names
-        )
-        self.gpg("--gen-key", input=spec)
-
-    def gpg(self, *args, input: str | bytes | None = None) -> bytes:
-        data = input.encode() if isinstance(input, str) else input
-        out = subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--yes", "--quiet", *args],
-                             input=data, capture_output=True, check=False)
-        if out.returncode:
-            raise RuntimeError(f"gpg {' '.join(args)}: {out.stderr.decode()}")
-        return out.stdout
-
-    def public_key(self, name: str) -> str:
-        return self.gpg("--armor", "--export", f"{name}@operators.test").decode()
-
-    def decrypt(self, ciphertext_b64: str) -> str:
-        return self.gpg("--decrypt", input=base64.b64decode(ciphertext_b64)).decode().strip()
-
-    def close(self) -> None:
-        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"], check=False,
-                       capture_output=True)
-        shutil.rmtree(self.home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

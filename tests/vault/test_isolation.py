@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from sitectl import render
+from sitectl.vaultctl import BOOTSTRAP_IDS, state_call
 from tests.conftest import SITES, make_checkout
 from tests.functional.conftest import FACTORY_KEYS
 from tests.vault.conftest import BaoServer, SaltCaller, write_token
@@ -32,8 +33,6 @@ pytestmark = pytest.mark.functional
 DB, MQ = "iso-db", "iso-mq"
 ROLE = {DB: "postgresql", MQ: "rabbitmq"}
 FIELDS = json.dumps({"password": {"length": 32, "alphabet": "urlsafe"}})
-# What configure.sls writes that the master and the minions' tokens depend on.
-BOOTSTRAP = ("vault-configure-approle-enabled", "vault-configure-approle-salt-master-present")
 
 
 class Credentials(dict):
@@ -56,16 +55,6 @@ def site_text() -> str:
     for number, (name, roles) in enumerate(((DB, ["postgresql"]), (MQ, ["rabbitmq"]), ("vault", ["vault"]))):
         guests[name] = {**db, "vmid": 110 + number, "address": f"192.168.50.{20 + number}/24", "roles": roles}
     return yaml.safe_dump(site, sort_keys=False)
-
-
-def state_args(state: dict) -> tuple[str, dict]:
-    (module,) = (key for key in state if not key.startswith("__"))
-    fun = next(item for item in state[module] if isinstance(item, str))
-    kwargs = {}
-    for item in state[module]:
-        if isinstance(item, dict):
-            kwargs.update(item)
-    return f"{module}.{fun}", kwargs
 
 
 @pytest.fixture(scope="module")
@@ -99,17 +88,14 @@ def master_approle(iso_base, iso_bao, iso_checkout) -> Credentials:
         "url": iso_bao.url, "token_file": str(write_token(iso_base / "root-token", iso_bao.root_token))})
     applied = []
     for state_id in sorted(high):
-        if state_id in BOOTSTRAP or state_id.startswith("vault-configure-policy-"):
-            fun, kwargs = state_args(high[state_id])
-            name = kwargs.pop("name", state_id)
-            for key in ("require", "url", "verify"):
-                kwargs.pop(key, None)
-            ret = operator.state(fun, name, **kwargs)
+        if state_id in BOOTSTRAP_IDS or state_id.startswith("vault-configure-policy-"):
+            fun, name, kwargs = state_call(high[state_id])
+            ret = operator.state(fun, name or state_id, **kwargs)
             assert ret["result"] is True, f"{state_id}: {ret['comment']}"
             applied.append(state_id)
     assert {"vault-configure-policy-salt-master-present", "vault-configure-policy-role-postgresql-present",
             "vault-configure-policy-role-rabbitmq-present", f"vault-configure-policy-minion-{DB}-present",
-            *BOOTSTRAP} <= set(applied), applied
+            *BOOTSTRAP_IDS} <= set(applied), applied
     approle = iso_bao.client().auth.approle
     return Credentials(
         role_id=approle.read_role_id("salt-master")["data"]["role_id"],

@@ -1,0 +1,62 @@
+"""
+A PostgreSQL login role whose password is read from Vault (KV v2) when the state runs.
+
+The password is read inside the state, never passed as an argument: it stays out of the
+compiled highstate, Salt's state cache (``sls.p``), ``state.show_sls`` and every log. A failed
+read (Vault sealed or unreachable, no such secret, a policy that does not cover it) fails the
+state with the path and the cause, and the role keeps its current password.
+
+.. code-block:: yaml
+
+    postgresql-user-nextcloud-present:
+      pg_role.present:
+        - name: nextcloud
+        - password_path: roles/postgresql/users/nextcloud
+        - member_of: []
+"""
+
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "pg_role"
+
+
+def __virtual__():
+    if "pg_role.present" not in __salt__ or "vault_server.secret_read" not in __salt__:
+        return False, "pg_role needs the pg_role and vault_server execution modules"
+    return __virtualname__
+
+
+def present(name, password_path, password_field="password", mount="secret", login=True,  # noqa: S107
+            member_of=None, runas="postgres"):
+    """
+    The role ``name`` exists, can log in (``login``), is a member of ``member_of``, and its stored
+    SCRAM-SHA-256 verifier matches the password at ``<mount>/data/<password_path>`` field
+    ``password_field``. A changed password is set with ALTER ROLE: no restart, open sessions stay.
+    """
+    ret = {"name": name, "result": True, "comment": "", "changes": {}}
+    member_of = sorted(member_of or [])
+    where = f"{mount}/data/{password_path}"
+    try:
+        password = __salt__["vault_server.secret_read"](password_path, password_field, mount=mount)
+        changes = __salt__["pg_role.differences"](name, password, login=login, member_of=member_of, runas=runas)
+    except CommandExecutionError as exc:
+        ret["result"] = False
+        ret["comment"] = f"role {name}: {exc}; the role was not changed"
+        return ret
+    if not changes:
+        ret["comment"] = f"role {name} is as declared; its password matches {where}"
+        return ret
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"role {name} would be updated ({', '.join(sorted(changes))}) from {where}"
+        ret["changes"] = changes
+        return ret
+    try:
+        ret["changes"] = __salt__["pg_role.present"](name, password, login=login, member_of=member_of,
+                                                      runas=runas)
+    except CommandExecutionError as exc:
+        ret["result"] = False
+        ret["comment"] = f"role {name}: {exc}"
+        return ret
+    ret["comment"] = f"role {name} updated ({', '.join(sorted(ret['changes']))}) from {where}"
+    return ret

@@ -1,0 +1,129 @@
+{#- Certificates from the site's ACME directory with certbot `certonly`
+    (certbot never edits the nginx configuration: it is ours). http-01 answers
+    from the webroot nginx serves on port 80, so the first certificate of a
+    route is requested once nginx runs; the configuration is then rendered
+    again, now with that route's HTTPS server, checked and reloaded. A second
+    run finds every lineage and changes nothing. #}
+{%- from 'reverse_proxy/map.jinja' import rp, acme, routes, resolvers, lineages, wildcard, ca_bundle_pem, certbot_env %}
+{%- set credentials = acme.config_dir ~ '/rfc2136.ini' %}
+include:
+  - reverse_proxy.config
+  - reverse_proxy.service
+
+{%- if ca_bundle_pem %}
+
+reverse-proxy-acme-ca-bundle-managed:
+  file.managed:
+    - name: {{ acme.ca_bundle_file }}
+    - contents: {{ ca_bundle_pem | json }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - makedirs: true
+    - require_in:
+      - file: reverse-proxy-certbot-service-env-managed
+{%- endif %}
+
+{#- certbot.timer's renewals run with the same trust as the first request. #}
+reverse-proxy-certbot-service-env-managed:
+  file.managed:
+    - name: /etc/systemd/system/certbot.service.d/platform.conf
+    - makedirs: true
+    - contents: |
+        # Managed by Salt (reverse_proxy.certificates)
+        [Service]
+{%- for key, value in certbot_env | dictsort %}
+        Environment={{ key }}={{ value }}
+{%- endfor %}
+    - require:
+      - pkg: reverse-proxy-packages-installed
+
+{#- systemd reads a changed drop-in only after a daemon-reload. #}
+reverse-proxy-certbot-service-env-loaded:
+  cmd.run:
+    - name: systemctl daemon-reload
+    - onchanges:
+      - file: reverse-proxy-certbot-service-env-managed
+
+{%- if wildcard %}
+
+{#- dns-01 through RFC 2136: the TSIG key is read from Vault when the state
+    runs and lives only in this 0600 file. #}
+reverse-proxy-acme-rfc2136-credentials-managed:
+  file.managed:
+    - name: {{ credentials }}
+    - source: salt://reverse_proxy/files/rfc2136.ini.j2
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0600'
+    - show_changes: false
+    - context:
+        server: {{ acme.get('dns_server', '') }}
+        tsig: {{ acme.tsig | json }}
+    - require:
+      - pkg: reverse-proxy-packages-installed
+{%- endif %}
+
+{%- for lineage, names in lineages | dictsort %}
+
+reverse-proxy-certificate-{{ lineage }}-issued:
+  cmd.run:
+    - name: >-
+        certbot certonly --non-interactive --agree-tos --no-eff-email
+        --email {{ acme.email }} --server {{ acme.directory }}
+        --cert-name {{ lineage }}
+{%-   if wildcard %}
+        --authenticator dns-rfc2136 --dns-rfc2136-credentials {{ credentials }}
+        --dns-rfc2136-propagation-seconds {{ acme.propagation_seconds }}
+{%-   else %}
+        --authenticator webroot --webroot-path {{ acme.webroot }}
+{%-   endif %}
+{%-   for name in names %}
+        --domain '{{ name }}'
+{%-   endfor %}
+    - creates: {{ acme.config_dir }}/renewal/{{ lineage }}.conf
+{%-   if certbot_env %}
+    - env: {{ certbot_env | json }}
+{%-   endif %}
+    - require:
+      - file: reverse-proxy-certbot-service-env-managed
+{%-   if wildcard %}
+      - file: reverse-proxy-acme-rfc2136-credentials-managed
+{%-   else %}
+      - service: reverse-proxy-nginx-running
+      - file: reverse-proxy-webroot-managed
+{%-   endif %}
+{%- endfor %}
+
+{%- if lineages %}
+
+{#- The same file as reverse-proxy-nginx-config-managed, rendered again only
+    after a new certificate: it now has the HTTPS server(s). #}
+reverse-proxy-nginx-tls-config-managed:
+  file.managed:
+    - name: {{ rp.nginx.config }}
+    - source: salt://reverse_proxy/files/nginx.conf.j2
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0644'
+    - check_cmd: {{ rp.nginx.binary }} -t -q -c
+    - tmp_ext: .conf
+    - context:
+        rp: {{ rp | json }}
+        acme: {{ acme | json }}
+        routes: {{ routes | json }}
+        resolvers: {{ resolvers | json }}
+    - onchanges:
+{%- for lineage in lineages | sort %}
+      - cmd: reverse-proxy-certificate-{{ lineage }}-issued
+{%- endfor %}
+
+reverse-proxy-nginx-tls-reloaded:
+  service.running:
+    - name: {{ rp.nginx.service }}
+    - reload: true
+    - watch:
+      - file: reverse-proxy-nginx-tls-config-managed
+{%- endif %}
