@@ -2,6 +2,10 @@
 # lab creates (sitelab0, 10.77.0.0/24). Only what must differ is here:
 # addresses on the lab bridge, the master (the lab host itself), the lab's
 # ACME directory, and the roles that have no build reachable offline.
+# The lab's generated values (Jinja, read on the master): overlays/lab_generated.sls.
+include:
+  - overlays.lab_generated
+
 site:
   network:
     cidr: 10.77.0.0/24
@@ -13,11 +17,6 @@ site:
     directory: https://10.77.0.1:14000/dir
     email: hostmaster@your-domain.com
     dns_server: 10.77.0.1
-{%- set acme_ca = opts['root_dir'] ~ '/lab-acme/acme-tls.pem' %}
-{%- if salt['file.file_exists'](acme_ca) %}
-    # The TLS certificate of the lab's pebble, made by `sitectl lab up` (a public certificate).
-    ca_bundle: {{ salt['file.read'](acme_ca) | json }}
-{%- endif %}
   guests:
     reverse-proxy: {address: 10.77.0.100/24}
     microservices: {address: 10.77.0.101/24}
