@@ -7,7 +7,8 @@ PYTHON   ?= python3
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 DEBS     := nftables lxc debootstrap bridge-utils rsync iproute2 gnupg openssh-client nginx pebble openssl curl
-YAML     := pillar/site/*.sls pillar/platform/*.sls pillar/overlays/*.sls tests/fixtures/sites/*/*/site.sls \
+YAML     := pillar/site/*.sls pillar/platform/*.sls $(filter-out %_generated.sls,$(wildcard pillar/overlays/*.sls)) \
+            tests/fixtures/sites/*/*/site.sls \
             sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint
 SLS      := $(shell find salt reactor -name '*.sls' | sort)
 

@@ -2,6 +2,10 @@
 # lab creates (sitelab0, 10.77.0.0/24). Only what must differ is here:
 # addresses on the lab bridge, the master (the lab host itself), the lab's
 # ACME directory, and the roles that have no build reachable offline.
+# The lab's generated values (Jinja, read on the master): overlays/lab_generated.sls.
+include:
+  - overlays.lab_generated
+
 site:
   network:
     cidr: 10.77.0.0/24
@@ -13,11 +17,6 @@ site:
     directory: https://10.77.0.1:14000/dir
     email: hostmaster@your-domain.com
     dns_server: 10.77.0.1
-{%- set acme_ca = opts['root_dir'] ~ '/lab-acme/acme-tls.pem' %}
-{%- if salt['file.file_exists'](acme_ca) %}
-    # The TLS certificate of the lab's pebble, made by `sitectl lab up` (a public certificate).
-    ca_bundle: {{ salt['file.read'](acme_ca) | json }}
-{%- endif %}
   guests:
     reverse-proxy: {address: 10.77.0.100/24}
     microservices: {address: 10.77.0.101/24}
@@ -37,6 +36,12 @@ vault:
   server:
     flavor: openbao
     binary_source: salt://lab/openbao/bao
+
+# mailcow does not run in the lab: the renewed mail certificate is handed over to
+# the mailcow guest and installed there, with nothing to reload.
+reverse_proxy:
+  mail_certificate:
+    reload_cmd: null
 
 # Not converged in the lab: no build of these is reachable from this machine.
 # The lab's report lists them as "not converged in the lab", never as passed.

@@ -302,3 +302,113 @@ def test_an_app_reads_its_database_password_through_the_master_and_reaches_only_
     wrong = psql(site_lab, "microservices", "chat", "chat", "not-the-password")
     assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
     assert password not in json.dumps(site_lab.report)
+
+
+# -- the edge (issue 7): real pebble in the lab, renewal through the real master's reactor ---------
+
+DOMAIN = "your-domain.com"
+MAIL_CERT = "/opt/mailcow-dockerized/data/assets/ssl/cert.pem"
+
+
+def served(site_lab, name: str, path: str = "/") -> tuple[int, str, int]:
+    """(serial of the certificate served for ``name``, first response line, body) through the
+    proxy, verified against the lab pebble's root."""
+    import ssl
+
+    from cryptography import x509
+
+    context = ssl.create_default_context(cafile=str(site_lab.state / "lab-acme" / "pebble-root.pem"))
+    with socket.create_connection((ip(site_lab, "reverse-proxy"), 443), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=name) as tls:
+            serial = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
+    return serial, head.splitlines()[0], body
+
+
+@pytest.fixture(scope="module")
+def upstream(site_lab):
+    """A real upstream on the nextcloud guest (the Nextcloud server itself is not buildable here)."""
+    script = ("mkdir -p /srv/lab-upstream && echo 'upstream: nextcloud guest' > /srv/lab-upstream/index.html && "
+              "systemd-run --unit=lab-upstream python3 -m http.server 80 --directory /srv/lab-upstream")
+    started = attach(site_lab, "nextcloud", ["sh", "-c", script])
+    assert started.returncode == 0, started.stderr
+    for _ in range(50):
+        if connect_from(site_lab, "reverse-proxy", "nextcloud", 80) == "open":
+            break
+    yield "upstream: nextcloud guest"
+    attach(site_lab, "nextcloud", ["systemctl", "stop", "lab-upstream"])
+
+
+def test_each_route_is_served_over_https_with_a_certificate_from_the_labs_acme_server(site_lab, upstream):
+    serial, status, body = served(site_lab, f"nextcloud.{DOMAIN}")
+    assert status.startswith("HTTP/1.1 200") and body.strip() == upstream
+    mail_serial, status, _ = served(site_lab, f"mail.{DOMAIN}")
+    assert status.split()[1] == "502", "nothing listens on the mail guest's 8080 in the lab: the proxy says so"
+    assert serial != mail_serial, "one certificate per route"
+    host = guest_host("reverse-proxy", site_lab.lab.lab_dir)
+    assert "nginx: configuration file /etc/nginx/nginx.conf test is successful" in host.run("nginx -t").stderr
+
+
+def bus_wait(bus, predicate, timeout: float):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = bus.get_event(wait=1, full=True)
+        if event and predicate(event["tag"], event["data"]):
+            return event, time.monotonic()
+    return None, time.monotonic()
+
+
+def test_a_renewal_fires_the_reactor_which_reloads_the_proxy_and_hands_the_mail_certificate_over(site_lab):
+    import time
+
+    import salt.utils.event
+
+    before, _, _ = served(site_lab, f"mail.{DOMAIN}")
+    opts = site_lab.lab.master_opts()
+    with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True) as bus:
+        t0 = time.monotonic()
+        # As certbot.service runs it (its drop-in trusts the lab's ACME server), forced.
+        renew = attach(site_lab, "reverse-proxy", ["env", "REQUESTS_CA_BUNDLE=/etc/letsencrypt/platform-acme-ca.pem",
+                                                   "certbot", "renew", "--force-renewal", "--no-random-sleep-on-renew",
+                                                   "--cert-name", f"mail.{DOMAIN}"])
+        assert renew.returncode == 0, renew.stderr[-1500:]
+        event, _ = bus_wait(bus, lambda tag, data: tag == "platform/acme/renewed", 60)
+        assert event and event["data"]["id"] == "reverse-proxy"
+        assert event["data"]["data"] == {"lineage": f"mail.{DOMAIN}"}, "the event names the lineage only"
+        ret, t_ret = bus_wait(bus, lambda tag, data: tag.startswith("salt/run/") and tag.endswith("/ret")
+                              and data.get("fun") == "runner.acme.renewed", 120)
+    assert ret, "the reactor ran no acme.renewed runner"
+    result = ret["data"]["return"]
+    assert result["result"] is True and result["nginx"] == "reloaded", result
+    assert result["mail"]["guest"] == "mailcow"
+    after, _, _ = served(site_lab, f"mail.{DOMAIN}")
+    assert after != before, "the proxy serves the renewed certificate"
+    mail = guest_host("mailcow", site_lab.lab.lab_dir)
+    handed = mail.check_output(f"openssl x509 -noout -serial -in {MAIL_CERT}").split("=")[1]
+    assert int(handed, 16) == after, "the mail guest holds the same renewed certificate"
+    assert mail.file(MAIL_CERT.replace("cert.pem", "key.pem")).mode == 0o600
+    assert t_ret - t0 < 120
+
+
+def test_a_forged_renewal_event_from_another_minion_changes_nothing(site_lab):
+    import salt.utils.event
+
+    mail = guest_host("mailcow", site_lab.lab.lab_dir)
+    before = mail.check_output(f"sha256sum {MAIL_CERT}")
+    opts = site_lab.lab.master_opts()
+    with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True) as bus:
+        forged = attach(site_lab, "rabbitmq", ["/opt/saltstack/salt/bin/salt-call", "event.send",
+                                               "platform/acme/renewed", f'{{"lineage": "mail.{DOMAIN}"}}'])
+        assert forged.returncode == 0, forged.stderr
+        ret, _ = bus_wait(bus, lambda tag, data: tag.startswith("salt/run/") and tag.endswith("/ret")
+                          and data.get("fun") == "runner.acme.renewed", 60)
+    assert ret, "the runner answers the event (and refuses it)"
+    assert ret["data"]["return"]["result"] is False
+    assert "rabbitmq" in ret["data"]["return"]["comment"]
+    assert mail.check_output(f"sha256sum {MAIL_CERT}") == before
