@@ -183,6 +183,31 @@ def test_listeners_are_internal_and_epmd_and_distribution_are_loopback_only(rabb
     assert re.search(r"^rabbitmq_connections(_opened_total)? ", metrics, re.M), metrics[:500]
 
 
+MANAGEMENT_PROBE = """
+import base64, sys, urllib.error, urllib.request
+url, user = sys.argv[1:3]
+token = base64.b64encode(f"{user}:{sys.stdin.read()}".encode()).decode()
+request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+try:
+    print(urllib.request.urlopen(request, timeout=10).status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+"""
+
+
+@pytest.mark.lab
+def test_the_management_api_answers_the_admin_with_its_vault_password_only(rabbit_lab, converged):
+    lab = rabbit_lab
+    url = f"http://{lab.ip(BROKER)}:15672/api/whoami"
+
+    def status(user, secret):
+        return lab.attach(CLIENT, ["python3", "-c", MANAGEMENT_PROBE, url, user], input=secret).stdout.strip()
+
+    assert status("admin", password(lab, "admin")) == "200"
+    assert status("admin", "not-the-password") == "401"
+    assert status("chat", password(lab, "chat")) == "401", "a site user has no management tag"
+
+
 @pytest.mark.lab
 def test_guest_is_gone_and_the_cookie_is_the_one_in_vault(rabbit_lab, converged):
     lab = rabbit_lab
