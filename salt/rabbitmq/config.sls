@@ -1,9 +1,10 @@
 {#- Everything the broker reads at start, in place before the package first
     starts it: the rabbitmq user, the Erlang cookie from Vault, rabbitmq.conf,
     rabbitmq-env.conf, enabled_plugins and epmd on loopback. A real change to
-    any of them stops the running broker first (prereq) and rabbitmq.service
-    starts it again: the CLI and the node never hold different cookies, and a
-    failed Vault read changes nothing and stops nothing. #}
+    one of those files stops the running broker just before it is written
+    (prereq) and rabbitmq.service starts it again: the CLI and the node never
+    hold different cookies, and a failed Vault read or a refused config file
+    changes nothing and stops nothing. #}
 {%- from 'rabbitmq/map.jinja' import rabbitmq, guest, ports %}
 {%- set cookie = rabbitmq.erlang_cookie %}
 
