@@ -50,6 +50,8 @@ __virtualname__ = "vault_server"
 ALPHABETS = {
     "alphanumeric": string.ascii_letters + string.digits,
     "lowercase": string.ascii_lowercase + string.digits,
+    # Erlang's own cookie alphabet (RabbitMQ's .erlang.cookie).
+    "uppercase": string.ascii_uppercase,
     "hex": "0123456789abcdef",
     "urlsafe": string.ascii_letters + string.digits + "-_",
     "printable": string.ascii_letters + string.digits + "!#%+,-.:=@^_~",
@@ -517,8 +519,8 @@ def secret_generate(path, fields, mount="secret", rotate=False, url=None, verify
     version that was read. ``rotate=True`` generates every declared field anew.
 
     fields
-        field name -> {length: N, alphabet: NAME}; alphabets: alphanumeric, lowercase, hex,
-        urlsafe, printable
+        field name -> {length: N, alphabet: NAME}; alphabets: alphanumeric, lowercase, uppercase,
+        hex, urlsafe, printable
 
     Returns {"created": [...], "rotated": [...], "kept": [...], "version": N}; never a value.
 

@@ -39,6 +39,11 @@ SOURCE_KEYWORDS = ("any", "site", "admin", "consumers")
 RESERVED_DATABASES = ("postgres", "template0", "template1")
 RESERVED_ROLES = ("postgres", "public", "none", "current_role", "current_user", "session_user",
                   "postgres_exporter")
+# RabbitMQ user names the site may not declare: the rabbitmq role owns them.
+RESERVED_MQ_USERS = {
+    "guest": "RabbitMQ's default user, removed from every broker",
+    "admin": "the rabbitmq role's management user",
+}
 
 
 class SiteError(ValueError):
@@ -250,6 +255,7 @@ def _semantic_errors(site: dict, roles: dict) -> list[str]:
                       "expected the IPv4 address of the site's authoritative DNS server")
 
     errors += _database_errors(site)
+    errors += _messaging_errors(site)
 
     for role_name, role in roles.items():
         for k, rule in enumerate(role.get("firewall", [])):
@@ -275,6 +281,44 @@ def _semantic_errors(site: dict, roles: dict) -> list[str]:
                 if not 1 <= low < high <= 65535:
                     errors.append(f"roles.{role_name}.firewall[{k}].port: {port!r} is not a range; "
                                   f"expected 'low-high' with 1 <= low < high <= 65535")
+    return errors
+
+
+def _messaging_errors(site: dict) -> list[str]:
+    """site.messaging: reserved names, declared vhosts, clients that are guests using the broker."""
+    messaging = site.get("messaging")
+    if messaging is None:
+        return []
+    guests = site["guests"]
+    brokers = sorted(n for n, g in guests.items() if "rabbitmq" in g["roles"])
+    if not brokers:
+        return ["site.messaging: declared but no guest has the role rabbitmq; expected a guest with the "
+                "role rabbitmq to serve it"]
+    errors = []
+    vhosts = messaging["vhosts"]
+    for user, spec in messaging["users"].items():
+        where = f"site.messaging.users.{user}"
+        if user in RESERVED_MQ_USERS:
+            errors.append(f"{where}: the name {user!r} is reserved ({RESERVED_MQ_USERS[user]}); expected "
+                          f"another user name")
+        for j, client in enumerate(spec["clients"]):
+            if client not in guests:
+                errors.append(f"{where}.clients[{j}]: no guest named {client!r}; expected one of: "
+                              f"{', '.join(sorted(guests))}")
+            elif not set(brokers) & set(guests[client].get("uses", [])):
+                errors.append(f"{where}.clients[{j}]: guest {client!r} does not list {' or '.join(brokers)} in "
+                              f"site.guests.{client}.uses; expected each client to use the rabbitmq guest "
+                              f"(that opens 5672 to it)")
+        for vhost, perms in spec["permissions"].items():
+            if vhost not in vhosts:
+                errors.append(f"{where}.permissions.{vhost}: vhost {vhost!r} is not declared; expected one of "
+                              f"site.messaging.vhosts: {', '.join(vhosts) or '(none)'}")
+            for kind in ("configure", "write", "read"):
+                try:
+                    re.compile(perms[kind])
+                except re.error as exc:
+                    errors.append(f"{where}.permissions.{vhost}.{kind}: {_describe(perms[kind])} is not a "
+                                  f"regular expression ({exc}); expected a regex such as '.*' or '^chat\\.'")
     return errors
 
 

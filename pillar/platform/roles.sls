@@ -39,7 +39,7 @@ roles:
       - {name: postgres-exporter, port: 9187, from: ['role:monitoring']}
   rabbitmq:
     description: RabbitMQ for asynchronous tasks between microservices
-    states: []
+    states: [rabbitmq]
     firewall:
       - {name: amqp, port: 5672, from: [consumers]}
       - {name: rabbitmq-management, port: 15672, from: [admin]}

@@ -141,6 +141,22 @@ site:
     grafana: {clients: [monitoring]}
     apps: {clients: [k3s]}
 
+  # RabbitMQ on the guest with the role rabbitmq: vhosts, and one user per
+  # consumer with the guests that connect as it (each must list the rabbitmq
+  # guest in `uses`). Passwords are generated into Vault at
+  # roles/rabbitmq/users/<user> (field password); nothing secret is written here.
+  messaging:
+    vhosts: [chat, apps]
+    users:
+      chat:
+        clients: [microservices]
+        permissions:
+          chat: {configure: '.*', write: '.*', read: '.*'}
+      apps:
+        clients: [k3s]
+        permissions:
+          apps: {configure: '.*', write: '.*', read: '.*'}
+
   # Public names under the domain, served by the reverse proxy over HTTPS and
   # proxied over plain HTTP to a guest inside the network.
   routes:

@@ -54,6 +54,8 @@ def test_every_guest_renders_the_base_state_and_only_its_roles_states(highstates
         f"postgresql.{part}" for part in ("package", "config", "service", "users", "databases", "exporter", "backup")}
     assert {s["__sls__"] for s in highstates["reverse-proxy"].values()} >= {
         f"reverse_proxy.{part}" for part in ("package", "config", "service", "certificates", "renewal", "monitoring")}
+    assert {s["__sls__"] for s in highstates["rabbitmq"].values()} >= {
+        f"rabbitmq.{part}" for part in ("config", "package", "service", "access")}
 
 
 def test_sshd_allows_keys_only_and_is_checked_before_it_replaces_the_config(highstates):

@@ -115,7 +115,7 @@ def test_the_vault_pillar_is_validated_with_the_site(example_site):
            "server": {"flavor": "openbao", "binary_source": "https://example.org/bao"}}
     errors = site.validate({"site": example_site, "roles": roles, "vault": bad})
     assert "vault.secrets.roles/postgresql/admin.password.alphabet: got 'emoji'; expected one of alphanumeric, " \
-           "lowercase, hex, urlsafe, printable" in errors
+           "lowercase, uppercase, hex, urlsafe, printable" in errors
     assert "vault.secrets.roles/postgresql/admin.password.length: got 4; expected a length of 8 or more" in errors
     assert any(e.startswith("vault.server.binary_source: got 'https://example.org/bao'; expected a salt://")
                for e in errors), errors

@@ -1,0 +1,16 @@
+{#- Debian's rabbitmq-server (and Erlang), installed only once its cookie and
+    configuration are in place: its postinst starts the broker with them. #}
+{%- from 'rabbitmq/map.jinja' import rabbitmq %}
+include:
+  - rabbitmq.config
+
+rabbitmq-package-installed:
+  pkg.installed:
+    - name: {{ rabbitmq.package }}
+    - require:
+      - file: rabbitmq-config-cookie-managed
+      - rabbitmq-config-file-managed
+      - file: rabbitmq-config-env-managed
+      - file: rabbitmq-config-plugins-managed
+      - file: rabbitmq-config-epmd-socket-managed
+      - cmd: rabbitmq-config-epmd-socket-restarted
