@@ -61,9 +61,3 @@ roles:
   gitlab_runner:
     converge: false
     reason: GitLab Runner comes from GitLab's apt repository, unreachable here
-  # Built here (Debian's rabbitmq-server) and converged against OpenBao in a lab of
-  # its own (tests/data/test_rabbitmq.py), with the same calls as postgresql makes
-  # through master-issued tokens; off here until a full `make lab` has run it.
-  rabbitmq:
-    converge: false
-    reason: not yet run in the full lab with master-issued Vault tokens (converged by tests/data/test_rabbitmq.py)
