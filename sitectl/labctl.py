@@ -337,7 +337,9 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
         t0 = time.monotonic()
         lab.acme().ensure()
         timings["acme_server"] = round(time.monotonic() - t0, 1)
-    lab.start_master()
+    # A master left running by an earlier `lab up` holds the checkout's code and schemas as they
+    # were then (the ext_pillar caches them): restart it on the current checkout.
+    lab.restart_master()
 
     existing = {g["name"] for g in lab.host.list_guests(lab.lab_dir)}
     first: dict[str, RunResult] = {}
