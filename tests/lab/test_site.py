@@ -412,3 +412,32 @@ def test_a_forged_renewal_event_from_another_minion_changes_nothing(site_lab):
     assert ret["data"]["return"]["result"] is False
     assert "rabbitmq" in ret["data"]["return"]["comment"]
     assert mail.check_output(f"sha256sum {MAIL_CERT}") == before
+
+
+def test_a_microservice_reads_its_broker_password_through_the_master_and_uses_only_its_own_vhost(site_lab):
+    from tests.data.rabbitmq_fixtures import AMQP_PROBE
+
+    password, code = salt_cmd(site_lab, "microservices", "vault_server.secret_read",
+                              "roles/rabbitmq/users/chat", "password")
+    assert code == 0 and len(password) >= 24
+    refused, code = salt_cmd(site_lab, "microservices", "vault_server.secret_read",
+                             "roles/rabbitmq/users/apps", "password")
+    assert code != 0 and "permission denied" in str(refused)
+    installed = attach(site_lab, "microservices", ["sh", "-c", "DEBIAN_FRONTEND=noninteractive apt-get install "
+                                                               "-y -qq --no-install-recommends python3-pika"])
+    assert installed.returncode == 0, installed.stderr[-500:]
+    assert attach(site_lab, "microservices", ["sh", "-c", "cat > /root/amqp_probe.py"], data=AMQP_PROBE).returncode == 0
+
+    def probe(vhost: str, secret: str) -> dict:
+        out = attach(site_lab, "microservices", ["python3", "/root/amqp_probe.py", ip(site_lab, "rabbitmq"), vhost,
+                                                 "chat", "lab-probe"], data=secret)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    assert probe("chat", password) == {"ok": True}
+    other = probe("apps", password)
+    assert other["ok"] is False and "AccessRefused" in other["detail"] + other["error"]
+    assert probe("chat", "not-the-password")["ok"] is False
+    assert connect_from(site_lab, "microservices", "rabbitmq", 5672) == "open"
+    assert connect_from(site_lab, "reverse-proxy", "rabbitmq", 5672) == "dropped"
+    for port in (4369, 25672):  # epmd and Erlang distribution: not for anyone on the network
+        assert connect_from(site_lab, "microservices", "rabbitmq", port) in ("dropped", "refused")
