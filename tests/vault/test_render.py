@@ -93,6 +93,20 @@ def test_every_role_and_guest_gets_its_own_policy_and_configuration_requires_uns
             assert any("vault_server" in r for r in requires), state_id
 
 
+def test_a_client_may_read_exactly_the_credentials_the_site_names_it_a_client_of(vault_high):
+    def minion_rules(guest: str) -> str:
+        return state_args(vault_high[f"vault-configure-policy-minion-{guest}-present"], "vault_server")["rules"]
+
+    chat = minion_rules("microservices")  # databases.chat and messaging.users.chat name it a client
+    for path in ("roles/postgresql/users/chat", "roles/rabbitmq/users/chat"):
+        assert f'path "secret/data/{path}" {{ capabilities = ["read"] }}' in chat
+    assert "users/nextcloud" not in chat and "users/apps" not in chat
+    nextcloud = minion_rules("nextcloud")
+    assert 'path "secret/data/roles/postgresql/users/nextcloud" { capabilities = ["read"] }' in nextcloud
+    for guest in ("reverse-proxy", "vault", "rabbitmq", "postgresql"):
+        assert "users/" not in minion_rules(guest), guest
+
+
 def test_declared_secrets_are_generated_if_absent(example_config):
     pillar = {"vault": {"secrets": {"roles/postgresql/admin": {"password": {"length": 32, "alphabet": "urlsafe"}}}}}
     high = show(example_config, pillar)
