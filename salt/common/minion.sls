@@ -17,11 +17,32 @@ common-minion-config-managed:
 
 {%- set proc = opts.get('cachedir', '/var/cache/salt/minion') ~ '/proc' %}
 
+common-minion-restart-script-managed:
+  file.managed:
+    - name: /usr/local/sbin/platform-minion-restart
+    - mode: '0755'
+    - contents: |
+        #!/bin/sh
+        # Managed by Salt (common.minion): restart the minion once none of its jobs runs.
+        # A job is seen by its file in {{ proc }} and by its process (ProcessPayload(jid=...)):
+        # the file alone was seen to vanish for a moment in the middle of a long highstate.
+        sleep 2
+        deadline=$(( $(date +%s) + 3600 ))
+        while [ "$(date +%s)" -lt "$deadline" ]; do
+            if [ -z "$(ls -A {{ proc }} 2>/dev/null)" ] && ! pgrep -f 'ProcessPayload[(]jid=' >/dev/null; then
+                sleep 2  # and still none a moment later
+                if [ -z "$(ls -A {{ proc }} 2>/dev/null)" ] && ! pgrep -f 'ProcessPayload[(]jid=' >/dev/null; then
+                    break
+                fi
+            fi
+            sleep 1
+        done
+        exec systemctl restart salt-minion
+
 common-minion-restart-scheduled:
   cmd.run:
-    - name: >-
-        systemd-run --collect --unit=platform-salt-minion-restart
-        sh -c 'sleep 2; timeout 3600 sh -c "while [ -n \"\$(ls -A {{ proc }} 2>/dev/null)\" ]; do sleep 1; done";
-        systemctl restart salt-minion'
+    - name: systemd-run --collect --unit=platform-salt-minion-restart /usr/local/sbin/platform-minion-restart
+    - require:
+      - file: common-minion-restart-script-managed
     - onchanges:
       - file: common-minion-config-managed
