@@ -16,22 +16,19 @@ import io
 import ipaddress
 import json
 import os
-import secrets
 import shutil
-import subprocess
 import sys
 import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hvac
 import pytest
-import requests
 import yaml
 
 from sitectl import ROOT
 from sitectl import site as site_model
+from tests.data.conftest import BaoDev
 
 LAB_DIR = "/var/lib/sitectl-lab-rmq"
 BRIDGE = "sitelabr0"
@@ -70,49 +67,11 @@ def lab_pillar(minion_id: str = BROKER) -> dict:
     return pillar
 
 
-class Bao:
-    """An OpenBao dev server on the lab's gateway address (in memory: a restart loses everything)."""
+class Bao(BaoDev):
+    """The data tier's OpenBao dev server (tests/data/conftest.py) on this lab's gateway address."""
 
     def __init__(self, workdir: Path):
-        self.url = f"http://{GATEWAY}:{VAULT_PORT}"
-        self.root_token = f"dev-{secrets.token_hex(16)}"
-        self.log = workdir / "bao.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Bao:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.log.parent)}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [BAO, "server", "-dev", f"-dev-root-token-id={self.root_token}",
-                 f"-dev-listen-address={GATEWAY}:{VAULT_PORT}"],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bao server exited: {self.log.read_text()[-2000:]}")
-            try:
-                requests.get(f"{self.url}/v1/sys/seal-status", timeout=1)
-                return self
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError(f"bao server did not answer on {self.url}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def client(self) -> hvac.Client:
-        return hvac.Client(url=self.url, token=self.root_token)
-
-    def read(self, path: str, field: str) -> str:
-        return self.client().secrets.kv.v2.read_secret_version(
-            path=path, mount_point="secret", raise_on_deleted_version=True)["data"]["data"][field]
+        super().__init__(workdir, host=GATEWAY, preferred_port=VAULT_PORT)
 
     def write(self, path: str, data: dict) -> None:
         self.client().secrets.kv.v2.create_or_update_secret(path=path, secret=data, mount_point="secret")
