@@ -30,6 +30,4 @@ def ext_pillar(minion_id, pillar, *args, **kwargs):
     from sitectl import site
 
     site.check(pillar)
-    return {"platform": {"guest": site.guest_view(pillar, minion_id),
-                         # Not secret (paths only); salt/vault/configure.sls turns them into policies.
-                         "secret_grants": site.secret_grants(pillar["site"])}}
+    return site.platform_pillar(pillar, minion_id)

@@ -519,6 +519,14 @@ def secret_grants(site: dict) -> dict[str, list[str]]:
     return {guest: sorted(paths) for guest, paths in sorted(grants.items())}
 
 
+def platform_pillar(pillar: dict, minion_id: str) -> dict:
+    """Everything the master adds to the pillar of ``minion_id`` (the ``platform`` ext_pillar), from a
+    valid site: the one function the ext_pillar, the runners and the tests' scratch labs use."""
+    return {"platform": {"guest": guest_view(pillar, minion_id),
+                         # Not secret (paths only); salt/vault/configure.sls turns them into policies.
+                         "secret_grants": secret_grants(pillar["site"])}}
+
+
 def cloud_map(pillar: dict) -> dict[str, list[str]]:
     """The salt-cloud map of the site: profile -> guest names."""
     out: dict[str, list[str]] = {}

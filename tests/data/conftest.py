@@ -132,7 +132,7 @@ def guest_pillar(site_data: dict, name: str, extra: dict | None = None) -> dict:
     """What the master's pillar gives guest ``name``: the site, the catalog and the guest's view."""
     pillar = {"site": site_data, "roles": roles_catalog(), **(extra or {})}
     site.check(pillar)
-    return {**pillar, "platform": {"guest": site.guest_view(pillar, name)}}
+    return {**pillar, **site.platform_pillar(pillar, name)}
 
 
 def _state_tree_tar() -> bytes:

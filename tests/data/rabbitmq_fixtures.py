@@ -63,7 +63,7 @@ def lab_pillar(minion_id: str = BROKER) -> dict:
         guest["address"] = lab_address(guest["address"])
     pillar = {"site": site, "roles": roles}
     site_model.check(pillar)
-    pillar["platform"] = {"guest": site_model.guest_view(pillar, minion_id)}
+    pillar.update(site_model.platform_pillar(pillar, minion_id))
     return pillar
 
 

@@ -86,7 +86,7 @@ def edge_pillar(ca_bundle: str, routes_override: dict | None = None) -> dict:
     if routes_override:  # past validation on purpose: what nginx itself must refuse
         for name, change in routes_override.items():
             site_data["routes"][name].update(change)
-    pillar["platform"] = {"guest": site.guest_view(pillar, PROXY)}
+    pillar.update(site.platform_pillar(pillar, PROXY))
     return pillar
 
 
