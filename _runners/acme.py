@@ -15,14 +15,12 @@ is the mail route's, the certificate and key are sealed on the proxy for the mai
 the services using them reloaded (``reverse_proxy:mail_certificate``).
 """
 
-import copy
 import logging
 import os
 import re
 
 import salt.client
 import salt.utils.minions
-import yaml
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +34,6 @@ def _proxy_target(minion):
 
 def _guest_target(name):
     return f"L@{name} and I@platform:guest:name:{name}"
-
-
-def _merge(base, over):
-    out = copy.deepcopy(base)
-    for key, value in (over or {}).items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _role_defaults():
-    """reverse_proxy/defaults.yaml from the master's own file roots: the state's defaults."""
-    for root in __opts__.get("file_roots", {}).get("base", []):
-        path = os.path.join(root, "reverse_proxy", "defaults.yaml")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as fh:
-                return yaml.safe_load(fh)["reverse_proxy"]
-    return {}
 
 
 def _refuse(comment):
@@ -69,17 +50,13 @@ def _proxy_context(minion, lineage):
     ckminions = salt.utils.minions.CkMinions(__opts__)
     if minion not in ckminions.check_minions(_proxy_target(minion), "compound", greedy=False)["minions"]:
         return None, f"{minion} is not a reverse proxy of the site; event ignored"
-    pillar = __salt__["pillar.show_pillar"](minion)
-    site = pillar.get("site") or {}
-    rp = _merge(_role_defaults(), pillar.get("reverse_proxy") or {})
-    acme = _merge(rp.get("acme", {}), site.get("acme") or {})
-    domain = site.get("domain", "")
-    routes = site.get("routes") or {}
-    wildcard = acme.get("challenge") == "dns-01"
-    lineages = {domain} if wildcard else {f"{name}.{domain}" for name in routes}
+    # The facts the proxy's own states use (sitectl.roles via the platform ext_pillar), compiled now.
+    platform = __salt__["pillar.show_pillar"](minion).get("platform") or {}
+    edge, rp = platform.get("edge") or {}, (platform.get("params") or {}).get("reverse_proxy") or {}
+    lineages = [item["name"] for item in edge.get("lineages", [])]
     if lineage not in lineages:
         return None, f"{lineage} is not a lineage of {minion} (expected one of: {', '.join(sorted(lineages))})"
-    return {"site": site, "rp": rp, "acme": acme, "routes": routes, "wildcard": wildcard, "domain": domain}, None
+    return {"rp": rp, "acme": edge["acme"], "routes": {r["name"]: r for r in edge["routes"]}}, None
 
 
 def _one(returned, minion, what):
@@ -116,8 +93,7 @@ def renewed(minion, lineage, timeout=120):
             result["nginx"] = "reloaded"
             mail = ctx["rp"].get("mail_certificate") or {}
             route = ctx["routes"].get(mail.get("route"))
-            mail_lineage = ctx["domain"] if ctx["wildcard"] else f"{mail.get('route')}.{ctx['domain']}"
-            if route and lineage == mail_lineage:
+            if route and lineage == route["lineage"]:
                 result["mail"] = _hand_over(client, minion, route["guest"], lineage, ctx, mail, timeout)
         except RuntimeError as exc:
             log.error("acme: renewal of %s from %s: %s", lineage, minion, exc)

@@ -17,6 +17,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from sitectl import roles as roles_of
+
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 # Keys whose value is a secret: the value must be a Vault reference.
@@ -33,17 +35,6 @@ _SECRET_VALUES = (
 )
 
 SOURCE_KEYWORDS = ("any", "site", "admin", "consumers")
-
-# Names a database or its owner cannot have: PostgreSQL's own, and the exporter's role of the
-# postgresql role (roles starting with pg_ are reserved by PostgreSQL as well).
-RESERVED_DATABASES = ("postgres", "template0", "template1")
-RESERVED_ROLES = ("postgres", "public", "none", "current_role", "current_user", "session_user",
-                  "postgres_exporter")
-# RabbitMQ user names the site may not declare: the rabbitmq role owns them.
-RESERVED_MQ_USERS = {
-    "guest": "RabbitMQ's default user, removed from every broker",
-    "admin": "the rabbitmq role's management user",
-}
 
 
 class SiteError(ValueError):
@@ -158,123 +149,165 @@ def secret_errors(data, prefix: str) -> list[str]:
     return errors
 
 
-def _semantic_errors(site: dict, roles: dict) -> list[str]:
+def _no_guest(where: str, name, guests: dict) -> str:
+    return f"{where}: no guest named {name!r}; expected one of: {', '.join(sorted(guests))}"
+
+
+def _site_network(site: dict):
+    try:
+        return ipaddress.ip_network(site.get("network", {}).get("cidr"), strict=True)
+    except ValueError:
+        return None
+
+
+def _network_errors(site: dict) -> list[str]:
     errors = []
-    net = None
-    cidr = site.get("network", {}).get("cidr")
+    network = site.get("network", {})
+    cidr = network.get("cidr")
     try:
         net = ipaddress.ip_network(cidr, strict=True)
     except ValueError as exc:
+        net = None
         errors.append(f"site.network.cidr: {_describe(cidr)} is not a network address ({exc}); "
                       f"expected a network such as 10.10.10.0/24")
-    gateway = site.get("network", {}).get("gateway")
+    gateway = network.get("gateway")
     if net is not None and gateway and ipaddress.ip_address(gateway) not in net:
         errors.append(f"site.network.gateway: {gateway} is outside {net}; expected an address inside "
                       f"site.network.cidr")
-    for i, src in enumerate(site.get("network", {}).get("admin_sources", [])):
+    for i, src in enumerate(network.get("admin_sources", [])):
         try:
             ipaddress.ip_network(src, strict=False)
         except ValueError:
             errors.append(f"site.network.admin_sources[{i}]: {src!r} is not a network; expected CIDR")
+    return errors
 
-    guests = site.get("guests", {})
+
+def _address_errors(where: str, address, net, gateway) -> list[str]:
+    """One guest's address on its own: valid, inside the site's network, a host address."""
+    try:
+        iface = ipaddress.ip_interface(address)
+    except ValueError as exc:
+        return [f"{where}: {_describe(address)} is not valid ({exc}); expected an address such as 10.10.10.5/24"]
+    if net is None:
+        return []
+    if iface.network != net:
+        return [f"{where}: {address} is not in {net}; expected an address inside site.network.cidr with the "
+                f"same prefix length"]
+    if iface.ip in (net.network_address, net.broadcast_address):
+        return [f"{where}: {iface.ip} is the network or broadcast address; expected a host address"]
+    if gateway and str(iface.ip) == gateway:
+        return [f"{where}: {iface.ip} is the gateway; expected a guest address"]
+    return []
+
+
+def _unique_errors(site: dict) -> list[str]:
+    """VMIDs and addresses no two guests share."""
+    errors = []
     seen_vmid: dict[int, str] = {}
     seen_ip: dict[str, str] = {}
-    masters = []
-    for name, guest in guests.items():
+    for name, guest in site["guests"].items():
         where = f"site.guests.{name}"
         vmid = guest.get("vmid")
-        if vmid in seen_vmid:
+        if vmid is not None and vmid in seen_vmid:
             errors.append(f"{where}.vmid: {vmid} is already used by site.guests.{seen_vmid[vmid]}; "
                           f"expected a VMID no other guest has")
-        else:
+        elif vmid is not None:
             seen_vmid[vmid] = name
         try:
-            iface = ipaddress.ip_interface(guest["address"])
-        except ValueError as exc:
-            errors.append(f"{where}.address: {_describe(guest['address'])} is not valid ({exc}); "
-                          f"expected an address such as 10.10.10.5/24")
+            address = str(ipaddress.ip_interface(guest["address"]).ip)
+        except ValueError:
+            continue  # reported by _address_errors
+        if address in seen_ip:
+            errors.append(f"{where}.address: {address} is already used by site.guests.{seen_ip[address]}; "
+                          f"expected an address no other guest has")
         else:
-            ip = str(iface.ip)
-            if ip in seen_ip:
-                errors.append(f"{where}.address: {ip} is already used by site.guests.{seen_ip[ip]}; "
-                              f"expected an address no other guest has")
-            else:
-                seen_ip[ip] = name
-            if net is not None:
-                if iface.network != net:
-                    errors.append(f"{where}.address: {guest['address']} is not in {net}; expected an "
-                                  f"address inside site.network.cidr with the same prefix length")
-                elif iface.ip in (net.network_address, net.broadcast_address):
-                    errors.append(f"{where}.address: {iface.ip} is the network or broadcast address; "
-                                  f"expected a host address")
-                elif gateway and str(iface.ip) == gateway:
-                    errors.append(f"{where}.address: {iface.ip} is the gateway; expected a guest address")
+            seen_ip[address] = name
+    return errors
+
+
+def _guest_errors(site: dict, roles: dict) -> list[str]:
+    """Each guest's address, roles and `uses` on their own."""
+    errors = []
+    guests = site["guests"]
+    net = _site_network(site)
+    gateway = site.get("network", {}).get("gateway")
+    choosable = ", ".join(sorted(r for r in roles if r != "base"))
+    for name, guest in guests.items():
+        where = f"site.guests.{name}"
+        errors += _address_errors(f"{where}.address", guest["address"], net, gateway)
         for j, role in enumerate(guest.get("roles", [])):
             if role == "base":
-                errors.append(f"{where}.roles[{j}]: 'base' is given to every guest; expected a role "
-                              f"other than base")
+                errors.append(f"{where}.roles[{j}]: 'base' is given to every guest; expected a role other than base")
             elif role not in roles:
-                errors.append(f"{where}.roles[{j}]: unknown role {role!r}; expected one of: "
-                              f"{', '.join(sorted(r for r in roles if r != 'base'))}")
-        if "salt_master" in guest.get("roles", []):
-            masters.append(name)
+                errors.append(f"{where}.roles[{j}]: unknown role {role!r}; expected one of: {choosable}")
         for j, other in enumerate(guest.get("uses", [])):
             if other == name:
                 errors.append(f"{where}.uses[{j}]: a guest cannot use itself; expected another guest")
             elif other not in guests:
-                errors.append(f"{where}.uses[{j}]: no guest named {other!r}; expected one of: "
-                              f"{', '.join(sorted(guests))}")
+                errors.append(_no_guest(f"{where}.uses[{j}]", other, guests))
+    return errors
 
+
+def _master_errors(site: dict) -> list[str]:
+    masters = roles_of.guests_with_role(site, "salt_master")
     if len(masters) > 1:
-        errors.append(f"site.guests: {', '.join(masters)} all have the role salt_master; expected "
-                      f"exactly one Salt master")
+        return [f"site.guests: {', '.join(masters)} all have the role salt_master; expected exactly one Salt master"]
     if not masters and not site.get("salt", {}).get("master"):
-        errors.append("site.salt.master: missing and no guest has the role salt_master; expected one "
-                      "guest with the role salt_master or the master's address here")
+        return ["site.salt.master: missing and no guest has the role salt_master; expected one guest with the "
+                "role salt_master or the master's address here"]
+    return []
 
-    proxies = [n for n, g in guests.items() if "reverse_proxy" in g.get("roles", [])]
-    for sub, route in site.get("routes", {}).items():
-        where = f"site.routes.{sub}"
+
+def _route_errors(site: dict) -> list[str]:
+    """Routes to guests that exist, a proxy to serve them, an ACME directory for their certificates."""
+    errors = []
+    guests = site["guests"]
+    routes = site.get("routes", {})
+    proxies = roles_of.guests_with_role(site, "reverse_proxy")
+    for sub, route in routes.items():
         if route.get("guest") not in guests:
-            errors.append(f"{where}.guest: no guest named {route.get('guest')!r}; expected one of: "
-                          f"{', '.join(sorted(guests))}")
-    if site.get("routes") and not proxies:
+            errors.append(_no_guest(f"site.routes.{sub}.guest", route.get("guest"), guests))
+    if routes and not proxies:
         errors.append("site.routes: routes are declared but no guest has the role reverse_proxy; "
                       "expected a guest with the role reverse_proxy to serve them")
-    for sub, route in site.get("routes", {}).items():
+    for sub, route in routes.items():
         if route.get("guest") in proxies and route.get("port") in (80, 443):
             errors.append(f"site.routes.{sub}.port: {route['port']} on {route['guest']} is the reverse proxy's own "
                           f"HTTP(S) port (the route would loop); expected the port the application listens on")
     acme = site.get("acme")
-    if site.get("routes") and not acme:
+    if routes and not acme:
         errors.append("site.acme: missing; routes are served over HTTPS with certificates from an ACME "
                       "directory: expected site.acme with directory and email (see pillar/site/example.sls)")
     if acme and acme.get("challenge") == "dns-01" and not acme.get("dns_server"):
         errors.append("site.acme.dns_server: missing; the dns-01 challenge updates this DNS server (RFC 2136): "
                       "expected the IPv4 address of the site's authoritative DNS server")
+    return errors
 
-    errors += _database_errors(site)
-    errors += _messaging_errors(site)
 
+def _source_error(where: str, src: str, roles: dict, guests: dict) -> str | None:
+    if src in SOURCE_KEYWORDS:
+        return None
+    if src.startswith("role:"):
+        return None if src[5:] in roles else f"{where}: unknown role {src[5:]!r}; expected a role of the catalog"
+    if src.startswith("guest:"):
+        return None if src[6:] in guests else f"{where}: no guest named {src[6:]!r}; expected a guest of the site"
+    try:
+        ipaddress.ip_network(src, strict=False)
+    except ValueError:
+        return (f"{where}: {src!r} is not a source; expected any, site, admin, consumers, role:<role>, "
+                f"guest:<name> or a CIDR")
+    return None
+
+
+def _catalog_errors(site: dict, roles: dict) -> list[str]:
+    """The role catalog's firewall rules: sources that resolve, port ranges that are ranges."""
+    errors = []
     for role_name, role in roles.items():
         for k, rule in enumerate(role.get("firewall", [])):
             for m, src in enumerate(rule.get("from", [])):
-                where = f"roles.{role_name}.firewall[{k}].from[{m}]"
-                if src in SOURCE_KEYWORDS:
-                    continue
-                if src.startswith("role:"):
-                    if src[5:] not in roles:
-                        errors.append(f"{where}: unknown role {src[5:]!r}; expected a role of the catalog")
-                elif src.startswith("guest:"):
-                    if src[6:] not in guests:
-                        errors.append(f"{where}: no guest named {src[6:]!r}; expected a guest of the site")
-                else:
-                    try:
-                        ipaddress.ip_network(src, strict=False)
-                    except ValueError:
-                        errors.append(f"{where}: {src!r} is not a source; expected any, site, admin, "
-                                      f"consumers, role:<role>, guest:<name> or a CIDR")
+                error = _source_error(f"roles.{role_name}.firewall[{k}].from[{m}]", src, roles, site["guests"])
+                if error:
+                    errors.append(error)
             port = rule.get("port")
             if isinstance(port, str) and "-" in port:
                 low, high = (int(p) for p in port.split("-"))
@@ -284,31 +317,44 @@ def _semantic_errors(site: dict, roles: dict) -> list[str]:
     return errors
 
 
-def _messaging_errors(site: dict) -> list[str]:
+def _client_errors(where: str, clients: list, server: str | None, servers: list[str], site: dict,
+                   port: str) -> list[str]:
+    """Clients of a server role: guests of the site, not the server, and using it (which opens ``port``)."""
+    errors = []
+    guests = site["guests"]
+    for j, client in enumerate(clients):
+        client_where = f"{where}.clients[{j}]"
+        if client not in guests:
+            errors.append(_no_guest(client_where, client, guests))
+        elif client == server:
+            errors.append(f"{client_where}: {client!r} is the server itself; expected a guest that connects over "
+                          f"the network")
+        elif servers and not set(servers) & set(guests[client].get("uses", [])):
+            errors.append(f"{client_where}: {client!r} does not list {' or '.join(servers)} in "
+                          f"site.guests.{client}.uses, so the firewall drops its connections to port {port}; "
+                          f"expected a guest whose uses includes {' or '.join(servers)}")
+    return errors
+
+
+def _messaging_errors(pillar: dict) -> list[str]:
     """site.messaging: reserved names, declared vhosts, clients that are guests using the broker."""
+    site = pillar["site"]
     messaging = site.get("messaging")
     if messaging is None:
         return []
-    guests = site["guests"]
-    brokers = sorted(n for n, g in guests.items() if "rabbitmq" in g["roles"])
+    brokers = roles_of.guests_with_role(site, "rabbitmq")
     if not brokers:
         return ["site.messaging: declared but no guest has the role rabbitmq; expected a guest with the "
                 "role rabbitmq to serve it"]
     errors = []
+    reserved = roles_of.reserved_broker_users(pillar)
+    amqp = roles_of.ports(pillar["roles"], "rabbitmq").get("amqp", "(none)")
     vhosts = messaging["vhosts"]
     for user, spec in messaging["users"].items():
         where = f"site.messaging.users.{user}"
-        if user in RESERVED_MQ_USERS:
-            errors.append(f"{where}: the name {user!r} is reserved ({RESERVED_MQ_USERS[user]}); expected "
-                          f"another user name")
-        for j, client in enumerate(spec["clients"]):
-            if client not in guests:
-                errors.append(f"{where}.clients[{j}]: no guest named {client!r}; expected one of: "
-                              f"{', '.join(sorted(guests))}")
-            elif not set(brokers) & set(guests[client].get("uses", [])):
-                errors.append(f"{where}.clients[{j}]: guest {client!r} does not list {' or '.join(brokers)} in "
-                              f"site.guests.{client}.uses; expected each client to use the rabbitmq guest "
-                              f"(that opens 5672 to it)")
+        if user in reserved:
+            errors.append(f"{where}: the name {user!r} is reserved ({reserved[user]}); expected another user name")
+        errors += _client_errors(where, spec["clients"], None, brokers, site, amqp)
         for vhost, perms in spec["permissions"].items():
             if vhost not in vhosts:
                 errors.append(f"{where}.permissions.{vhost}: vhost {vhost!r} is not declared; expected one of "
@@ -322,50 +368,57 @@ def _messaging_errors(site: dict) -> list[str]:
     return errors
 
 
-def database_servers(site: dict) -> list[str]:
-    return sorted(name for name, guest in site["guests"].items() if "postgresql" in guest.get("roles", []))
-
-
-def _database_errors(site: dict) -> list[str]:
+def _database_errors(pillar: dict) -> list[str]:
     """site.databases: names PostgreSQL accepts, one server, clients that are guests using it."""
+    site = pillar["site"]
     databases = site.get("databases", {})
     if not databases:
         return []
-    guests = site["guests"]
     errors = []
-    servers = database_servers(site)
+    servers = roles_of.guests_with_role(site, "postgresql")
     if len(servers) != 1:
         who = "no guest has" if not servers else f"{', '.join(servers)} all have"
         errors.append(f"site.databases: {who} the role postgresql; expected exactly one guest with the role "
                       f"postgresql to hold the databases")
     server = servers[0] if len(servers) == 1 else None
+    reserved_roles = roles_of.reserved_database_roles(pillar)
+    port = roles_of.ports(pillar["roles"], "postgresql").get("postgresql", "(none)")
     for db, spec in databases.items():
         where = f"site.databases.{db}"
-        if db in RESERVED_DATABASES:
+        if db in roles_of.RESERVED_DATABASES:
             errors.append(f"{where}: {db!r} is reserved by PostgreSQL; expected a database name other than "
-                          f"{', '.join(RESERVED_DATABASES)}")
-        owner = spec.get("owner", db)
-        if "owner" in spec or db not in RESERVED_DATABASES:
+                          f"{', '.join(roles_of.RESERVED_DATABASES)}")
+        owner = roles_of.database_owner(db, spec)
+        if "owner" in spec or db not in roles_of.RESERVED_DATABASES:
             owner_where = f"{where}.owner" if "owner" in spec else f"{where} (its owner, by default the database name)"
-            if owner in RESERVED_ROLES or owner.startswith("pg_"):
+            if owner in reserved_roles or owner.startswith("pg_"):
                 errors.append(f"{owner_where}: {owner!r} is a reserved role name; expected a role name other than "
-                              f"{', '.join(RESERVED_ROLES)} and not starting with pg_")
-        for j, client in enumerate(spec.get("clients", [])):
-            client_where = f"{where}.clients[{j}]"
-            if client not in guests:
-                errors.append(f"{client_where}: no guest named {client!r}; expected one of: "
-                              f"{', '.join(sorted(guests))}")
-            elif client == server:
-                errors.append(f"{client_where}: {client!r} is the database server itself; expected a guest that "
-                              f"connects over the network")
-            elif server and server not in guests[client].get("uses", []):
-                errors.append(f"{client_where}: {client!r} does not list {server!r} in site.guests.{client}.uses, "
-                              f"so the firewall of {server} drops its connections; expected a guest whose uses "
-                              f"includes {server}")
+                              f"{', '.join(reserved_roles)} and not starting with pg_")
+        errors += _client_errors(where, spec.get("clients", []), server, [server] if server else [], site, port)
     return errors
 
 
-ROLE_PILLARS = ("common", "vault", "postgresql", "reverse_proxy")
+def _role_pillar_errors(pillar: dict, roles: dict) -> list[str]:
+    """The roles' own pillar keys: each checked against sitectl/schemas/<key>.yaml; a role that takes no
+    parameters has no pillar key."""
+    errors = []
+    keys = roles_of.parameter_keys()
+    for key in keys:
+        if key in pillar:
+            errors += _schema_errors(pillar[key], key, key)
+    for key in sorted(set(roles) - set(keys)):
+        if key in pillar:
+            errors.append(f"{key}: the role {key} takes no parameters; expected no pillar key {key!r} (roles with "
+                          f"parameters: {', '.join(keys)})")
+    return errors
+
+
+def _semantic_errors(pillar: dict) -> list[str]:
+    """The rules a schema cannot say, on a site whose shape is right."""
+    site, roles = pillar["site"], pillar["roles"]
+    return [*_network_errors(site), *_guest_errors(site, roles), *_unique_errors(site), *_master_errors(site),
+            *_route_errors(site), *_database_errors(pillar), *_messaging_errors(pillar),
+            *_catalog_errors(site, roles)]
 
 
 def validate(pillar: dict) -> list[str]:
@@ -380,10 +433,7 @@ def validate(pillar: dict) -> list[str]:
         return [f"roles: got {_describe(roles)}; expected the role catalog (pillar/platform/roles.sls)"]
     errors += _schema_errors(site, "site", "site")
     errors += _schema_errors(roles, "roles", "roles")
-    # The roles' own pillar keys, each with its schema in sitectl/schemas/<key>.yaml.
-    for key in ROLE_PILLARS:
-        if key in pillar:
-            errors += _schema_errors(pillar[key], key, key)
+    errors += _role_pillar_errors(pillar, roles)
     secrets = [e for key, value in pillar.items() if not str(key).startswith("_")  # Salt's own keys (_errors)
                for e in secret_errors(value, str(key))]
     # A literal secret under a key the schema does not know is reported as the secret it is.
@@ -393,7 +443,7 @@ def validate(pillar: dict) -> list[str]:
     errors += [e for e in secrets if e.split(":", 1)[0] not in flagged]
     if errors:  # the rules below assume the shape is right
         return errors
-    return _semantic_errors(site, roles)
+    return _semantic_errors(pillar)
 
 
 def check(pillar: dict) -> None:
@@ -504,27 +554,24 @@ def guest_view(pillar: dict, name: str) -> dict | None:
     }
 
 
-def secret_grants(site: dict) -> dict[str, list[str]]:
-    """Guest -> the KV paths (under the secrets mount) of other roles' secrets it may read: the
-    credentials of the database owners and message-broker users it is a client of. The server's
-    role generates them (its salt_role_<role> policy covers roles/<role>/*); the clients only read.
-    """
-    grants: dict[str, set[str]] = {}
-    for db, spec in (site.get("databases") or {}).items():
-        for client in spec.get("clients", []):
-            grants.setdefault(client, set()).add(f"roles/postgresql/users/{spec.get('owner') or db}")
-    for user, spec in ((site.get("messaging") or {}).get("users") or {}).items():
-        for client in spec.get("clients", []):
-            grants.setdefault(client, set()).add(f"roles/rabbitmq/users/{user}")
-    return {guest: sorted(paths) for guest, paths in sorted(grants.items())}
-
-
 def platform_pillar(pillar: dict, minion_id: str) -> dict:
     """Everything the master adds to the pillar of ``minion_id`` (the ``platform`` ext_pillar), from a
-    valid site: the one function the ext_pillar, the runners and the tests' scratch labs use."""
+    valid site: the one function the ext_pillar, the runners and the tests' scratch labs use.
+
+    ``guest``: this guest's view (None for a minion that is not a guest of the site); ``ports``: every
+    role's ports; ``params``: every role's parameters (defaults merged with its pillar key); ``edge``:
+    the routes and certificate lineages; ``databases``: owners and clients; ``secret_grants``: the
+    credentials each client may read (paths only, no secret: salt/vault/configure.sls turns them into
+    policies). ``salt/lib/platform.jinja`` is how the templates read them.
+    """
+    site, catalog = pillar["site"], pillar["roles"]
+    params = roles_of.all_parameters(pillar)
     return {"platform": {"guest": guest_view(pillar, minion_id),
-                         # Not secret (paths only); salt/vault/configure.sls turns them into policies.
-                         "secret_grants": secret_grants(pillar["site"])}}
+                         "ports": roles_of.all_ports(catalog),
+                         "params": params,
+                         "edge": roles_of.edge(site, params["reverse_proxy"]),
+                         "databases": roles_of.databases(site),
+                         "secret_grants": roles_of.secret_grants(pillar)}}
 
 
 def cloud_map(pillar: dict) -> dict[str, list[str]]:

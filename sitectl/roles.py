@@ -1,0 +1,170 @@
+"""What each role needs, in one place: the ext_pillar, the runners and the validator all call these.
+
+- **parameters**: ``salt/<key>/defaults.yaml`` merged with the pillar key of the same name (lists and
+  scalars replaced, mappings merged; as ``slsutil.merge`` with ``strategy=recurse``). A state folder
+  with a ``defaults.yaml`` takes parameters, and its pillar key is checked against
+  ``sitectl/schemas/<key>.yaml``.
+- **ports**: the role catalog's firewall rules, ``role -> name -> port``, the one place a port is
+  declared.
+- **facts of the site that more than one consumer reads**: the proxy's routes and certificate
+  lineages (nginx, certbot and the renewal runner), the databases with their owners and clients
+  (PostgreSQL's config and the Vault grants), the credentials a client may read, the names a role
+  keeps for itself.
+
+The ``platform`` ext_pillar hands all of it to each minion under ``platform:`` (see
+``sitectl.site.platform_pillar``); ``salt/lib/platform.jinja`` is the templates' side of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from functools import cache
+
+import yaml
+
+from sitectl import ROOT
+
+STATE_ROOT = ROOT / "salt"
+
+
+def merge(base: dict, over: dict | None) -> dict:
+    """``base`` with ``over`` merged in: mappings recursively, everything else replaced."""
+    out = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@cache
+def parameter_keys() -> tuple[str, ...]:
+    """The state folders that take parameters (they have a defaults.yaml), which are also the pillar
+    keys of their parameters."""
+    return tuple(sorted(path.parent.name for path in STATE_ROOT.glob("*/defaults.yaml")))
+
+
+@cache
+def _defaults(key: str) -> dict:
+    with (STATE_ROOT / key / "defaults.yaml").open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)[key]
+
+
+def parameters(pillar: dict, key: str) -> dict:
+    """The parameters of state folder ``key``: its defaults merged with pillar ``key``."""
+    return merge(_defaults(key), pillar.get(key) if isinstance(pillar.get(key), dict) else None)
+
+
+def all_parameters(pillar: dict) -> dict[str, dict]:
+    return {key: parameters(pillar, key) for key in parameter_keys()}
+
+
+def ports(catalog: dict, role: str) -> dict[str, str]:
+    """``name -> port`` of ``role``'s firewall rules in the role catalog (ports as strings: a rule may
+    name a range, ``'low-high'``)."""
+    return {rule["name"]: str(rule["port"]) for rule in (catalog.get(role) or {}).get("firewall", [])}
+
+
+def all_ports(catalog: dict) -> dict[str, dict[str, str]]:
+    return {role: ports(catalog, role) for role in sorted(catalog)}
+
+
+def guests_with_role(site: dict, role: str) -> list[str]:
+    return sorted(name for name, guest in site["guests"].items() if role in guest.get("roles", []))
+
+
+def ip(guest: dict) -> str:
+    return str(ipaddress.ip_interface(guest["address"]).ip)
+
+
+# -- postgresql -------------------------------------------------------------------------------------
+
+# PostgreSQL's own database and role names (roles starting with pg_ are reserved by it as well).
+RESERVED_DATABASES = ("postgres", "template0", "template1")
+_POSTGRES_ROLES = ("postgres", "public", "none", "current_role", "current_user", "session_user")
+
+
+def reserved_database_roles(pillar: dict) -> tuple[str, ...]:
+    """Role names a database owner cannot have: PostgreSQL's own and the exporter's login role."""
+    return (*_POSTGRES_ROLES, parameters(pillar, "postgresql")["exporter"]["role"])
+
+
+def database_owner(name: str, spec: dict) -> str:
+    return spec.get("owner") or name
+
+
+def databases(site: dict) -> dict[str, dict]:
+    """``database -> {owner, clients: [{name, ip}]}`` of the site, clients sorted by name."""
+    guests = site["guests"]
+    return {
+        name: {"owner": database_owner(name, spec),
+               "clients": [{"name": client, "ip": ip(guests[client])} for client in sorted(spec.get("clients", []))]}
+        for name, spec in sorted((site.get("databases") or {}).items())
+    }
+
+
+# -- rabbitmq ---------------------------------------------------------------------------------------
+
+def reserved_broker_users(pillar: dict) -> dict[str, str]:
+    """User names the site may not declare on the broker, with what they are."""
+    admin = parameters(pillar, "rabbitmq")["admin"]["name"]
+    return {"guest": "RabbitMQ's default user, removed from every broker",
+            admin: "the rabbitmq role's management user"}
+
+
+# -- reverse_proxy ----------------------------------------------------------------------------------
+
+def edge(site: dict, rp: dict) -> dict:
+    """The proxy's routes resolved to their guests' addresses, the ACME settings (the role's merged
+    with the site's), and the certificate lineages that cover the routes: one per route over
+    http-01, one wildcard lineage (the domain) over dns-01."""
+    domain = site.get("domain", "localhost")
+    acme = merge(rp["acme"], site.get("acme"))
+    wildcard = acme.get("challenge") == "dns-01"
+    lineages = {domain: [f"*.{domain}", domain]} if wildcard else {}
+    routes = []
+    for name, route in sorted((site.get("routes") or {}).items()):
+        fqdn = f"{name}.{domain}"
+        lineage = domain if wildcard else fqdn
+        if not wildcard:
+            lineages[fqdn] = [fqdn]
+        live = f"{acme['config_dir']}/live/{lineage}"
+        routes.append({
+            "name": name,
+            "fqdn": fqdn,
+            "guest": route["guest"],
+            "upstream": f"{ip(site['guests'][route['guest']])}:{route['port']}",
+            "websocket": route.get("websocket", False),
+            "max_body": route.get("max_body", rp["nginx"]["default_max_body"]),
+            "timeout": route.get("timeout", rp["nginx"]["default_timeout"]),
+            "lineage": lineage,
+            "cert": f"{live}/fullchain.pem",
+            "key": f"{live}/privkey.pem",
+            "chain": f"{live}/chain.pem",
+        })
+    # A list, not a mapping: a pillar merge replaces lists, so a lineage the site no longer has
+    # cannot linger from an earlier compile.
+    return {"acme": acme, "wildcard": wildcard, "routes": routes,
+            "lineages": [{"name": name, "domains": domains} for name, domains in sorted(lineages.items())]}
+
+
+# -- vault ------------------------------------------------------------------------------------------
+
+def secret_grants(pillar: dict) -> dict[str, list[str]]:
+    """Guest -> the KV paths (under the secrets mount) of other roles' secrets it may read: the
+    credentials of the database owners and message-broker users it is a client of. The server's
+    role generates them (its salt_role_<role> policy covers roles/<role>/*); the clients only read.
+    """
+    site = pillar["site"]
+    pg_users = parameters(pillar, "postgresql")["vault"]["users_path"]
+    mq_users = parameters(pillar, "rabbitmq")["users_path"]
+    grants: dict[str, set[str]] = {}
+    for name, spec in (site.get("databases") or {}).items():
+        for client in spec.get("clients", []):
+            grants.setdefault(client, set()).add(f"{pg_users}/{database_owner(name, spec)}")
+    for user, spec in ((site.get("messaging") or {}).get("users") or {}).items():
+        for client in spec.get("clients", []):
+            grants.setdefault(client, set()).add(f"{mq_users}/{user}")
+    return {guest: sorted(paths) for guest, paths in sorted(grants.items())}
