@@ -96,26 +96,25 @@ reverse-proxy-certificate-{{ lineage }}-issued:
 {%-   endif %}
 {%- endfor %}
 
-{%- if lineages %}
-
-{#- The same file as reverse-proxy-nginx-config-managed, rendered again only
-    after a new certificate: it now has the HTTPS server(s). #}
+{#- The routes' HTTPS servers: a route's server is rendered once its
+    certificate exists, checked with the live nginx.conf, then nginx reloads. #}
 reverse-proxy-nginx-tls-config-managed:
   file.managed:
-    - name: {{ rp.nginx.config }}
-    - source: salt://reverse_proxy/files/nginx.conf.j2
+    - name: {{ rp.nginx.tls_dir }}/servers.conf
+    - source: salt://reverse_proxy/files/tls_servers.conf.j2
     - template: jinja
     - user: root
     - group: root
     - mode: '0644'
-    - check_cmd: {{ rp.nginx.binary }} -t -q -c
+    - check_cmd: {{ rp.nginx.check_tls }}
     - tmp_ext: .conf
     - context:
         rp: {{ rp | json }}
-        acme: {{ acme | json }}
         routes: {{ routes | json }}
         resolvers: {{ resolvers | json }}
-    - onchanges:
+    - require:
+      - file: reverse-proxy-nginx-tls-check-managed
+      - service: reverse-proxy-nginx-running
 {%- for lineage in lineages | sort %}
       - cmd: reverse-proxy-certificate-{{ lineage }}-issued
 {%- endfor %}
@@ -126,4 +125,3 @@ reverse-proxy-nginx-tls-reloaded:
     - reload: true
     - watch:
       - file: reverse-proxy-nginx-tls-config-managed
-{%- endif %}

@@ -1,10 +1,12 @@
-{#- nginx's configuration, bootstrap-safe: a route's HTTPS server is rendered
-    only once its certificate exists, so nginx starts (and serves the http-01
-    webroot) before the first certificate. Every change is a candidate file
-    checked with `nginx -t -c <candidate>` before it replaces the live one: a
-    candidate nginx rejects fails this state and the running nginx keeps its
-    old configuration. #}
-{%- from 'reverse_proxy/map.jinja' import rp, acme, routes, resolvers %}
+{#- nginx's configuration, bootstrap-safe: nginx.conf has everything but the
+    routes' HTTPS servers, so nginx starts (and serves the http-01 webroot)
+    before the first certificate; the HTTPS servers come in their own file,
+    included from tls_dir, once their certificates exist
+    (reverse_proxy.certificates). Each file is managed by one state, and every
+    change is a candidate checked by `nginx -t` with the rest of the live
+    configuration before it replaces the live one: a candidate nginx rejects
+    fails its state and the running nginx keeps its old configuration. #}
+{%- from 'reverse_proxy/map.jinja' import rp, acme, routes %}
 include:
   - reverse_proxy.package
 
@@ -24,6 +26,28 @@ reverse-proxy-nginx-default-site-absent:
     - require:
       - pkg: reverse-proxy-packages-installed
 
+reverse-proxy-nginx-tls-dir-managed:
+  file.directory:
+    - name: {{ rp.nginx.tls_dir }}
+    - user: root
+    - group: root
+    - mode: '0755'
+    - require:
+      - pkg: reverse-proxy-packages-installed
+
+reverse-proxy-nginx-tls-check-managed:
+  file.managed:
+    - name: {{ rp.nginx.check_tls }}
+    - source: salt://reverse_proxy/files/nginx-check-tls.sh.j2
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0755'
+    - context:
+        config: {{ rp.nginx.config }}
+        tls_dir: {{ rp.nginx.tls_dir }}
+        binary: {{ rp.nginx.binary }}
+
 reverse-proxy-nginx-config-managed:
   file.managed:
     - name: {{ rp.nginx.config }}
@@ -38,7 +62,7 @@ reverse-proxy-nginx-config-managed:
         rp: {{ rp | json }}
         acme: {{ acme | json }}
         routes: {{ routes | json }}
-        resolvers: {{ resolvers | json }}
     - require:
       - pkg: reverse-proxy-packages-installed
       - file: reverse-proxy-webroot-managed
+      - file: reverse-proxy-nginx-tls-dir-managed

@@ -108,7 +108,7 @@ def test_max_body_is_per_route(edge_lab, converged):
             context.wrap_socket(raw, server_hostname=fqdn("mail")) as tls:
         tls.sendall(f"POST / HTTP/1.1\r\nHost: {fqdn('mail')}\r\nContent-Length: {65 * 2**20}\r\n\r\n".encode())
         assert tls.recv(64).startswith(b"HTTP/1.1 413"), "mail allows 64M"
-    conf = edge_lab.sh(PROXY, "cat /etc/nginx/nginx.conf").stdout
+    conf = edge_lab.sh(PROXY, "cat /etc/nginx/platform-tls.d/servers.conf").stdout
     assert "client_max_body_size 16G;" in conf and "proxy_read_timeout 3600s;" in conf
 
 
@@ -136,7 +136,7 @@ def test_modern_tls_only_and_no_ocsp_stapling_for_a_certificate_without_responde
         assert tls.version() == "TLSv1.2" and tls.cipher()[0].startswith("ECDHE-")
     cert = edge_lab.sh(PROXY, f"openssl x509 -noout -ocsp_uri -in /etc/letsencrypt/live/{fqdn('mail')}/cert.pem")
     assert cert.stdout.strip() == "", "pebble's certificates name no OCSP responder"
-    assert "ssl_stapling" not in edge_lab.sh(PROXY, "cat /etc/nginx/nginx.conf").stdout
+    assert "ssl_stapling" not in edge_lab.sh(PROXY, "cat /etc/nginx/nginx.conf /etc/nginx/platform-tls.d/*.conf").stdout
 
 
 def test_stub_status_on_loopback_only_and_the_exporter_on_the_guest_address(edge_lab, converged):
@@ -159,17 +159,19 @@ def test_access_log_is_json(edge_lab, converged):
 
 
 def test_a_config_nginx_rejects_fails_the_state_and_the_old_one_keeps_serving(edge_lab, converged):
-    live = edge_lab.sh(PROXY, "sha256sum /etc/nginx/nginx.conf").stdout
+    files = "/etc/nginx/nginx.conf /etc/nginx/platform-tls.d/servers.conf"
+    live = edge_lab.sh(PROXY, f"sha256sum {files}").stdout
     edge_lab.write_pillar(edge_pillar(edge_lab.ca_bundle, routes_override={"mail": {"max_body": "64 MB"}}))
     try:
         bad = edge_lab.apply()
     finally:
         edge_lab.write_pillar(edge_pillar(edge_lab.ca_bundle))
     assert bad.rc != 0
-    failed = bad.failed["file_|-reverse-proxy-nginx-config-managed_|-/etc/nginx/nginx.conf_|-managed"]
+    failed = bad.failed[
+        "file_|-reverse-proxy-nginx-tls-config-managed_|-/etc/nginx/platform-tls.d/servers.conf_|-managed"]
     assert failed.startswith("check_cmd execution failed"), failed
     assert 'arguments in "client_max_body_size" directive' in failed and "test failed" in failed, "nginx says why"
-    assert edge_lab.sh(PROXY, "sha256sum /etc/nginx/nginx.conf").stdout == live, "the live config is untouched"
+    assert edge_lab.sh(PROXY, f"sha256sum {files}").stdout == live, "the live config is untouched"
     cp = curl(edge_lab, f"https://{fqdn('mail')}/still")
     assert cp.returncode == 0 and split_response(cp.stdout)[0] == 200, "the running proxy keeps serving"
     again = edge_lab.apply()

@@ -51,13 +51,21 @@ def test_one_certificate_per_route_from_the_sites_directory_over_http01(proxy_hi
 
 
 def test_every_config_change_is_checked_by_nginx_before_it_goes_live(proxy_high):
-    for state_id in ("reverse-proxy-nginx-config-managed", "reverse-proxy-nginx-tls-config-managed"):
-        conf = state_args(proxy_high[state_id], "file")
-        assert conf["name"] == "/etc/nginx/nginx.conf" and conf["check_cmd"] == "/usr/sbin/nginx -t -q -c"
+    conf = state_args(proxy_high["reverse-proxy-nginx-config-managed"], "file")
+    assert conf["name"] == "/etc/nginx/nginx.conf" and conf["check_cmd"] == "/usr/sbin/nginx -t -q -c"
     tls = state_args(proxy_high["reverse-proxy-nginx-tls-config-managed"], "file")
-    assert tls["onchanges"] == [{"cmd": f"reverse-proxy-certificate-{lineage}-issued"} for lineage in LINEAGES]
+    assert tls["name"] == "/etc/nginx/platform-tls.d/servers.conf"
+    assert tls["check_cmd"] == "/usr/local/sbin/nginx-check-tls"
+    assert [{"cmd": f"reverse-proxy-certificate-{lineage}-issued"} for lineage in LINEAGES] == [
+        r for r in tls["require"] if "cmd" in r], "the HTTPS servers come after their certificates"
+    managed = [sid for sid, state in proxy_high.items() if "file" in state
+               and state_args(state, "file").get("name") in ("/etc/nginx/nginx.conf", tls["name"])]
+    assert sorted(managed) == ["reverse-proxy-nginx-config-managed", "reverse-proxy-nginx-tls-config-managed"], \
+        "each nginx file is managed by one state"
     reload = state_args(proxy_high["reverse-proxy-nginx-running"], "service")
     assert reload["reload"] is True and reload["watch"] == [{"file": "reverse-proxy-nginx-config-managed"}]
+    tls_reload = state_args(proxy_high["reverse-proxy-nginx-tls-reloaded"], "service")
+    assert tls_reload["reload"] is True and tls_reload["watch"] == [{"file": "reverse-proxy-nginx-tls-config-managed"}]
 
 
 def test_routes_resolve_to_their_guests_with_their_limits(proxy_high):
@@ -119,32 +127,66 @@ def make_cert(tmp_path, name: str, ocsp: bool) -> dict:
             "chain": str(folder / "chain.pem")}
 
 
-def nginx_conf(example_config, proxy_high, certs: dict | None = None) -> str:
-    conf = state_args(proxy_high["reverse-proxy-nginx-config-managed"], "file")
-    context = copy.deepcopy(conf["context"])
-    for route in context["routes"]:
-        route.update((certs or {}).get(route["name"], {}))
-    template = (ROOT / "salt/reverse_proxy/files/nginx.conf.j2").read_text()
+def render_template(example_config, proxy_high, state_id: str, template: str, **override) -> str:
+    """A template of the proxy rendered with the context its state passes (``override`` on top)."""
+    context = copy.deepcopy(state_args(proxy_high[state_id], "file")["context"])
+    context.update(override)
+    text = (ROOT / "salt/reverse_proxy/files" / template).read_text()
     return render.caller(example_config, "reverse-proxy").cmd(
-        "file.apply_template_on_contents", template, "jinja", context, None, "base")
+        "file.apply_template_on_contents", text, "jinja", context, None, "base")
 
 
-def nginx_check(tmp_path, text: str) -> subprocess.CompletedProcess:
+def nginx_conf(example_config, proxy_high, tmp_path, certs: dict | None = None) -> str:
+    """nginx.conf and the routes' HTTPS servers as the two states render them, written into
+    ``tmp_path`` (nginx.conf including tmp_path/tls/*.conf); returns both texts joined."""
+    tls_state = state_args(proxy_high["reverse-proxy-nginx-tls-config-managed"], "file")
+    routes = copy.deepcopy(tls_state["context"]["routes"])
+    for route in routes:
+        route.update((certs or {}).get(route["name"], {}))
+    rp = state_args(proxy_high["reverse-proxy-nginx-config-managed"], "file")["context"]["rp"]
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir(exist_ok=True)
+    main = render_template(example_config, proxy_high, "reverse-proxy-nginx-config-managed", "nginx.conf.j2",
+                           rp={**rp, "nginx": {**rp["nginx"], "tls_dir": str(tls_dir)}})
+    servers = render_template(example_config, proxy_high, "reverse-proxy-nginx-tls-config-managed",
+                              "tls_servers.conf.j2", routes=routes)
+    (tmp_path / "nginx.conf").write_text(main)
+    (tls_dir / "servers.conf").write_text(servers)
+    return main + servers
+
+
+def nginx_check(tmp_path) -> subprocess.CompletedProcess:
+    """`nginx -t` of the configuration nginx_conf wrote."""
+    return subprocess.run([nginx_binary(), "-t", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True,
+                          check=False)
+
+
+def nginx_binary() -> str:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not shutil.which(nginx):
         pytest.fail("nginx is not installed on this machine (make setup installs it)")
-    path = tmp_path / "nginx.conf"
-    path.write_text(text)
-    return subprocess.run([nginx, "-t", "-c", str(path)], capture_output=True, text=True, check=False)
+    return nginx
+
+
+def tls_check(example_config, proxy_high, tmp_path, candidate: str) -> subprocess.CompletedProcess:
+    """The role's own check of an HTTPS servers candidate (nginx-check-tls), run against the live
+    configuration nginx_conf wrote into ``tmp_path``."""
+    script = render_template(example_config, proxy_high, "reverse-proxy-nginx-tls-check-managed",
+                             "nginx-check-tls.sh.j2", config=str(tmp_path / "nginx.conf"),
+                             tls_dir=str(tmp_path / "tls"), binary=nginx_binary())
+    (tmp_path / "nginx-check-tls").write_text(script)
+    (tmp_path / "candidate.conf").write_text(candidate)
+    return subprocess.run(["sh", str(tmp_path / "nginx-check-tls"), str(tmp_path / "candidate.conf")],
+                          capture_output=True, text=True, check=False)
 
 
 def test_before_any_certificate_nginx_serves_port_80_only_and_starts(example_config, proxy_high, tmp_path):
-    text = nginx_conf(example_config, proxy_high)
+    text = nginx_conf(example_config, proxy_high, tmp_path)
     assert "listen 443 ssl http2;" not in text, "no HTTPS server without its certificate"
     assert "listen 443 ssl default_server;\n        ssl_reject_handshake on;" in text
     assert "location ^~ /.well-known/acme-challenge/ {\n            root /var/www/acme;" in text
     assert "return 301 https://$host$request_uri;" in text
-    result = nginx_check(tmp_path, text)
+    result = nginx_check(tmp_path)
     assert result.returncode == 0, result.stderr
 
 
@@ -152,7 +194,7 @@ def test_with_certificates_https_servers_and_stapling_only_where_a_responder_is_
                                                                                     tmp_path):
     certs = {"mail": make_cert(tmp_path, "mail.your-domain.com", ocsp=True),
              "nextcloud": make_cert(tmp_path, "nextcloud.your-domain.com", ocsp=False)}
-    text = nginx_conf(example_config, proxy_high, certs)
+    text = nginx_conf(example_config, proxy_high, tmp_path, certs)
     servers = text.split("server {")
     mail = next(s for s in servers if "listen 443 ssl http2;" in s and "mail.your-domain.com" in s)
     cloud = next(s for s in servers if "listen 443 ssl http2;" in s and "nextcloud.your-domain.com" in s)
@@ -162,14 +204,26 @@ def test_with_certificates_https_servers_and_stapling_only_where_a_responder_is_
     assert "client_max_body_size 16G;" in cloud and "proxy_read_timeout 3600s;" in cloud
     assert "proxy_set_header Connection \"\";" in cloud
     assert "ssl_protocols TLSv1.2 TLSv1.3;" in text and "log_format platform_json escape=json" in text
-    result = nginx_check(tmp_path, text)
+    result = nginx_check(tmp_path)
     assert result.returncode == 0, result.stderr
+    candidate = (tmp_path / "tls" / "servers.conf").read_text()
+    accepted = tls_check(example_config, proxy_high, tmp_path, candidate)
+    assert accepted.returncode == 0, accepted.stderr
 
 
 def test_a_value_nginx_rejects_fails_the_check(example_config, proxy_high, tmp_path):
-    certs = {"nextcloud": {**make_cert(tmp_path, "nextcloud.your-domain.com", ocsp=False), "max_body": "16 GB"}}
-    result = nginx_check(tmp_path, nginx_conf(example_config, proxy_high, certs))
-    assert result.returncode != 0 and "client_max_body_size" in result.stderr
+    live_certs = {"nextcloud": make_cert(tmp_path, "nextcloud.your-domain.com", ocsp=False)}
+    nginx_conf(example_config, proxy_high, tmp_path, live_certs)
+    live = (tmp_path / "tls" / "servers.conf").read_text()
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad_certs = {"nextcloud": {**live_certs["nextcloud"], "max_body": "16 GB"}}
+    bad = nginx_conf(example_config, proxy_high, bad_dir, bad_certs)
+    candidate = bad[bad.index("# Managed by Salt (reverse_proxy.certificates)"):]
+    result = tls_check(example_config, proxy_high, tmp_path, candidate)
+    assert result.returncode != 0 and "client_max_body_size" in result.stderr, "nginx says why"
+    assert (tmp_path / "tls" / "servers.conf").read_text() == live, "the live servers stay"
+    assert nginx_check(tmp_path).returncode == 0
 
 
 def test_the_reverse_proxy_pillar_is_validated_with_the_site(example_site):
