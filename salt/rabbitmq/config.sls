@@ -7,6 +7,9 @@
     changes nothing and stops nothing. #}
 {%- from 'rabbitmq/map.jinja' import rabbitmq, guest, ports %}
 {%- set cookie = rabbitmq.erlang_cookie %}
+{#- The files the broker reads at start: each is rabbitmq-config-<part>-managed
+    below, and each gets its own stop-before-change at the end of this file. #}
+{%- set broker_files = ['cookie', 'file', 'env', 'plugins', 'epmd-socket'] %}
 
 rabbitmq-config-group-present:
   group.present:
@@ -149,7 +152,7 @@ rabbitmq-config-epmd-socket-managed:
 
 {#- One stop per file: a file whose new content cannot be had (Vault down) holds
     back only its own change. #}
-{%- for part in ['cookie', 'file', 'env', 'plugins', 'epmd-socket'] %}
+{%- for part in broker_files %}
 
 rabbitmq-config-broker-stopped-for-{{ part }}:
   cmd.run:

@@ -8,9 +8,4 @@ rabbitmq-package-installed:
   pkg.installed:
     - name: {{ rabbitmq.package }}
     - require:
-      - file: rabbitmq-config-cookie-managed
-      - rabbitmq-config-file-managed
-      - file: rabbitmq-config-env-managed
-      - file: rabbitmq-config-plugins-managed
-      - file: rabbitmq-config-epmd-socket-managed
-      - cmd: rabbitmq-config-epmd-socket-restarted
+      - sls: rabbitmq.config
