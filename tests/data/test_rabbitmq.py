@@ -90,8 +90,9 @@ def test_cookie_comes_from_vault_before_the_package_and_a_change_stops_the_broke
     assert cookie["name"] == "/var/lib/rabbitmq/.erlang.cookie" and cookie["mode"] == "0400"
     assert cookie["user"] == "rabbitmq" and cookie["show_changes"] is False
     package = state_args(broker_high["rabbitmq-package-installed"], "pkg")
+    assert {"sls": "rabbitmq.config"} in package["require"], "the package comes after every config file"
     for part in ("cookie", "file", "env", "plugins", "epmd-socket"):
-        assert f"rabbitmq-config-{part}-managed" in str(package["require"]), part
+        assert broker_high[f"rabbitmq-config-{part}-managed"]["__sls__"] == "rabbitmq.config", part
         stop = state_args(broker_high[f"rabbitmq-config-broker-stopped-for-{part}"], "cmd")
         assert stop["name"] == "systemctl stop rabbitmq-server"
         assert stop["prereq"] == [f"rabbitmq-config-{part}-managed"]
