@@ -37,6 +37,8 @@ class RunResult:
     seconds: float = 0.0  # from the created event (or the command) to the return
     job_seconds: float | None = None  # the highstate job alone, from its publication to its return
     errors: list[str] = field(default_factory=list)
+    # The SLS of each state that ran and failed (not those skipped because a requisite failed).
+    failed_sls: set[str] = field(default_factory=set)
 
     @classmethod
     def from_return(cls, ret, seconds: float) -> RunResult:
@@ -52,6 +54,8 @@ class RunResult:
             elif state.get("result") is False:
                 out.failed += 1
                 out.errors.append(f"{state.get('__id__', state_id)}: {str(state.get('comment'))[-600:]}")
+                if state.get("__state_ran__", True):
+                    out.failed_sls.add(str(state.get("__sls__")))
             elif state.get("changes"):
                 out.changed += 1
             else:
@@ -269,13 +273,9 @@ def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResu
         print(f"\nkind: vm guests run as containers in the lab (no KVM here): {', '.join(vms)}", file=out)
 
 
-# What the vault guest's highstate may fail on before the bootstrap: Vault is up but not initialised.
-NOT_INITIALISED = "is not initialised"
-
-
-def _only_waits_for_init(result: RunResult) -> bool:
-    return result.failed > 0 and all(
-        NOT_INITIALISED in e or "One or more requisite failed" in e for e in result.errors)
+# Before Vault's operator has initialised and unsealed it, the vault guest's highstate fails in this
+# SLS (and skips what requires it); anything else failing is a failure of its own.
+WAITS_FOR_OPERATOR = {"vault.unseal"}
 
 
 def converge_vault(lab: Lab, name: str, fresh: bool) -> tuple[RunResult, dict[str, float]]:
@@ -301,8 +301,13 @@ def converge_vault(lab: Lab, name: str, fresh: bool) -> tuple[RunResult, dict[st
         lab.wait_for_minions([name])
         before = lab.highstate([name])[name]
     timings["before_bootstrap"] = round(time.monotonic() - t0, 1)
-    if not vault.bootstrapped():
-        if before.failed and not _only_waits_for_init(before):
+    try:
+        status = vault.server_status()
+    except RuntimeError as exc:  # no Vault to ask: the highstate failed before it ran
+        before.errors.append(str(exc))
+        return before if before.failed else RunResult(failed=1, errors=before.errors), timings
+    if not status["initialized"] and not vault.bootstrapped():
+        if before.failed_sls - WAITS_FOR_OPERATOR:
             return before, timings
         lab.wait_for_minions([name])  # common.minion may restart it after the run
         timings.update(vault.bootstrap())
@@ -310,11 +315,11 @@ def converge_vault(lab: Lab, name: str, fresh: bool) -> tuple[RunResult, dict[st
         lab.restart_master()
         lab.wait_for_minions([name])
         timings["master_restart"] = round(time.monotonic() - t1, 1)
-    elif before.failed:
-        if not any("SEALED" in e for e in before.errors):
-            return before, timings
+    elif status["initialized"] and status["sealed"] and vault.bootstrapped():
         lab.wait_for_minions([name])
         vault.unseal_again()  # bootstrapped earlier, sealed since (the guest restarted)
+    elif before.failed:
+        return before, timings
     t1 = time.monotonic()
     after = lab.highstate([name])[name]
     timings["after_bootstrap"] = round(time.monotonic() - t1, 1)

@@ -195,6 +195,14 @@ class LabVault:
         port = local_url.rsplit(":", 1)[1]
         return f"https://{address}:{port}", local_url, args["verify"]
 
+    def server_status(self) -> dict:
+        """The Vault module's own seal status on the guest (initialized, sealed, ...), no token."""
+        _, local_url, ca_path = self.endpoint()
+        status, retcode = self._guest_cmd("vault_server.status", url=local_url, verify=ca_path)
+        if retcode or not isinstance(status, dict) or "initialized" not in status:
+            raise RuntimeError(f"vault_server.status failed on {self.guest}: {status}")
+        return status
+
     def _put_guest_file(self, path: str, data: str, mode: str = "0600") -> None:
         """Through stdin of lxc-attach: the value never appears on a command line or in a job."""
         script = f"umask 077; mkdir -p \"$(dirname {path})\"; cat > {path}.tmp && chmod {mode} {path}.tmp && " \
