@@ -327,9 +327,9 @@ def converge_vault(lab: Lab, name: str, fresh: bool) -> tuple[RunResult, dict[st
     return after, timings
 
 
-def up(site: str = "example", state_dir: Path | None = None) -> int:
-    lab = Lab(site, state_dir)
-    timings: dict[str, float] = {}
+def _prepare(lab: Lab, timings: dict[str, float]) -> None:
+    """The host's packages, the master's config, the template, the bridge, the lab's files, the ACME
+    server, and the master on the current checkout."""
     lab.host.ensure_host_packages()
     lab.configure()
     t0 = time.monotonic()
@@ -346,6 +346,59 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
     # were then (the ext_pillar caches them): restart it on the current checkout.
     lab.restart_master()
 
+
+class ProvisionError(RuntimeError):
+    """salt-cloud could not create the guests."""
+
+
+def _first_highstates(lab: Lab, existing: set[str], done: list[str], timings: dict[str, float]) -> dict[str, RunResult]:
+    """Create the guests that do not exist (their first highstate comes from the created-event
+    reactor) and highstate the existing ones but ``done``."""
+    first: dict[str, RunResult] = {}
+    new = [n for n in lab.guests if n not in existing]
+    if new:
+        collector = HighstateCollector(lab.master_opts(), new)
+        collector.start()
+        t1 = time.monotonic()
+        cloud = lab.salt_cloud_map(new)
+        timings["salt_cloud_map"] = round(time.monotonic() - t1, 1)
+        if cloud.returncode != 0:
+            collector.stop.set()
+            raise ProvisionError(f"salt-cloud -m failed:\n{cloud.stdout[-4000:]}\n{cloud.stderr[-4000:]}")
+        collector.done.wait(timeout=1200)
+        collector.stop.set()
+        first.update(collector.results)
+        for name in new:
+            first.setdefault(name, RunResult(failed=1, errors=["no highstate return after the created event"]))
+    others = sorted((existing & set(lab.guests)) - set(done))
+    if others:
+        lab.wait_for_minions(others)
+        first.update(lab.highstate(others))
+    return first
+
+
+def _report(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult], timings: dict[str, float]) -> int:
+    """The table, the report file and the verdict: non-zero when a state failed or the second
+    highstate changed anything."""
+    print_table(lab, first, second)
+    report = {"timings": timings, "first": {k: v.__dict__ for k, v in first.items()},
+              "second": {k: v.__dict__ for k, v in second.items()}}
+    (lab.settings.state_dir / REPORT).write_text(json.dumps(report, indent=2, sort_keys=True, default=sorted))
+    print(f"\ntimes: {timings}")
+    failed = {n: r.errors for n, r in {**first, **second}.items() if r.failed}
+    changed_twice = [n for n, r in second.items() if r.changed]
+    for name, errors in sorted(failed.items()):
+        print(f"FAILED {name}: " + "; ".join(errors[:5]), file=sys.stderr)
+    if changed_twice:
+        print(f"NOT IDEMPOTENT: the second highstate changed something on {', '.join(changed_twice)}",
+              file=sys.stderr)
+    return 1 if failed or changed_twice else 0
+
+
+def up(site: str = "example", state_dir: Path | None = None) -> int:
+    lab = Lab(site, state_dir)
+    timings: dict[str, float] = {}
+    _prepare(lab, timings)
     existing = {g["name"] for g in lab.host.list_guests(lab.lab_dir)}
     first: dict[str, RunResult] = {}
     t0 = time.monotonic()
@@ -360,28 +413,11 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
             print_table(lab, first, {})
             print(f"FAILED {name}: " + "; ".join(result.errors[:5]), file=sys.stderr)
             return 1
-
-    new = [n for n in lab.guests if n not in existing]
-    if new:
-        collector = HighstateCollector(lab.master_opts(), new)
-        collector.start()
-        t1 = time.monotonic()
-        cloud = lab.salt_cloud_map(new)
-        timings["salt_cloud_map"] = round(time.monotonic() - t1, 1)
-        if cloud.returncode != 0:
-            print(cloud.stdout[-4000:], cloud.stderr[-4000:], sep="\n", file=sys.stderr)
-            collector.stop.set()
-            return 1
-        # New guests: their first highstate comes from the created-event reactor.
-        collector.done.wait(timeout=1200)
-        collector.stop.set()
-        first.update(collector.results)
-        for name in new:
-            first.setdefault(name, RunResult(failed=1, errors=["no highstate return after the created event"]))
-    others = sorted((existing & set(lab.guests)) - set(vault_guests))
-    if others:
-        lab.wait_for_minions(others)
-        first.update(lab.highstate(others))
+    try:
+        first.update(_first_highstates(lab, existing, vault_guests, timings))
+    except ProvisionError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     timings["first_highstate"] = round(time.monotonic() - t0, 1)
 
     missing = lab.wait_for_minions(lab.guests)
@@ -390,20 +426,7 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
     timings["second_highstate"] = round(time.monotonic() - t0, 1)
     for name in missing:
         second[name] = RunResult(failed=1, errors=["the minion did not answer after the first highstate"])
-
-    print_table(lab, first, second)
-    report = {"timings": timings, "first": {k: v.__dict__ for k, v in first.items()},
-              "second": {k: v.__dict__ for k, v in second.items()}}
-    (lab.settings.state_dir / REPORT).write_text(json.dumps(report, indent=2, sort_keys=True))
-    print(f"\ntimes: {timings}")
-    failed = {n: r.errors for n, r in {**first, **second}.items() if r.failed}
-    changed_twice = [n for n, r in second.items() if r.changed]
-    for name, errors in sorted(failed.items()):
-        print(f"FAILED {name}: " + "; ".join(errors[:5]), file=sys.stderr)
-    if changed_twice:
-        print(f"NOT IDEMPOTENT: the second highstate changed something on {', '.join(changed_twice)}",
-              file=sys.stderr)
-    return 1 if failed or changed_twice else 0
+    return _report(lab, first, second, timings)
 
 
 def down(site: str = "example", state_dir: Path | None = None) -> int:

@@ -468,21 +468,20 @@ def master_address(site: dict) -> str:
 
 def _sources(selector: str, name: str, site: dict) -> list[str] | None:
     """Source networks for one selector on guest ``name``; None means any source."""
-    guests = site["guests"]
     if selector == "any":
         return None
-    if selector == "site":
-        return [f"{_ip(g)}/32" for g in guests.values()]
     if selector == "admin":
         return list(site["network"].get("admin_sources", [site["network"]["cidr"]]))
-    if selector == "consumers":
-        return [f"{_ip(g)}/32" for g in guests.values() if name in g.get("uses", [])]
-    if selector.startswith("role:"):
-        role = selector[5:]
-        return [f"{_ip(g)}/32" for g in guests.values() if role in g["roles"]]
-    if selector.startswith("guest:"):
-        return [f"{_ip(guests[selector[6:]])}/32"]
-    return [str(ipaddress.ip_network(selector, strict=False))]
+    kind, _, arg = selector.partition(":")
+    chosen = {
+        "site": lambda g_name, g: True,
+        "consumers": lambda g_name, g: name in g.get("uses", []),
+        "role": lambda g_name, g: arg in g["roles"],
+        "guest": lambda g_name, g: g_name == arg,
+    }.get(kind)
+    if chosen is None:
+        return [str(ipaddress.ip_network(selector, strict=False))]
+    return [f"{_ip(g)}/32" for g_name, g in site["guests"].items() if chosen(g_name, g)]
 
 
 def _opening(name, proto, port, selectors, guest_name, site):
