@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 from sitectl import ROOT
 from sitectl.config import SaltSettings, write_config
 
@@ -62,6 +64,20 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_cloud_map(args) -> int:
+    """The salt-cloud map of the site (profile -> guests), from the pillar the ext_pillar validated."""
+    from sitectl import render, site
+
+    conf = write_config(_settings(args))
+    data = render.pillar(conf, "sitectl-validate")
+    if data.get("_errors"):
+        for error in data["_errors"]:
+            print(error, file=sys.stderr)
+        return 1
+    yaml.safe_dump(site.cloud_map(data), sys.stdout, default_flow_style=False)
+    return 0
+
+
 def cmd_render(args) -> int:
     from sitectl import render
 
@@ -104,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_master_config)
     p = sub.add_parser("validate", help="check the site, the role catalog and the roles' pillar")
     p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("cloud-map", help="print the site's salt-cloud map (salt-cloud -m <(sitectl cloud-map) -P)")
+    p.set_defaults(func=cmd_cloud_map)
     p = sub.add_parser("render", help="print a guest's compiled highstate (or --pillar)")
     p.add_argument("guest")
     p.add_argument("--pillar", action="store_true")
