@@ -301,22 +301,21 @@ def converge_vault(lab: Lab, name: str, fresh: bool) -> tuple[RunResult, dict[st
         lab.wait_for_minions([name])
         before = lab.highstate([name])[name]
     timings["before_bootstrap"] = round(time.monotonic() - t0, 1)
+    lab.wait_for_minions([name])  # common.minion may restart it after the run
     try:
         status = vault.server_status()
     except RuntimeError as exc:  # no Vault to ask: the highstate failed before it ran
-        before.errors.append(str(exc))
+        before.errors.insert(0, str(exc))
         return before if before.failed else RunResult(failed=1, errors=before.errors), timings
     if not status["initialized"] and not vault.bootstrapped():
         if before.failed_sls - WAITS_FOR_OPERATOR:
             return before, timings
-        lab.wait_for_minions([name])  # common.minion may restart it after the run
         timings.update(vault.bootstrap())
         t1 = time.monotonic()
         lab.restart_master()
         lab.wait_for_minions([name])
         timings["master_restart"] = round(time.monotonic() - t1, 1)
     elif status["initialized"] and status["sealed"] and vault.bootstrapped():
-        lab.wait_for_minions([name])
         vault.unseal_again()  # bootstrapped earlier, sealed since (the guest restarted)
     elif before.failed:
         return before, timings
