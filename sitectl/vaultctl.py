@@ -195,10 +195,18 @@ class LabVault:
         port = local_url.rsplit(":", 1)[1]
         return f"https://{address}:{port}", local_url, args["verify"]
 
-    def server_status(self) -> dict:
-        """The Vault module's own seal status on the guest (initialized, sealed, ...), no token."""
-        _, local_url, ca_path = self.endpoint()
-        status, retcode = self._guest_cmd("vault_server.status", url=local_url, verify=ca_path)
+    def server_status(self, attempts: int = 6, pause: float = 5.0) -> dict:
+        """The Vault module's own seal status on the guest (initialized, sealed, ...), no token. The
+        guest's minion may be restarting after its highstate (common.minion): asked again, bounded."""
+        for attempt in range(1, attempts + 1):
+            try:
+                _, local_url, ca_path = self.endpoint()
+                status, retcode = self._guest_cmd("vault_server.status", url=local_url, verify=ca_path)
+                break
+            except RuntimeError:
+                if attempt == attempts:
+                    raise
+                time.sleep(pause)
         if retcode or not isinstance(status, dict) or "initialized" not in status:
             raise RuntimeError(f"vault_server.status failed on {self.guest}: {status}")
         return status
