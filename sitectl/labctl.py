@@ -409,9 +409,7 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
         timings.update({f"vault_{k}": v for k, v in vault_timings.items()})
         existing.add(name)
         if result.failed:
-            print_table(lab, first, {})
-            print(f"FAILED {name}: " + "; ".join(result.errors[:5]), file=sys.stderr)
-            return 1
+            return _report(lab, first, {}, timings)
     try:
         first.update(_first_highstates(lab, existing, vault_guests, timings))
     except ProvisionError as exc:

@@ -30,12 +30,14 @@ def site_lab(tmp_path_factory):
     state = tmp_path_factory.mktemp("lab-state")
     labctl.down()  # a developer's lab (.salt): its master holds the lab address's ports
     labctl.down(state_dir=state)
-    rc = labctl.up(state_dir=state)
-    report = json.loads((state / labctl.REPORT).read_text())
-    lab = labctl.Lab(state_dir=state)
-    lab.configure()
-    yield SimpleNamespace(rc=rc, report=report, lab=lab, state=state)
-    labctl.down(state_dir=state)
+    try:
+        rc = labctl.up(state_dir=state)
+        report = json.loads((state / labctl.REPORT).read_text())
+        lab = labctl.Lab(state_dir=state)
+        lab.configure()
+        yield SimpleNamespace(rc=rc, report=report, lab=lab, state=state)
+    finally:  # a failed `lab up` leaves a master, pebble and guests: they go too
+        labctl.down(state_dir=state)
 
 
 def ip(site_lab, guest: str) -> str:
@@ -63,7 +65,8 @@ def test_every_guest_converges_and_the_second_highstate_changes_nothing(site_lab
     guests = site_lab.lab.guests
     assert len(guests) == 11
     for name in guests:
-        first, second = site_lab.report["first"][name], site_lab.report["second"][name]
+        first, second = site_lab.report["first"].get(name), site_lab.report["second"].get(name)
+        assert first and second, f"{name}: no highstate ran (lab up stopped: {site_lab.report['first']})"
         assert first["failed"] == 0, (name, first["errors"])
         assert first["changed"] > 0, f"{name}: the first highstate must have configured the guest"
         assert second["failed"] == 0 and second["changed"] == 0, (name, second)
