@@ -103,6 +103,7 @@ class GuestRender:
         self.caller = render.caller(config_dir, guest, overrides={**overrides, "__cli": "salt-call"})
         # One file client for the guest's templates, as a state run has one (salt.state.State).
         self.files = salt.fileclient.get_file_client(self.caller.opts)
+        self.secrets_generated = False
 
     @cached_property
     def highstate(self) -> dict | list:
@@ -122,11 +123,11 @@ class GuestRender:
                 out[sls] = result
         return out
 
-    @cached_property
-    def declared_secrets(self) -> list[str]:
-        """Run the guest's own ``vault_server.secret_generated`` states, as its highstate does before
-        the files that read those secrets are rendered; the ids of the states that ran."""
-        ran = []
+    def generate_declared_secrets(self) -> None:
+        """Run the guest's own ``vault_server.secret_generated`` states (once), as its highstate does
+        before the files that read those secrets are rendered."""
+        if self.secrets_generated:
+            return
         for state_id, state in self.highstate.items():
             if "vault_server" not in state:
                 continue
@@ -138,8 +139,7 @@ class GuestRender:
                                   **kwargs)
             results = list(ret.values()) if isinstance(ret, dict) else [{"result": False, "comment": ret}]
             assert all(r["result"] for r in results), f"{self.guest}: {state_id}: {results}"
-            ran.append(state_id)
-        return ran
+        self.secrets_generated = True
 
 
 @dataclass

@@ -81,9 +81,8 @@ def test_the_guest_renders_its_highstate_and_every_sls_of_the_tree(renders, case
         failing = rendered.failing_sls()
         pytest.fail(f"{case.name}/{guest}: {len(failing)} SLS fail to render:\n"
                     + "\n".join(f"{sls}: {errors}" for sls, errors in failing.items()))
-    tree = set(sls_names())
-    assert {state["__sls__"] for state in rendered.every_sls.values()} <= tree
-    assert {state["__sls__"] for state in rendered.highstate.values()} <= tree
+    outside = sorted(set(rendered.highstate) - set(rendered.every_sls))
+    assert not outside, f"{case.name}/{guest}: states of its highstate that the tree's SLS do not render: {outside}"
 
 
 def test_every_sls_of_the_tree_is_applied_by_some_guest(renders):
@@ -130,7 +129,7 @@ def test_the_template_renders_with_the_context_of_every_state_that_manages_it(re
                 continue  # reported by the guest's own test
             managed_here = managing_states(rendered.highstate, url)
             if managed_here:
-                assert isinstance(rendered.declared_secrets, list)
+                rendered.generate_declared_secrets()
             for managed in managed_here:
                 where = f"{case.name}/{guest}"
                 if managed.args.get("template") != "jinja":
