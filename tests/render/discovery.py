@@ -33,6 +33,11 @@ OVERLAYS = ROOT / "pillar" / "overlays"
 # certificates, with and without an OCSP responder), against certificates it makes for the check.
 CHECKED_ELSEWHERE = {"nginx"}
 
+# A program a role's check script runs by absolute path (not a glob, not a data path such as
+# /var/lib/...): the script is run here only if all of them are installed here, as on the guest
+# after its packages (a fresh CI machine has neither PostgreSQL nor RabbitMQ).
+PROGRAM_PATH = re.compile(r"(?<![\w/$])/(?:usr|bin|sbin|opt)/[\w./+-]++(?!\*)")
+
 
 def sls_names() -> list[str]:
     """Every SLS of the state tree by its dotted name (``role/init.sls`` is ``role``); not the top file."""
@@ -144,33 +149,39 @@ class GuestRender:
 
 @dataclass
 class ManagedFile:
-    """A file state of a compiled highstate whose source is a given template."""
+    """One file a state of a compiled highstate manages (one entry of its ``names``, if it has them)."""
 
     state_id: str
     name: str
     args: dict
 
+    @property
+    def sources(self) -> list:
+        source = self.args.get("source")
+        return source if isinstance(source, list) else [source]
 
-def managing_states(high: dict, url: str) -> list[ManagedFile]:
-    """The file states of ``high`` that take ``url`` as (one of) their source(s), with ``names``
-    expanded as Salt expands them (each name may override the state's arguments)."""
+
+def file_states(high: dict) -> list[ManagedFile]:
+    """Every file a ``file`` state of ``high`` manages, with ``names`` expanded as Salt expands them
+    (each name may override the state's arguments)."""
     found = []
     for state_id, state in high.items():
         if "file" not in state:
             continue
         args = state_args(state, "file")
-        entries = args.get("names") or [args.get("name", state_id)]
-        for entry in entries:
+        for entry in args.get("names") or [args.get("name", state_id)]:
             name, own = entry, {}
             if isinstance(entry, dict):
                 name, overrides = next(iter(entry.items()))
                 for item in overrides or []:
                     own.update(item)
-            merged = {**args, **own}
-            sources = merged.get("source")
-            if url in (sources if isinstance(sources, list) else [sources]):
-                found.append(ManagedFile(state_id, name, {**merged, "source": url}))
+            found.append(ManagedFile(state_id, name, {**args, **own}))
     return found
+
+
+def managing_states(high: dict, url: str) -> list[ManagedFile]:
+    """The files of ``high`` whose source is (or falls back to) ``url``."""
+    return [ManagedFile(m.state_id, m.name, {**m.args, "source": url}) for m in file_states(high) if url in m.sources]
 
 
 def render_managed(rendered: GuestRender, managed: ManagedFile) -> str:
@@ -195,22 +206,53 @@ def render_managed(rendered: GuestRender, managed: ManagedFile) -> str:
     return result["data"]
 
 
-def check_rendered(managed: ManagedFile, text: str, workdir: Path) -> list[str]:
-    """Run the checks this machine has for a rendered file: the state's own ``check_cmd`` when its
-    program is installed here, and the shell's syntax check for a shell script. Returns failures."""
-    path = workdir / Path(managed.name).name
+def shipped_file(rendered: GuestRender, path: str) -> str | None:
+    """The content the guest's highstate gives the file at ``path`` (rendered if it is a template),
+    or None when the highstate does not manage it."""
+    for managed in file_states(rendered.highstate):
+        if managed.name == path and managed.args.get("source"):
+            if managed.args.get("template"):
+                return render_managed(rendered, managed)
+            return Path(rendered.files.cache_file(managed.sources[0], managed.args.get("saltenv", "base"))).read_text()
+    return None
+
+
+def checker(rendered: GuestRender, check_cmd: str, workdir: Path) -> list[str] | None:
+    """The state's ``check_cmd`` as it can run on this machine: its program from here, or, when the
+    guest's own highstate installs that program (a check script of the role) and what the script runs
+    is installed here, the tree's copy of it. None when it cannot run here, or when another test runs
+    that checker."""
+    program, *arguments = shlex.split(check_cmd)
+    if Path(program).name in CHECKED_ELSEWHERE:
+        return None
+    if shutil.which(program):
+        return [program, *arguments]
+    script = shipped_file(rendered, program)
+    if script is None or not all(Path(path).exists() for path in PROGRAM_PATH.findall(script)):
+        return None
+    copy = workdir / Path(program).name
+    copy.write_text(script)
+    copy.chmod(0o755)
+    return [str(copy), *arguments]
+
+
+def check_rendered(rendered: GuestRender, managed: ManagedFile, text: str, workdir: Path) -> list[str]:
+    """Run the checks this machine has for a rendered file: the state's own ``check_cmd`` (see
+    ``checker``) and the shell's syntax check for a shell script. Returns the failures."""
+    path = workdir / "rendered" / Path(managed.name).name
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     commands = []
     if managed.args.get("check_cmd"):
-        words = shlex.split(managed.args["check_cmd"])
-        if shutil.which(words[0]) and Path(words[0]).name not in CHECKED_ELSEWHERE:
-            commands.append([*words, str(path)])
+        command = checker(rendered, managed.args["check_cmd"], workdir)
+        if command:
+            commands.append([*command, str(path)])
     shebang = re.match(r"#!\s*(\S+)", text)
     if shebang and Path(shebang[1]).name in ("sh", "bash") and shutil.which(shebang[1]):
         commands.append([shebang[1], "-n", str(path)])
     failures = []
     for command in commands:
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
         if result.returncode != 0:
             failures.append(f"{managed.state_id} ({managed.name}): `{shlex.join(command)}` failed:\n"
                             f"{result.stdout}{result.stderr}")

@@ -143,7 +143,7 @@ def test_the_template_renders_with_the_context_of_every_state_that_manages_it(re
                     continue
                 workdir = tmp_path / case.name / guest / managed.state_id
                 workdir.mkdir(parents=True, exist_ok=True)
-                failures += [f"{where}: {failure}" for failure in check_rendered(managed, text, workdir)]
+                failures += [f"{where}: {failure}" for failure in check_rendered(rendered, managed, text, workdir)]
                 rendered_count += 1
     assert rendered_count or failures, f"unused template: no state of any guest of any site manages {url}"
     assert not failures, "\n".join(failures)
