@@ -3,10 +3,10 @@
 Nothing here names a role, an SLS, a template or a guest: a new role folder, template, reactor or
 fixture site is covered the day it lands. For every guest of every case (tests/render/discovery.py):
 its highstate and every SLS of the tree render; every ``files/*.j2`` renders with the context each
-state that manages it passes, through ``file.get_managed`` as ``file.managed`` does, and passes the
-checks this machine has for it; a template no state of any guest uses fails. Templates that read a
-secret read it from a real OpenBao, after the guest's own ``secret_generated`` states wrote it. Every
-reactor renders for the events it is meant for and for forged ones, through Salt's own reactor.
+state that manages it passes, given to Salt's template engine as ``file.managed`` (``file.get_managed``)
+gives it, and passes the checks this machine has for it; a template no state of any guest uses fails.
+Templates that read a secret read it from a real OpenBao, after the guest's own ``secret_generated``
+states wrote it. Every reactor renders for the events it is meant for and for forged ones, through Salt's own reactor.
 """
 
 from __future__ import annotations
