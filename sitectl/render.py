@@ -26,6 +26,8 @@ def caller(config_dir: Path, minion_id: str, grains: dict | None = None, pillar:
     opts = copy.deepcopy(_base_opts(str(config_dir)))
     opts.update(overrides or {})
     opts["id"] = minion_id
+    # As salt-call does: without it, Caller compiles the pillar a second time for every call.
+    opts["__cli"] = "salt-call"
     opts["cachedir"] = f"{opts['cachedir']}/{minion_id}"
     if grains:
         opts["grains"] = {**salt.loader.grains(opts), **grains}

@@ -28,8 +28,28 @@ def state_args(state: dict, module: str) -> dict:
     return out
 
 
-def make_checkout(base: Path, site_file: Path | None = None, site_name: str = "example") -> tuple[Path, Path]:
-    """A checkout under ``base``: the real tree linked in, pillar/site/<site_name>.sls from ``site_file``.
+def load_site(site_file: Path = ROOT / "pillar" / "site" / "example.sls") -> dict:
+    """The ``site`` mapping of a site file (plain YAML, as the example and the fixtures are)."""
+    with site_file.open() as fh:
+        return yaml.safe_load(fh)["site"]
+
+
+def guests_with_role(site: dict, role: str) -> list[str]:
+    """The names of the site's guests that carry ``role``, in the site's order."""
+    return [name for name, guest in site["guests"].items() if role in guest.get("roles", [])]
+
+
+def guest_with_role(site: dict, role: str) -> str:
+    """The one guest of the site that carries ``role`` (a test about that role's single guest)."""
+    found = guests_with_role(site, role)
+    assert len(found) == 1, f"expected exactly one guest with the role {role!r}, the site has {found}"
+    return found[0]
+
+
+def make_checkout(base: Path, site_file: Path | None = None, site_name: str = "example",
+                  overlay: str | None = None) -> tuple[Path, Path]:
+    """A checkout under ``base``: the real tree linked in, pillar/site/<site_name>.sls from ``site_file``,
+    and the repository's pillar overlay ``overlay`` applied when one is named.
 
     Returns (root, config_dir). Everything but pillar/site is the repository's own.
     """
@@ -44,7 +64,7 @@ def make_checkout(base: Path, site_file: Path | None = None, site_name: str = "e
     (root / "pillar" / "site").mkdir()
     source = site_file or ROOT / "pillar" / "site" / f"{site_name}.sls"
     shutil.copy(source, root / "pillar" / "site" / f"{site_name}.sls")
-    conf = write_config(SaltSettings(state_dir=base / "state", site=site_name), root=root)
+    conf = write_config(SaltSettings(state_dir=base / "state", site=site_name, overlay=overlay), root=root)
     return root, conf
 
 
@@ -57,5 +77,4 @@ def example_config(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def example_site() -> dict:
-    with (ROOT / "pillar" / "site" / "example.sls").open() as fh:
-        return yaml.safe_load(fh)["site"]
+    return load_site()

@@ -10,16 +10,18 @@ import subprocess
 import pytest
 
 from sitectl import ROOT, render
-from tests.conftest import state_args
+from tests.conftest import guest_with_role, load_site, state_args
 
 pytestmark = pytest.mark.render
+
+PROXY = guest_with_role(load_site(), "reverse_proxy")
 
 LINEAGES = ("mail.your-domain.com", "nextcloud.your-domain.com")
 DNS01 = {"site": {"acme": {"challenge": "dns-01", "dns_server": "10.10.10.1"}}}
 
 
 def show(config, pillar=None) -> dict:
-    high = render.caller(config, "reverse-proxy").cmd("state.show_sls", "reverse_proxy", pillar=pillar)
+    high = render.caller(config, PROXY).cmd("state.show_sls", "reverse_proxy", pillar=pillar)
     assert isinstance(high, dict), high
     return high
 
@@ -132,7 +134,7 @@ def render_template(example_config, proxy_high, state_id: str, template: str, **
     context = copy.deepcopy(state_args(proxy_high[state_id], "file")["context"])
     context.update(override)
     text = (ROOT / "salt/reverse_proxy/files" / template).read_text()
-    return render.caller(example_config, "reverse-proxy").cmd(
+    return render.caller(example_config, PROXY).cmd(
         "file.apply_template_on_contents", text, "jinja", context, None, "base")
 
 

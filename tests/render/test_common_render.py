@@ -8,14 +8,12 @@ import subprocess
 import pytest
 
 from sitectl import ROOT, render
-from tests.conftest import state_args
+from tests.conftest import guest_with_role, load_site, state_args
 
 pytestmark = pytest.mark.render
 
-GUESTS = [
-    "reverse-proxy", "microservices", "nextcloud", "postgresql", "mailcow", "rabbitmq",
-    "git-lab-docker-runner", "control", "vault", "k3s", "monitoring",
-]
+SITE = load_site()
+GUESTS = list(SITE["guests"])
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +38,7 @@ COMMON = {
 def test_every_guest_renders_the_base_state_and_only_its_roles_states(highstates, example_config):
     """The base state everywhere; beyond it exactly the SLS the role catalog names for the guest's
     roles (a role whose states are still empty adds nothing)."""
-    pillar = render.pillar(example_config, "vault")
+    pillar = render.pillar(example_config, GUESTS[0])
     catalog, guests = pillar["roles"], pillar["site"]["guests"]
     for guest, high in highstates.items():
         assert isinstance(high, dict), f"{guest}: {high}"
@@ -49,17 +47,20 @@ def test_every_guest_renders_the_base_state_and_only_its_roles_states(highstates
         roots = {sls for role in guests[guest]["roles"] for sls in catalog[role]["states"]}
         extra = {sls.split(".")[0] for sls in slss - COMMON}
         assert extra == roots, f"{guest}: renders {sorted(extra)}, its roles name {sorted(roots)}"
-    assert any(s["__sls__"].startswith("vault.") for s in highstates["vault"].values())
-    assert {s["__sls__"] for s in highstates["postgresql"].values()} >= {
+    def rendered_sls(role: str) -> set[str]:
+        return {s["__sls__"] for s in highstates[guest_with_role(SITE, role)].values()}
+
+    assert any(sls.startswith("vault.") for sls in rendered_sls("vault"))
+    assert rendered_sls("postgresql") >= {
         f"postgresql.{part}" for part in ("package", "config", "service", "users", "databases", "exporter", "backup")}
-    assert {s["__sls__"] for s in highstates["reverse-proxy"].values()} >= {
+    assert rendered_sls("reverse_proxy") >= {
         f"reverse_proxy.{part}" for part in ("package", "config", "service", "certificates", "renewal", "monitoring")}
-    assert {s["__sls__"] for s in highstates["rabbitmq"].values()} >= {
-        f"rabbitmq.{part}" for part in ("config", "package", "service", "access")}
+    assert rendered_sls("rabbitmq") >= {f"rabbitmq.{part}" for part in ("config", "package", "service", "access")}
 
 
-def test_sshd_allows_keys_only_and_is_checked_before_it_replaces_the_config(highstates):
-    conf = state_args(highstates["vault"]["common-sshd-config-managed"], "file")
+@pytest.mark.parametrize("guest", GUESTS)
+def test_sshd_allows_keys_only_and_is_checked_before_it_replaces_the_config(highstates, guest):
+    conf = state_args(highstates[guest]["common-sshd-config-managed"], "file")
     assert "PasswordAuthentication no" in conf["contents"]
     assert "KbdInteractiveAuthentication no" in conf["contents"]
     assert "PermitRootLogin prohibit-password" in conf["contents"]
@@ -67,8 +68,9 @@ def test_sshd_allows_keys_only_and_is_checked_before_it_replaces_the_config(high
     assert conf["check_cmd"].startswith("/usr/sbin/sshd -t")
 
 
-def test_admins_from_the_site_get_their_keys_and_sudo(highstates, example_site):
-    high = highstates["postgresql"]
+@pytest.mark.parametrize("guest", GUESTS)
+def test_admins_from_the_site_get_their_keys_and_sudo(highstates, example_site, guest):
+    high = highstates[guest]
     keys = state_args(high["common-admins-user-ops-keys-managed"], "ssh_auth")
     assert keys["ssh_keys"] == example_site["admins"]["ops"]["ssh_keys"]
     sudoers = state_args(high["common-admins-sudoers-managed"], "file")
@@ -84,25 +86,31 @@ def test_every_minion_points_at_the_master_from_the_site(highstates):
 
 
 def test_node_exporter_listens_on_the_guests_own_address(highstates):
-    conf = state_args(highstates["rabbitmq"]["common-node-exporter-args-managed"], "file")["contents"]
+    conf = state_args(highstates[guest_with_role(SITE, "rabbitmq")]["common-node-exporter-args-managed"],
+                      "file")["contents"]
     assert 'ARGS="--web.listen-address=10.10.10.105:9100"' in conf
+    for guest, high in highstates.items():
+        address = SITE["guests"][guest]["address"].split("/")[0]
+        conf = state_args(high["common-node-exporter-args-managed"], "file")["contents"]
+        assert f'ARGS="--web.listen-address={address}:9100"' in conf, guest
 
 
-def test_timezone_and_locale_come_from_the_site(highstates):
-    high = highstates["k3s"]
+@pytest.mark.parametrize("guest", GUESTS)
+def test_timezone_and_locale_come_from_the_site(highstates, guest):
+    high = highstates[guest]
     assert state_args(high["common-locale-timezone-linked"], "file")["target"] == "/usr/share/zoneinfo/Europe/Moscow"
     assert "en_US.UTF-8 UTF-8" in state_args(high["common-locale-gen-managed"], "file")["contents"]
 
 
 @pytest.mark.parametrize(
-    ("guest", "expected", "absent"),
+    ("role", "expected", "absent"),
     [
         ("postgresql",
          ["ip saddr { 10.10.10.101/32, 10.10.10.102/32, 10.10.10.112/32, 10.10.10.120/32 } tcp dport 5432 accept",
           "ip saddr { 10.10.10.120/32 } tcp dport 9187 accept",
           "ip saddr { 10.10.10.0/24 } tcp dport 22 accept"],
          ["dport 80 ", "dport 443 "]),
-        ("reverse-proxy",
+        ("reverse_proxy",
          ["\t\ttcp dport 80 accept", "\t\ttcp dport 443 accept"],
          ["dport 5432"]),
         ("nextcloud",
@@ -112,12 +120,13 @@ def test_timezone_and_locale_come_from_the_site(highstates):
          ["ip saddr { 10.10.10.101/32, 10.10.10.112/32 } tcp dport 5672 accept",
           "ip saddr { 10.10.10.120/32 } tcp dport 15692 accept"],
          ["dport 5432"]),
-        ("control",
+        ("salt_master",
          ["tcp dport 4505 accept", "tcp dport 4506 accept"],
          ["dport 8200"]),
     ],
 )
-def test_firewall_opens_only_what_the_roles_declare_to_whom_they_declare(example_config, guest, expected, absent):
+def test_firewall_opens_only_what_the_roles_declare_to_whom_they_declare(example_config, role, expected, absent):
+    guest = guest_with_role(SITE, role)
     ruleset = rendered_ruleset(example_config, guest)
     assert "policy drop;" in ruleset
     for line in expected:
@@ -143,13 +152,13 @@ def lab_config(tmp_path_factory):
 
 
 def test_lab_overlay_readdresses_the_site_and_switches_off_what_has_no_build_here(lab_config):
-    k3s = render.pillar(lab_config, "k3s")["platform"]["guest"]
+    k3s = render.pillar(lab_config, guest_with_role(SITE, "k3s"))["platform"]["guest"]
     assert k3s["address"] == "10.77.0.112/24"
     assert k3s["master"] == "10.77.0.1"
     assert k3s["roles"] == ["base"]
     assert "k3s" in k3s["disabled_roles"]
     assert not [rule for rule in k3s["firewall"] if rule["port"] == "6443"], "a switched-off role opens nothing"
-    vault = render.pillar(lab_config, "vault")["platform"]["guest"]
+    vault = render.pillar(lab_config, guest_with_role(SITE, "vault"))["platform"]["guest"]
     assert vault["roles"] == ["base", "vault"], "roles with a build here stay on"
     ssh = next(rule for rule in vault["firewall"] if rule["name"] == "ssh")
     assert ssh["from"] == ["10.77.0.1/32"]

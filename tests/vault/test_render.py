@@ -6,15 +6,18 @@ from __future__ import annotations
 import pytest
 
 from sitectl import render
-from tests.conftest import state_args
+from tests.conftest import guest_with_role, load_site, state_args
 
 pytestmark = pytest.mark.render
+
+SITE = load_site()
+VAULT = guest_with_role(SITE, "vault")
 
 OPENBAO = {"vault": {"server": {"flavor": "openbao", "binary_source": "salt://lab/openbao/bao"}}}
 
 
 def show(config, pillar=None) -> dict:
-    high = render.caller(config, "vault").cmd("state.show_sls", "vault", pillar=pillar)
+    high = render.caller(config, VAULT).cmd("state.show_sls", "vault", pillar=pillar)
     assert isinstance(high, dict), high
     return high
 
@@ -45,7 +48,7 @@ def test_openbao_comes_from_the_masters_file_server_and_never_from_a_download(va
 
 
 def test_server_config_raft_tls_listeners_telemetry_and_audit(example_config):
-    caller = render.caller(example_config, "vault")
+    caller = render.caller(example_config, VAULT)
     for pillar, flavor in ((None, "vault"), (OPENBAO, "openbao")):
         high = show(example_config, pillar)
         conf = state_args(high["vault-config-file-managed"], "file")
@@ -97,13 +100,14 @@ def test_a_client_may_read_exactly_the_credentials_the_site_names_it_a_client_of
     def minion_rules(guest: str) -> str:
         return state_args(vault_high[f"vault-configure-policy-minion-{guest}-present"], "vault_server")["rules"]
 
-    chat = minion_rules("microservices")  # databases.chat and messaging.users.chat name it a client
+    chat = minion_rules(guest_with_role(SITE, "chat"))  # databases.chat and messaging.users.chat name it a client
     for path in ("roles/postgresql/users/chat", "roles/rabbitmq/users/chat"):
         assert f'path "secret/data/{path}" {{ capabilities = ["read"] }}' in chat
     assert "users/nextcloud" not in chat and "users/apps" not in chat
-    nextcloud = minion_rules("nextcloud")
+    nextcloud = minion_rules(guest_with_role(SITE, "nextcloud"))
     assert 'path "secret/data/roles/postgresql/users/nextcloud" { capabilities = ["read"] }' in nextcloud
-    for guest in ("reverse-proxy", "vault", "rabbitmq", "postgresql"):
+    for role in ("reverse_proxy", "vault", "rabbitmq", "postgresql"):
+        guest = guest_with_role(SITE, role)
         assert "users/" not in minion_rules(guest), guest
 
 
