@@ -147,7 +147,7 @@ def operators():
 
 
 class SaltCaller:
-    """Salt's loader over the repository's _modules and _states, masterless, with a state tree of
+    """Salt's loader over the repository's _modules, _states and _utils, masterless, with a state tree of
     the test's own and ``vault_server`` connection settings."""
 
     def __init__(self, base: Path, vault_server: dict, states: dict[str, str] | None = None):
@@ -176,6 +176,7 @@ class SaltCaller:
             "pillar_roots": {"base": [str(base / "pillar")]},
             "module_dirs": [str(ROOT / "_modules")],
             "states_dirs": [str(ROOT / "_states")],
+            "utils_dirs": [str(ROOT / "_utils")],
             "vault_server": vault_server,
         }))
         opts = salt.config.minion_config(str(self.config / "minion"))
