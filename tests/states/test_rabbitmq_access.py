@@ -38,7 +38,7 @@ def test_a_new_user_gets_its_vault_password_tags_and_exact_permissions(rabbit_ca
     declared = {vhost: {"configure": "^app\\.", "write": ".*", "read": ".*"}}
 
     def on_server():
-        return (rabbitmq.authenticates(user, password) and rabbitmq.users().get(user) == ["monitoring"]
+        return (rabbitmq.logs_in(user, password) and rabbitmq.users().get(user) == ["monitoring"]
                 and rabbitmq.permissions(user) == declared)
 
     converges(state(rabbit_caller, "user_present", user, password_path=path, tags=["monitoring"],
@@ -64,13 +64,13 @@ def test_a_password_changed_in_vault_and_permissions_on_an_undeclared_vhost_are_
     new = password_in_vault(bao, path)
 
     def on_server():
-        return rabbitmq.authenticates(user, new) and rabbitmq.permissions(user) == {kept: ALL}
+        return rabbitmq.logs_in(user, new) and rabbitmq.permissions(user) == {kept: ALL}
 
     converges(state(rabbit_caller, "user_present", user, password_path=path, permissions={kept: ALL}), on_server,
               {"password": {"old": "(set)", "new": f"(changed to secret/data/{path})"},
                "permissions": {other: {"old": ALL, "new": None}}},
               testmode, secret_values=(old, new))
-    assert not rabbitmq.authenticates(user, old), "the old password still works"
+    assert not rabbitmq.logs_in(user, old), "the old password still works"
 
 
 def test_a_user_is_deleted(rabbit_caller, rabbitmq, testmode):
