@@ -53,14 +53,15 @@ def initialized(name, pgp_keys, root_token_pgp_key, secret_threshold=None, url=N
     except CommandExecutionError as exc:
         return __utils__["platform_state.failed"](ret, exc)
     where = state["url"]
-    initialized = {"initialized": {"old": False, "new": True}}
+    now_initialized = {"initialized": {"old": False, "new": True}}
 
     def done(result):
-        return (f"Vault at {where} initialised: {result['shares']} share(s), threshold {result['threshold']}; "
-                f"unseal key shares and root token, PGP-encrypted, are in {name}", {**initialized, "ciphertext": name})
+        comment = (f"Vault at {where} initialised: {result['shares']} share(s), threshold {result['threshold']}; "
+                   f"unseal key shares and root token, PGP-encrypted, are in {name}")
+        return comment, {**now_initialized, "ciphertext": name}
 
     return __utils__["platform_state.converge"](
-        ret, __opts__["test"], {} if state["initialized"] else initialized,
+        ret, __opts__["test"], {} if state["initialized"] else now_initialized,
         unchanged=f"Vault at {where} is already initialised",
         planned=(f"Vault at {where} would be initialised with {len(pgp_keys or [])} PGP-encrypted key share(s); "
                  f"the ciphertext would be written to {name}"),
