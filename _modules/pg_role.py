@@ -73,12 +73,19 @@ def _matches(password, verifier):
     return hmac.compare_digest(expected, verifier)
 
 
+def _cluster():
+    """psql's --host/--port from the config key ``pg_role`` (``{host: <socket directory>, port: <port>}``),
+    for a cluster that is not the default one (the functional tests start their own); none by default."""
+    conf = __salt__["config.get"]("pg_role", {}) or {}
+    return [f"--{key}={conf[key]}" for key in ("host", "port") if conf.get(key)]
+
+
 def _psql(sql, runas="postgres", variables=None):
     """Run ``sql`` (from stdin, with psql ``variables`` for :'name' quoting) as the superuser;
     unaligned tuples, or CommandExecutionError."""
     ret = __salt__["cmd.run_all"](
         ["psql", "--no-psqlrc", "--quiet", "--no-align", "--tuples-only", "--set=ON_ERROR_STOP=1",
-         "--dbname=postgres", *(f"--set={key}={value}" for key, value in (variables or {}).items())],
+         "--dbname=postgres", *_cluster(), *(f"--set={key}={value}" for key, value in (variables or {}).items())],
         runas=runas,
         stdin=_QUIET + sql,
         python_shell=False,

@@ -30,13 +30,22 @@ def __virtual__():
     return __virtualname__
 
 
+def _env():
+    """rabbitmqctl's environment: the rabbitmq user's home (its Erlang cookie), and what the config key
+    ``rabbitmq_access: {env: ...}`` adds for a node that is not the system's own (the functional tests
+    start their own: RABBITMQ_NODENAME, ERL_EPMD_PORT, a HOME with that node's cookie)."""
+    conf = __salt__["config.get"]("rabbitmq_access", {}) or {}
+    return {"HOME": HOME, **(conf.get("env") or {})}
+
+
 def _ctl(*args, stdin=None, accept=(0,)):
+    env = _env()
     res = __salt__["cmd.run_all"](
         [RABBITMQCTL, "-q", *args],
         python_shell=False,
         stdin=stdin,
-        cwd=HOME,
-        env={"HOME": HOME},
+        cwd=env["HOME"],
+        env=env,
         output_loglevel="quiet",
         ignore_retcode=True,
         reset_system_locale=False,

@@ -23,6 +23,8 @@ __virtualname__ = "pg_role"
 def __virtual__():
     if "pg_role.present" not in __salt__ or "vault_server.secret_read" not in __salt__:
         return False, "pg_role needs the pg_role and vault_server execution modules"
+    if "platform_state.converge" not in __utils__:
+        return False, "the platform_state utility module is not synced (saltutil.sync_all)"
     return __virtualname__
 
 
@@ -33,30 +35,23 @@ def present(name, password_path, password_field="password", mount="secret", logi
     SCRAM-SHA-256 verifier matches the password at ``<mount>/data/<password_path>`` field
     ``password_field``. A changed password is set with ALTER ROLE: no restart, open sessions stay.
     """
-    ret = {"name": name, "result": True, "comment": "", "changes": {}}
+    ret = __utils__["platform_state.new"](name)
     member_of = sorted(member_of or [])
     where = f"{mount}/data/{password_path}"
     try:
         password = __salt__["vault_server.secret_read"](password_path, password_field, mount=mount)
         changes = __salt__["pg_role.differences"](name, password, login=login, member_of=member_of, runas=runas)
     except CommandExecutionError as exc:
-        ret["result"] = False
-        ret["comment"] = f"role {name}: {exc}; the role was not changed"
-        return ret
-    if not changes:
-        ret["comment"] = f"role {name} is as declared; its password matches {where}"
-        return ret
-    if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = f"role {name} would be updated ({', '.join(sorted(changes))}) from {where}"
-        ret["changes"] = changes
-        return ret
-    try:
-        ret["changes"] = __salt__["pg_role.present"](name, password, login=login, member_of=member_of,
-                                                      runas=runas)
-    except CommandExecutionError as exc:
-        ret["result"] = False
-        ret["comment"] = f"role {name}: {exc}"
-        return ret
-    ret["comment"] = f"role {name} updated ({', '.join(sorted(ret['changes']))}) from {where}"
-    return ret
+        return __utils__["platform_state.failed"](ret, f"role {name}: {exc}; the role was not changed")
+
+    def updated(applied):
+        return f"role {name} updated ({', '.join(sorted(applied))}) from {where}", applied
+
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], changes,
+        unchanged=f"role {name} is as declared; its password matches {where}",
+        planned=f"role {name} would be updated ({', '.join(sorted(changes))}) from {where}",
+        apply=lambda: __salt__["pg_role.present"](name, password, login=login, member_of=member_of, runas=runas),
+        done=updated,
+        failure=f"role {name}: ",
+    )

@@ -27,11 +27,9 @@ KINDS = ("configure", "write", "read")
 def __virtual__():
     if "rabbitmq_access.users" not in __salt__:
         return False, "the rabbitmq_access execution module is not available"
+    if "platform_state.converge" not in __utils__:
+        return False, "the platform_state utility module is not synced (saltutil.sync_all)"
     return __virtualname__
-
-
-def _ret(name):
-    return {"name": name, "result": True, "comment": "", "changes": {}}
 
 
 def user_present(name, password_path, field="password", mount="secret", tags=None, permissions=None):
@@ -40,9 +38,10 @@ def user_present(name, password_path, field="password", mount="secret", tags=Non
     (KV v2 under ``mount``, field ``field``), has exactly ``tags`` and exactly
     ``permissions`` (vhost -> {configure, write, read}; permissions on other vhosts are cleared).
     """
-    ret = _ret(name)
+    ret = __utils__["platform_state.new"](name)
     wanted_tags = sorted(tags or [])
     wanted = {vhost: {k: str(perms[k]) for k in KINDS} for vhost, perms in (permissions or {}).items()}
+    where = f"{mount}/data/{password_path}"
     try:
         password = __salt__["vault_server.secret_read"](password_path, field, mount=mount)
         users = __salt__["rabbitmq_access.users"]()
@@ -50,32 +49,21 @@ def user_present(name, password_path, field="password", mount="secret", tags=Non
         password_ok = exists and __salt__["rabbitmq_access.authenticates"](name, password)
         current = __salt__["rabbitmq_access.permissions"](name) if exists else {}
     except CommandExecutionError as exc:
-        ret["result"] = False
-        ret["comment"] = f"RabbitMQ user {name}: {exc}"
-        return ret
+        return __utils__["platform_state.failed"](ret, f"RabbitMQ user {name}: {exc}")
 
     changes = {}
     if not exists:
         changes["user"] = {"old": None, "new": name}
-        changes["password"] = {"old": None, "new": f"(from {mount}/data/{password_path})"}
+        changes["password"] = {"old": None, "new": f"(from {where})"}
     elif not password_ok:
-        changes["password"] = {"old": "(set)", "new": f"(changed to {mount}/data/{password_path})"}
+        changes["password"] = {"old": "(set)", "new": f"(changed to {where})"}
     if users.get(name, []) != wanted_tags:
         changes["tags"] = {"old": users.get(name, []), "new": wanted_tags}
     for vhost in sorted(set(wanted) | set(current)):
         if wanted.get(vhost) != current.get(vhost):
             changes.setdefault("permissions", {})[vhost] = {"old": current.get(vhost), "new": wanted.get(vhost)}
-    if not changes:
-        ret["comment"] = f"RabbitMQ user {name} has its password from {mount}/data/{password_path}, its tags and " \
-                         f"permissions"
-        return ret
-    if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = f"RabbitMQ user {name} would be {'changed' if exists else 'created'}"
-        ret["changes"] = changes
-        return ret
 
-    try:
+    def write():
         if not exists:
             __salt__["rabbitmq_access.add_user"](name, password)
         elif not password_ok:
@@ -87,36 +75,33 @@ def user_present(name, password_path, field="password", mount="secret", tags=Non
                 __salt__["rabbitmq_access.clear_permissions"](vhost, name)
             else:
                 __salt__["rabbitmq_access.set_permissions"](vhost, name, *(change["new"][k] for k in KINDS))
-    except CommandExecutionError as exc:
-        ret["result"] = False
-        ret["comment"] = f"RabbitMQ user {name}: {exc}"
-        ret["changes"] = {}
-        return ret
-    ret["changes"] = changes
-    ret["comment"] = f"RabbitMQ user {name} {'changed' if exists else 'created'}"
-    return ret
+
+    verb = "changed" if exists else "created"
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], changes,
+        unchanged=f"RabbitMQ user {name} has its password from {where}, its tags and permissions",
+        planned=f"RabbitMQ user {name} would be {verb}",
+        apply=write,
+        done=f"RabbitMQ user {name} {verb}",
+        failure=f"RabbitMQ user {name}: ",
+    )
 
 
 def user_absent(name):
     """The user ``name`` does not exist (RabbitMQ's default ``guest``, for one)."""
-    ret = _ret(name)
+    ret = __utils__["platform_state.new"](name)
     try:
         exists = name in __salt__["rabbitmq_access.users"]()
-        if not exists:
-            ret["comment"] = f"RabbitMQ user {name} is absent"
-            return ret
-        if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"RabbitMQ user {name} would be deleted"
-        else:
-            __salt__["rabbitmq_access.delete_user"](name)
-            ret["comment"] = f"RabbitMQ user {name} deleted"
     except CommandExecutionError as exc:
-        ret["result"] = False
-        ret["comment"] = f"RabbitMQ user {name}: {exc}"
-        return ret
-    ret["changes"] = {"user": {"old": name, "new": None}}
-    return ret
+        return __utils__["platform_state.failed"](ret, f"RabbitMQ user {name}: {exc}")
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], {"user": {"old": name, "new": None}} if exists else {},
+        unchanged=f"RabbitMQ user {name} is absent",
+        planned=f"RabbitMQ user {name} would be deleted",
+        apply=lambda: __salt__["rabbitmq_access.delete_user"](name),
+        done=f"RabbitMQ user {name} deleted",
+        failure=f"RabbitMQ user {name}: ",
+    )
 
 
 def only_declared_users(name, users):
@@ -125,43 +110,38 @@ def only_declared_users(name, users):
     connections are closed by RabbitMQ). ``name`` only labels the state. Vhosts are never removed
     this way: deleting one deletes its queues and messages.
     """
-    ret = _ret(name)
+    ret = __utils__["platform_state.new"](name)
     try:
         extra = sorted(set(__salt__["rabbitmq_access.users"]()) - set(users))
-        if not extra:
-            ret["comment"] = "RabbitMQ has no user but the declared ones"
-            return ret
-        if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"RabbitMQ user(s) {', '.join(extra)} would be deleted"
-        else:
-            for user in extra:
-                __salt__["rabbitmq_access.delete_user"](user)
-            ret["comment"] = f"RabbitMQ user(s) {', '.join(extra)} deleted (not declared)"
     except CommandExecutionError as exc:
-        ret["result"] = False
-        ret["comment"] = f"RabbitMQ users: {exc}"
-        return ret
-    ret["changes"] = {"deleted": extra}
-    return ret
+        return __utils__["platform_state.failed"](ret, f"RabbitMQ users: {exc}")
+
+    def delete():
+        for user in extra:
+            __salt__["rabbitmq_access.delete_user"](user)
+
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], {"deleted": extra} if extra else {},
+        unchanged="RabbitMQ has no user but the declared ones",
+        planned=f"RabbitMQ user(s) {', '.join(extra)} would be deleted",
+        apply=delete,
+        done=f"RabbitMQ user(s) {', '.join(extra)} deleted (not declared)",
+        failure="RabbitMQ users: ",
+    )
 
 
 def vhost_present(name):
     """The virtual host ``name`` exists."""
-    ret = _ret(name)
+    ret = __utils__["platform_state.new"](name)
     try:
-        if name in __salt__["rabbitmq_access.vhosts"]():
-            ret["comment"] = f"RabbitMQ vhost {name} exists"
-            return ret
-        if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"RabbitMQ vhost {name} would be added"
-        else:
-            __salt__["rabbitmq_access.add_vhost"](name)
-            ret["comment"] = f"RabbitMQ vhost {name} added"
+        exists = name in __salt__["rabbitmq_access.vhosts"]()
     except CommandExecutionError as exc:
-        ret["result"] = False
-        ret["comment"] = f"RabbitMQ vhost {name}: {exc}"
-        return ret
-    ret["changes"] = {"vhost": {"old": None, "new": name}}
-    return ret
+        return __utils__["platform_state.failed"](ret, f"RabbitMQ vhost {name}: {exc}")
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], {} if exists else {"vhost": {"old": None, "new": name}},
+        unchanged=f"RabbitMQ vhost {name} exists",
+        planned=f"RabbitMQ vhost {name} would be added",
+        apply=lambda: __salt__["rabbitmq_access.add_vhost"](name),
+        done=f"RabbitMQ vhost {name} added",
+        failure=f"RabbitMQ vhost {name}: ",
+    )

@@ -30,17 +30,9 @@ __virtualname__ = "vault_server"
 def __virtual__():
     if "vault_server.status" not in __salt__:
         return False, "the vault_server execution module is not available"
+    if "platform_state.converge" not in __utils__:
+        return False, "the platform_state utility module is not synced (saltutil.sync_all)"
     return __virtualname__
-
-
-def _ret(name):
-    return {"name": name, "result": True, "comment": "", "changes": {}}
-
-
-def _failed(ret, exc):
-    ret["result"] = False
-    ret["comment"] = str(exc)
-    return ret
 
 
 def _conn(url, verify):
@@ -55,31 +47,28 @@ def initialized(name, pgp_keys, root_token_pgp_key, secret_threshold=None, url=N
 
     An initialised Vault is left alone, whether or not ``name`` exists.
     """
-    ret = _ret(name)
+    ret = __utils__["platform_state.new"](name)
     try:
         state = __salt__["vault_server.status"](**_conn(url, verify))
     except CommandExecutionError as exc:
-        return _failed(ret, exc)
-    if state["initialized"]:
-        ret["comment"] = f"Vault at {state['url']} is already initialised"
-        return ret
-    shares = len(pgp_keys or [])
-    if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = (f"Vault at {state['url']} would be initialised with {shares} PGP-encrypted key "
-                          f"share(s); the ciphertext would be written to {name}")
-        ret["changes"] = {"initialized": {"old": False, "new": True}}
-        return ret
-    try:
-        result = __salt__["vault_server.initialize"](
-            pgp_keys, root_token_pgp_key, name, secret_threshold=secret_threshold, **_conn(url, verify)
-        )
-    except CommandExecutionError as exc:
-        return _failed(ret, exc)
-    ret["comment"] = (f"Vault at {state['url']} initialised: {result['shares']} share(s), threshold "
-                      f"{result['threshold']}; unseal key shares and root token, PGP-encrypted, are in {name}")
-    ret["changes"] = {"initialized": {"old": False, "new": True}, "ciphertext": name}
-    return ret
+        return __utils__["platform_state.failed"](ret, exc)
+    where = state["url"]
+    now_initialized = {"initialized": {"old": False, "new": True}}
+
+    def done(result):
+        comment = (f"Vault at {where} initialised: {result['shares']} share(s), threshold {result['threshold']}; "
+                   f"unseal key shares and root token, PGP-encrypted, are in {name}")
+        return comment, {**now_initialized, "ciphertext": name}
+
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], {} if state["initialized"] else now_initialized,
+        unchanged=f"Vault at {where} is already initialised",
+        planned=(f"Vault at {where} would be initialised with {len(pgp_keys or [])} PGP-encrypted key share(s); "
+                 f"the ciphertext would be written to {name}"),
+        apply=lambda: __salt__["vault_server.initialize"](
+            pgp_keys, root_token_pgp_key, name, secret_threshold=secret_threshold, **_conn(url, verify)),
+        done=done,
+    )
 
 
 def unsealed(name, key_files=None, url=None, verify=None):
@@ -88,74 +77,67 @@ def unsealed(name, key_files=None, url=None, verify=None):
     decrypted share per file, written by the operators); without enough of them the state fails
     and says that Vault is sealed.
     """
-    ret = _ret(name)
+    ret = __utils__["platform_state.new"](name)
     conn = _conn(url, verify)
     try:
         state = __salt__["vault_server.status"](**conn)
     except CommandExecutionError as exc:
-        return _failed(ret, exc)
+        return __utils__["platform_state.failed"](ret, exc)
     where = state["url"]
     if not state["initialized"]:
-        return _failed(ret, f"Vault at {where} is not initialised: initialise it first (see docs/vault.md)")
-    if not state["sealed"]:
-        ret["comment"] = f"Vault at {where} is unsealed"
-        return ret
-    present = [path for path in key_files or [] if __salt__["file.file_exists"](path)]
-    if __opts__["test"]:
-        ret["result"] = None if present else False
-        ret["comment"] = (f"Vault at {where} is SEALED; {len(present)} key share file(s) present, "
-                          f"{state['threshold']} share(s) needed")
-        if present:
-            ret["changes"] = {"sealed": {"old": True, "new": False}}
-        return ret
-    if not present:
-        return _failed(ret, f"Vault at {where} is SEALED (progress {state['progress']}/{state['threshold']}): "
-                            f"no unseal key share given; operators must provide {state['threshold']} share(s) "
-                            f"(see docs/vault.md, 'Unseal after a restart')")
-    try:
-        state = __salt__["vault_server.unseal"](key_files=present, **conn)
-    except CommandExecutionError as exc:
-        return _failed(ret, exc)
-    if state["sealed"]:
-        return _failed(ret, f"Vault at {where} is still SEALED after {len(present)} key share(s): "
-                            f"progress {state['progress']}/{state['threshold']}")
-    ret["comment"] = f"Vault at {where} unsealed with {len(present)} key share(s)"
-    ret["changes"] = {"sealed": {"old": True, "new": False}}
-    return ret
+        return __utils__["platform_state.failed"](
+            ret, f"Vault at {where} is not initialised: initialise it first (see docs/vault.md)")
+    present = [path for path in key_files or [] if __salt__["file.file_exists"](path)] if state["sealed"] else []
+    planned = (f"Vault at {where} is SEALED; {len(present)} key share file(s) present, "
+               f"{state['threshold']} share(s) needed")
+    if state["sealed"] and not present:
+        if __opts__["test"]:
+            return __utils__["platform_state.failed"](ret, planned)
+        return __utils__["platform_state.failed"](
+            ret, f"Vault at {where} is SEALED (progress {state['progress']}/{state['threshold']}): no unseal key "
+                 f"share given; operators must provide {state['threshold']} share(s) (see docs/vault.md, "
+                 f"'Unseal after a restart')")
+
+    def unseal():
+        after = __salt__["vault_server.unseal"](key_files=present, **conn)
+        if after["sealed"]:
+            raise CommandExecutionError(f"Vault at {where} is still SEALED after {len(present)} key share(s): "
+                                        f"progress {after['progress']}/{after['threshold']}")
+
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], {"sealed": {"old": True, "new": False}} if state["sealed"] else {},
+        unchanged=f"Vault at {where} is unsealed",
+        planned=planned,
+        apply=unseal,
+        done=f"Vault at {where} unsealed with {len(present)} key share(s)",
+    )
 
 
 def _describe(settings):
     return ", ".join(f"{k} {v}" for k, v in settings.items() if v is not None)
 
 
-def _enabled(name, kind, listing, wanted, enable, url, verify):
+def _enabled(name, kind, listing, wanted, enable):
     """``wanted`` settings ({type, version, ...}) are enabled at ``name``; ``listing`` returns
     path/ -> settings in the same flat form."""
-    ret = _ret(name)
+    ret = __utils__["platform_state.new"](name)
     key = name.strip("/") + "/"
     try:
         current = listing().get(key)
     except CommandExecutionError as exc:
-        return _failed(ret, exc)
-    if current is not None:
-        if any(v is not None and str(current.get(k)) != str(v) for k, v in wanted.items()):
-            # Re-enabling would destroy what is stored there: an operator decides.
-            return _failed(ret, f"{kind} {key} exists with {_describe(current)}; expected {_describe(wanted)}. "
-                                f"Not changed: replacing it would destroy its data")
-        ret["comment"] = f"{kind} {key} is enabled ({_describe(current)})"
-        return ret
-    ret["changes"] = {key: {"old": None, "new": _describe(wanted)}}
-    if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = f"{kind} {key} would be enabled ({_describe(wanted)})"
-        return ret
-    try:
-        enable()
-    except CommandExecutionError as exc:
-        ret["changes"] = {}
-        return _failed(ret, exc)
-    ret["comment"] = f"{kind} {key} enabled ({_describe(wanted)})"
-    return ret
+        return __utils__["platform_state.failed"](ret, exc)
+    if current is not None and any(v is not None and str(current.get(k)) != str(v) for k, v in wanted.items()):
+        # Re-enabling would destroy what is stored there: an operator decides.
+        return __utils__["platform_state.failed"](
+            ret, f"{kind} {key} exists with {_describe(current)}; expected {_describe(wanted)}. "
+                 f"Not changed: replacing it would destroy its data")
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], {} if current is not None else {key: {"old": None, "new": _describe(wanted)}},
+        unchanged=f"{kind} {key} is enabled ({_describe(current or wanted)})",
+        planned=f"{kind} {key} would be enabled ({_describe(wanted)})",
+        apply=enable,
+        done=f"{kind} {key} enabled ({_describe(wanted)})",
+    )
 
 
 def secrets_engine_enabled(name, backend_type="kv", options=None, description=None, url=None, verify=None):
@@ -176,7 +158,7 @@ def secrets_engine_enabled(name, backend_type="kv", options=None, description=No
         __salt__["vault_server.mount_enable"](name, backend_type, options=options or None,
                                               description=description, url=url, verify=verify)
 
-    return _enabled(name, "secrets engine", listing, {"type": backend_type, **options}, enable, url, verify)
+    return _enabled(name, "secrets engine", listing, {"type": backend_type, **options}, enable)
 
 
 def auth_method_enabled(name, method_type, description=None, url=None, verify=None):
@@ -188,7 +170,7 @@ def auth_method_enabled(name, method_type, description=None, url=None, verify=No
     def enable():
         __salt__["vault_server.auth_enable"](name, method_type, description=description, url=url, verify=verify)
 
-    return _enabled(name, "auth method", listing, {"type": method_type}, enable, url, verify)
+    return _enabled(name, "auth method", listing, {"type": method_type}, enable)
 
 
 def audit_device_enabled(name, device_type="file", options=None, url=None, verify=None):
@@ -202,50 +184,37 @@ def audit_device_enabled(name, device_type="file", options=None, url=None, verif
     def enable():
         __salt__["vault_server.audit_enable"](name, device_type, options=options or None, url=url, verify=verify)
 
-    return _enabled(name, "audit device", listing, {"type": device_type, **options}, enable, url, verify)
-
-
-def _apply(ret, what, verb, write):
-    """The common end of a present state: test mode says what would happen, else ``write()``."""
-    if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = f"{what} would be {verb}"
-        return ret
-    try:
-        write()
-    except CommandExecutionError as exc:
-        ret["changes"] = {}
-        return _failed(ret, exc)
-    ret["comment"] = f"{what} {verb}"
-    return ret
+    return _enabled(name, "audit device", listing, {"type": device_type, **options}, enable)
 
 
 def policy_present(name, rules, url=None, verify=None):
     """An ACL policy ``name`` has exactly ``rules`` (HCL). Changes show the diff of the rules."""
-    ret = _ret(name)
+    ret = __utils__["platform_state.new"](name)
     try:
         current = __salt__["vault_server.policy_read"](name, url=url, verify=verify)
     except CommandExecutionError as exc:
-        return _failed(ret, exc)
-    if current is not None and current.strip() == rules.strip():
-        ret["comment"] = f"policy {name} has the declared rules"
-        return ret
+        return __utils__["platform_state.failed"](ret, exc)
+    same = current is not None and current.strip() == rules.strip()
     diff = "".join(difflib.unified_diff((current or "").splitlines(True), rules.splitlines(True),
                                         "current", "declared"))
-    ret["changes"] = {"rules": diff}
     verb = "created" if current is None else "updated"
-    return _apply(ret, f"policy {name}", verb,
-                  lambda: __salt__["vault_server.policy_write"](name, rules, url=url, verify=verify))
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], {} if same else {"rules": diff},
+        unchanged=f"policy {name} has the declared rules",
+        planned=f"policy {name} would be {verb}",
+        apply=lambda: __salt__["vault_server.policy_write"](name, rules, url=url, verify=verify),
+        done=f"policy {name} {verb}",
+    )
 
 
 def _config_present(name, path, params, secret_params, url, verify):
     """``params`` are set at ``path``; keys in ``secret_params`` are written when the object is
     created, never compared (Vault does not return them) and never shown."""
-    ret = _ret(name)
+    ret = __utils__["platform_state.new"](name)
     try:
         current = __salt__["vault_server.read"](path, url=url, verify=verify)
     except CommandExecutionError as exc:
-        return _failed(ret, exc)
+        return __utils__["platform_state.failed"](ret, exc)
     normalize = __salt__["vault_server.normalize"]
     wanted = {k: v for k, v in params.items() if not k.startswith("__")}
     differs = {}
@@ -255,17 +224,21 @@ def _config_present(name, path, params, secret_params, url, verify):
         have = None if current is None else current.get(key)
         if normalize(value) != normalize(have) and not (value in ("", [], None) and have in ("", [], None)):
             differs[key] = {"old": have, "new": value}
-    if current is not None and not differs:
-        ret["comment"] = f"{path} has the declared settings"
-        return ret
     if current is None:
-        ret["changes"] = {path: {"old": None, "new": {k: ("(secret)" if k in secret_params else v)
-                                                      for k, v in wanted.items()}}}
+        shown = {k: ("(secret)" if k in secret_params else v) for k, v in wanted.items()}
+        changes = {path: {"old": None, "new": shown}}
+        payload = wanted
     else:
-        ret["changes"] = differs
+        changes = differs
+        payload = {k: v for k, v in wanted.items() if k not in secret_params}
     verb = "created" if current is None else "updated"
-    payload = wanted if current is None else {k: v for k, v in wanted.items() if k not in secret_params}
-    return _apply(ret, path, verb, lambda: __salt__["vault_server.write"](path, payload, url=url, verify=verify))
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], changes,
+        unchanged=f"{path} has the declared settings",
+        planned=f"{path} would be {verb}",
+        apply=lambda: __salt__["vault_server.write"](path, payload, url=url, verify=verify),
+        done=f"{path} {verb}",
+    )
 
 
 def approle_role_present(name, mount="approle", url=None, verify=None, **params):
@@ -293,7 +266,7 @@ def secret_generated(name, fields, mount="secret", rotate=False, url=None, verif
     run wrote meanwhile, is never overwritten. ``rotate: true`` generates every field anew (use it
     once, from the command line, then remove it). Values are never shown.
     """
-    ret = _ret(name)
+    ret = __utils__["platform_state.new"](name)
     where = f"{mount}/data/{name}"
     try:
         for field, spec in fields.items():  # a declaration error fails before anything is read
@@ -305,31 +278,26 @@ def secret_generated(name, fields, mount="secret", rotate=False, url=None, verif
                 raise CommandExecutionError(f"{where}: field {field}: {exc}") from None
         current = __salt__["vault_server.secret_version"](name, mount=mount, url=url, verify=verify)
     except CommandExecutionError as exc:
-        return _failed(ret, exc)
+        return __utils__["platform_state.failed"](ret, exc)
     have = set(current["fields"]) if current else set()
-    missing = sorted(set(fields) - have)
-    if not missing and not rotate:
-        ret["comment"] = f"{where} has its generated field(s) {', '.join(sorted(fields))} (kept)"
-        return ret
-    targets = sorted(fields) if rotate else missing
-    if __opts__["test"]:
-        ret["result"] = None
-        verb = "rotated" if rotate else "generated"
-        ret["comment"] = f"{where}: field(s) {', '.join(targets)} would be {verb}"
-        ret["changes"] = {f: {"old": "(set)" if f in have else None, "new": f"(new {verb} value)"} for f in targets}
-        return ret
-    try:
-        result = __salt__["vault_server.secret_generate"](name, fields, mount=mount, rotate=rotate,
-                                                          url=url, verify=verify)
-    except CommandExecutionError as exc:
-        return _failed(ret, exc)
-    done = result["created"] + result["rotated"]
-    if not done:
-        ret["comment"] = f"{where}: field(s) written meanwhile by another run; kept"
-        return ret
-    ret["changes"] = {
-        **{f: {"old": None, "new": "(generated)"} for f in result["created"]},
-        **{f: {"old": "(set)", "new": "(rotated)"} for f in result["rotated"]},
-    }
-    ret["comment"] = f"{where}: field(s) {', '.join(done)} written (version {result['version']})"
-    return ret
+    targets = sorted(fields) if rotate else sorted(set(fields) - have)
+    verb = "rotated" if rotate else "generated"
+
+    def written(result):
+        done = result["created"] + result["rotated"]
+        if not done:
+            return f"{where}: field(s) written meanwhile by another run; kept", {}
+        return f"{where}: field(s) {', '.join(done)} written (version {result['version']})", {
+            **{f: {"old": None, "new": "(generated)"} for f in result["created"]},
+            **{f: {"old": "(set)", "new": "(rotated)"} for f in result["rotated"]},
+        }
+
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"],
+        {f: {"old": "(set)" if f in have else None, "new": f"(new {verb} value)"} for f in targets},
+        unchanged=f"{where} has its generated field(s) {', '.join(sorted(fields))} (kept)",
+        planned=f"{where}: field(s) {', '.join(targets)} would be {verb}",
+        apply=lambda: __salt__["vault_server.secret_generate"](name, fields, mount=mount, rotate=rotate,
+                                                               url=url, verify=verify),
+        done=written,
+    )

@@ -147,10 +147,11 @@ def operators():
 
 
 class SaltCaller:
-    """Salt's loader over the repository's _modules and _states, masterless, with a state tree of
-    the test's own and ``vault_server`` connection settings."""
+    """Salt's loader over the repository's _modules, _states and _utils, masterless, with a state tree of
+    the test's own, ``vault_server`` connection settings and any other minion ``config``."""
 
-    def __init__(self, base: Path, vault_server: dict, states: dict[str, str] | None = None):
+    def __init__(self, base: Path, vault_server: dict, states: dict[str, str] | None = None,
+                 config: dict | None = None):
         self.base = base
         self.tree = base / "states"
         self.tree.mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,9 @@ class SaltCaller:
             "pillar_roots": {"base": [str(base / "pillar")]},
             "module_dirs": [str(ROOT / "_modules")],
             "states_dirs": [str(ROOT / "_states")],
+            "utils_dirs": [str(ROOT / "_utils")],
             "vault_server": vault_server,
+            **(config or {}),
         }))
         opts = salt.config.minion_config(str(self.config / "minion"))
         self.caller = salt.client.Caller(mopts=opts)
