@@ -32,6 +32,24 @@ def __virtual__():
     return __virtualname__
 
 
+def _user_changes(name, where, exists, password_ok, tags, permissions):
+    """What differs for user ``name``: ``tags`` and ``permissions`` are (current, wanted) pairs; the
+    password shows only where it comes from."""
+    changes = {}
+    if not exists:
+        changes["user"] = {"old": None, "new": name}
+        changes["password"] = {"old": None, "new": f"(from {where})"}
+    elif not password_ok:
+        changes["password"] = {"old": "(set)", "new": f"(changed to {where})"}
+    if tags[0] != tags[1]:
+        changes["tags"] = {"old": tags[0], "new": tags[1]}
+    current, wanted = permissions
+    for vhost in sorted(set(wanted) | set(current)):
+        if wanted.get(vhost) != current.get(vhost):
+            changes.setdefault("permissions", {})[vhost] = {"old": current.get(vhost), "new": wanted.get(vhost)}
+    return changes
+
+
 def user_present(name, password_path, field="password", mount="secret", tags=None, permissions=None):
     """
     The user ``name`` exists, authenticates with the password in Vault at ``password_path``
@@ -51,17 +69,7 @@ def user_present(name, password_path, field="password", mount="secret", tags=Non
     except CommandExecutionError as exc:
         return __utils__["platform_state.failed"](ret, f"RabbitMQ user {name}: {exc}")
 
-    changes = {}
-    if not exists:
-        changes["user"] = {"old": None, "new": name}
-        changes["password"] = {"old": None, "new": f"(from {where})"}
-    elif not password_ok:
-        changes["password"] = {"old": "(set)", "new": f"(changed to {where})"}
-    if users.get(name, []) != wanted_tags:
-        changes["tags"] = {"old": users.get(name, []), "new": wanted_tags}
-    for vhost in sorted(set(wanted) | set(current)):
-        if wanted.get(vhost) != current.get(vhost):
-            changes.setdefault("permissions", {})[vhost] = {"old": current.get(vhost), "new": wanted.get(vhost)}
+    changes = _user_changes(name, where, exists, password_ok, (users.get(name, []), wanted_tags), (current, wanted))
 
     def write():
         if not exists:
