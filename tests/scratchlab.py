@@ -8,6 +8,22 @@ as a site on this subnet (``scratch_site``), starts them, pushes Salt with ``pus
 on ``apply``'s results. One lab dir, bridge, nft table and subnet for all role tests: the fixture is
 per module and tears everything down before the next module sets it up again. Only the cached guest
 template is shared with other labs. The dev server's root token is made at run time and never stored.
+
+A role's lab test, whole::
+
+    SITE = scratch_site({"monitoring": {"host": 120, "roles": ["monitoring"], "memory": 1024}})
+
+    @pytest.fixture(scope="module")
+    def lab(scratch_lab):
+        scratch_lab.start_guests(SITE, "monitoring")
+        bao = scratch_lab.start_vault()  # only if the role reads secrets
+        scratch_lab.push_salt("monitoring", guest_pillar(SITE, "monitoring"), vault_token=bao.root_token)
+        return scratch_lab
+
+    @pytest.mark.lab
+    def test_converges_and_the_second_apply_changes_nothing(lab):
+        first, second = lab.apply("monitoring", "monitoring"), lab.apply("monitoring", "monitoring")
+        assert not first.failed and not second.failed and second.changed == {}
 """
 
 from __future__ import annotations
@@ -269,8 +285,7 @@ class ScratchLab:
     def write_file(self, name: str, path: str, content: str | bytes, mode: int = 0o644) -> None:
         from sitectl.lab import host
 
-        host.write_guest_file(name, path, content.encode() if isinstance(content, str) else content, mode=mode,
-                              lab_dir=LAB_DIR)
+        host.write_guest_file(name, path, content, mode=mode, lab_dir=LAB_DIR)
 
     def apt_install(self, name: str, *packages: str) -> None:
         self.sh(name, "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
@@ -315,6 +330,7 @@ class ScratchLab:
         return returned
 
     def apply(self, name: str, sls: str, test: bool = False) -> Apply:
+        """``state.apply sls`` (``test=True`` with ``test``) in guest ``name``, recorded in ``applies``."""
         t0 = time.monotonic()
         returns, cp = self._salt_call(name, "--retcode-passthrough", "state.apply", sls,
                                       *(["test=True"] if test else []))
