@@ -77,11 +77,12 @@ def roles_catalog() -> dict:
 def scratch_site(guests: dict[str, dict], network: dict | None = None, **sections) -> dict:
     """A site on the scratch subnet: ``guests`` name -> {host, roles, uses?, memory?}; ``network``
     adds to the network section, ``sections`` are the site's other top-level keys (databases,
-    routes, acme...)."""
+    routes, acme...). Memory defaults to 1024 MiB, the example site's smallest guest: the guest is
+    limited to it, and apt in a 512 MiB guest took the postgresql test's setup from 56 s to 98 s."""
     described = {}
     for vmid, (name, spec) in enumerate(sorted(guests.items()), start=900):
         described[name] = {
-            "kind": "lxc", "vmid": vmid, "cores": 1, "memory": spec.get("memory", 512), "disk": 8,
+            "kind": "lxc", "vmid": vmid, "cores": 1, "memory": spec.get("memory", 1024), "disk": 8,
             "address": address(spec["host"]), "roles": spec["roles"],
             **({"uses": spec["uses"]} if spec.get("uses") else {}),
         }
