@@ -1,7 +1,9 @@
-"""Shared fixtures: a checkout whose pillar holds a chosen site, and its rendered Salt config."""
+"""Shared fixtures: a checkout whose pillar holds a chosen site, its rendered Salt config, and the
+scratch lab of the role tests (tests/scratchlab.py)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import yaml
 
 from sitectl import ROOT
 from sitectl.config import SaltSettings, write_config
+from tests import scratchlab
 
 # Salt parks log records in a temporary handler that it flushes to a closed stream at exit.
 salt._logging.impl.shutdown_temp_handler()
@@ -78,3 +81,33 @@ def example_config(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def example_site() -> dict:
     return load_site()
+
+
+@pytest.fixture(scope="session")
+def lab_template() -> str:
+    """The host's lab packages and the cached guest template (built once, ~3 minutes cold)."""
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    from sitectl.lab import host
+
+    host.ensure_host_packages()
+    return host.build_template(cache_dir=os.environ.get("SITECTL_LAB_CACHE", host.DEFAULT_CACHE_DIR))
+
+
+@pytest.fixture(scope="module")
+def scratch_lab(lab_template, tmp_path_factory):
+    """The scratch lab of one test module: its bridge and nft table up, no guest yet; guests, the dev
+    OpenBao (if started), bridge and table are gone after the module."""
+    from sitectl.lab import host
+
+    scratch = (scratchlab.LAB_DIR, scratchlab.BRIDGE, scratchlab.TABLE)
+    host.teardown(*scratch)  # leftovers of an interrupted run
+    net = host.network_up(scratchlab.BRIDGE, f"{scratchlab.GATEWAY}/{scratchlab.SUBNET.prefixlen}",
+                          table=scratchlab.TABLE)
+    lab = scratchlab.ScratchLab(template=lab_template, nameserver=net["dns_ips"][0],
+                                workdir=tmp_path_factory.mktemp("scratch-lab"))
+    try:
+        yield lab
+    finally:
+        lab.stop()
+        host.teardown(*scratch)

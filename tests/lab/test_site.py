@@ -419,7 +419,7 @@ def test_a_forged_renewal_event_from_another_minion_changes_nothing(site_lab):
 
 
 def test_a_microservice_reads_its_broker_password_through_the_master_and_uses_only_its_own_vhost(site_lab):
-    from tests.data.rabbitmq_fixtures import AMQP_PROBE
+    from tests.rabbitmq.amqp import AMQP_PROBE
 
     password, code = salt_cmd(site_lab, "microservices", "vault_server.secret_read",
                               "roles/rabbitmq/users/chat", "password")

@@ -29,7 +29,7 @@ SALT = ROOT / "salt"
 REACTORS = ROOT / "reactor"
 OVERLAYS = ROOT / "pillar" / "overlays"
 
-# Checked by tests/edge/test_render.py, in every shape the configuration takes (with and without
+# Checked by tests/reverse_proxy/test_render.py, in every shape the configuration takes (with and without
 # certificates, with and without an OCSP responder), against certificates it makes for the check;
 # nginx-check-tls checks a candidate with the guest's live nginx.conf, which that test renders.
 CHECKED_ELSEWHERE = {"nginx", "nginx-check-tls"}

@@ -5,7 +5,6 @@ from Vault, a backup that is restored, a password rotated under an open session,
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import secrets
 import subprocess
@@ -18,18 +17,18 @@ import yaml
 
 from sitectl import ROOT, render, site
 from tests.conftest import state_args
-from tests.data.conftest import guest_pillar, lab_site
+from tests.scratchlab import SALT_CACHE_DIR, guest_ip, guest_pillar, scratch_site
 
 SERVER, CLIENT, OUTSIDER = "postgresql", "microservices", "outsider"
-SERVER_IP = "10.77.97.103"
-SITE = lab_site(
+SITE = scratch_site(
     {
         SERVER: {"host": 103, "roles": ["postgresql"], "memory": 1024},
         CLIENT: {"host": 101, "roles": ["chat"], "uses": [SERVER]},
         OUTSIDER: {"host": 102, "roles": ["chat"]},
     },
-    {"chat": {"clients": [CLIENT]}, "ledger": {"owner": "accounts", "clients": [CLIENT]}},
+    databases={"chat": {"clients": [CLIENT]}, "ledger": {"owner": "accounts", "clients": [CLIENT]}},
 )
+SERVER_IP, CLIENT_IP, OUTSIDER_IP = (guest_ip(SITE, name) for name in (SERVER, CLIENT, OUTSIDER))
 USERS = "roles/postgresql/users"
 CONFIG_FILES = ("/etc/postgresql/15/main/pg_hba.conf", "/etc/postgresql/15/main/conf.d/50-platform.conf",
                 "/etc/default/prometheus-postgres-exporter")
@@ -149,7 +148,7 @@ def test_the_scram_verifier_is_the_one_postgresql_computes(password):
 # ------------------------------------------------------------------ converged in LXC guests
 
 class Postgres:
-    """The converged lab: the guests, the dev Vault, and the two first applies."""
+    """The converged lab: the scratch lab, its dev Vault, and the two first applies."""
 
     def __init__(self, lab, first, second):
         self.lab, self.first, self.second = lab, first, second
@@ -189,34 +188,28 @@ class Postgres:
         return False
 
 
-def failed(results: dict) -> dict:
-    return {k: r["comment"] for k, r in results.items() if r["result"] is not True}
-
-
-def changed(results: dict) -> dict:
-    return {k: r["changes"] for k, r in results.items() if r["changes"]}
-
-
 @pytest.fixture(scope="module")
 def pg(scratch_lab):
-    lab = scratch_lab({SERVER: (f"{SERVER_IP}/24", 1024), CLIENT: "10.77.97.101/24", OUTSIDER: "10.77.97.102/24"})
+    lab = scratch_lab
+    lab.start_guests(SITE, SERVER, CLIENT, OUTSIDER)
+    bao = lab.start_vault()
     with ThreadPoolExecutor(max_workers=2) as pool:
         clients = [pool.submit(lab.apt_install, guest, "postgresql-client-15") for guest in (CLIENT, OUTSIDER)]
-        lab.prepare_salt(SERVER, guest_pillar(SITE, SERVER))
+        lab.push_salt(SERVER, guest_pillar(SITE, SERVER), vault_token=bao.root_token)
         first = lab.apply(SERVER, "postgresql")
         for done in clients:
             done.result()
     second = lab.apply(SERVER, "postgresql")
-    print(f"\npostgresql: first apply {first[1]} s, second {second[1]} s")
-    return Postgres(lab, first[0], second[0])
+    print(f"\npostgresql: first apply {first.seconds} s, second {second.seconds} s")
+    return Postgres(lab, first, second)
 
 
 @pytest.mark.lab
 def test_the_first_apply_converges_and_the_second_changes_nothing(pg):
-    assert not failed(pg.first), failed(pg.first)
-    assert "postgresql-user-chat-present" in changed(pg.first)
-    assert not failed(pg.second), failed(pg.second)
-    assert not changed(pg.second), changed(pg.second)
+    assert not pg.first.failed, pg.first.failed
+    assert "postgresql-user-chat-present" in pg.first.changed
+    assert not pg.second.failed, pg.second.failed
+    assert not pg.second.changed, pg.second.changed
 
 
 @pytest.mark.lab
@@ -268,8 +261,8 @@ def test_network_access_is_scram_by_32_address_and_passwords_are_stored_as_scram
     assert rows == [
         ["local", "all", "postgres", "", "", "peer", ""],
         ["host", "postgres", "postgres_exporter", "127.0.0.1", "255.255.255.255", "scram-sha-256", ""],
-        ["host", "chat", "chat", "10.77.97.101", "255.255.255.255", "scram-sha-256", ""],
-        ["host", "ledger", "accounts", "10.77.97.101", "255.255.255.255", "scram-sha-256", ""],
+        ["host", "chat", "chat", CLIENT_IP, "255.255.255.255", "scram-sha-256", ""],
+        ["host", "ledger", "accounts", CLIENT_IP, "255.255.255.255", "scram-sha-256", ""],
     ]
     stored = pg.superuser("SELECT rolname || ' ' || left(rolpassword, 14) FROM pg_authid "
                           "WHERE rolname IN ('chat', 'accounts', 'postgres_exporter') ORDER BY 1")
@@ -290,11 +283,11 @@ def test_the_exporter_serves_metrics_with_a_monitoring_only_role(pg):
 
 @pytest.mark.lab
 def test_no_password_in_state_output_logs_or_caches(pg):
-    output = json.dumps([pg.first, pg.second])
+    output = pg.first.raw + pg.second.raw
     for role in ("chat", "accounts", "postgres_exporter"):
         password = pg.password(role)
         assert password not in output, role
-        found = pg.lab.attach(SERVER, ["grep", "-rlF", password, "/var/log", "/var/cache/salt", "/srv", "/etc",
+        found = pg.lab.attach(SERVER, ["grep", "-rlF", password, "/var/log", SALT_CACHE_DIR, "/srv", "/etc",
                                        "/tmp", "/root", "/var/lib/postgresql"], check=False).stdout.split()
         expected = ["/etc/default/prometheus-postgres-exporter"] if role == "postgres_exporter" else []
         assert found == expected, (role, found)
@@ -358,17 +351,17 @@ def test_a_password_changed_in_vault_is_rotated_without_restart_and_other_sessio
         old = pg.password("chat")
         new = f"rotated{secrets.token_hex(12)}"
         pg.bao.write(f"{USERS}/chat", password=new)
-        dry = lab.salt(SERVER, "state.apply", "postgresql", "test=True", check=False)
-        planned = {ret["__id__"]: ret for ret in dry.values() if ret["result"] is not True}
+        dry = lab.apply(SERVER, "postgresql", test=True)
+        planned = {i: ret for i, ret in dry.states.items() if ret["result"] is not True}
         assert list(planned) == ["postgresql-user-chat-present"], planned
         assert planned["postgresql-user-chat-present"]["changes"] == {"password": "changed"}
         assert pg.psql(CLIENT, "chat", "chat", old, "SELECT 1").stdout.strip() == "1", "test=True changes nothing"
 
-        results, seconds = lab.apply(SERVER, "postgresql")
-        print(f"\npostgresql: rotation apply {seconds} s")
-        assert not failed(results), failed(results)
-        assert changed(results) == {"postgresql-user-chat-present": {"password": "changed"}}
-        assert new not in json.dumps(results) and old not in json.dumps(results)
+        rotated = lab.apply(SERVER, "postgresql")
+        print(f"\npostgresql: rotation apply {rotated.seconds} s")
+        assert not rotated.failed, rotated.failed
+        assert rotated.changed == {"postgresql-user-chat-present": {"password": "changed"}}
+        assert new not in rotated.raw and old not in rotated.raw
 
         assert pg.psql(CLIENT, "chat", "chat", new, "SELECT 1").stdout.strip() == "1"
         assert 'password authentication failed for user "chat"' in pg.psql(CLIENT, "chat", "chat", old,
@@ -398,12 +391,12 @@ def test_a_new_client_in_the_site_is_admitted_with_a_reload_not_a_restart(pg):
     assert "no pg_hba.conf entry" in pg.psql(OUTSIDER, "chat", "chat", chat, "SELECT 1").stderr
     started = pg.started()
     pg.lab.set_pillar(SERVER, guest_pillar(SITE_WITH_OUTSIDER, SERVER))
-    results, _ = pg.lab.apply(SERVER, "postgresql")
-    assert not failed(results), failed(results)
-    assert set(changed(results)) == {"postgresql-hba-file-managed", "postgresql-service-hba-checked",
-                                     "postgresql-service-hba-reloaded"}
-    assert "+host    chat            chat                 10.77.97.102/32    scram-sha-256" in \
-        results["postgresql-hba-file-managed"]["changes"]["diff"]
+    results = pg.lab.apply(SERVER, "postgresql")
+    assert not results.failed, results.failed
+    assert set(results.changed) == {"postgresql-hba-file-managed", "postgresql-service-hba-checked",
+                                    "postgresql-service-hba-reloaded"}
+    assert f"+host    chat            chat                 {OUTSIDER_IP}/32    scram-sha-256" in \
+        results.states["postgresql-hba-file-managed"]["changes"]["diff"]
     assert pg.psql(OUTSIDER, "chat", "chat", chat, "SELECT current_user").stdout.strip() == "chat"
     assert pg.started() == started, "a change of client access reloads, never restarts"
 
@@ -414,16 +407,16 @@ def test_a_setting_the_server_would_refuse_is_never_installed_and_nothing_restar
     bad = {"postgresql": {"settings": {"max_wal_size": "2XB"}}}
     pg.lab.set_pillar(SERVER, guest_pillar(SITE_WITH_OUTSIDER, SERVER, bad))
     try:
-        results, _ = pg.lab.apply(SERVER, "postgresql")
+        results = pg.lab.apply(SERVER, "postgresql")
     finally:
         pg.lab.set_pillar(SERVER, guest_pillar(SITE_WITH_OUTSIDER, SERVER))
-    conf = results["postgresql-config-file-managed"]
+    conf = results.states["postgresql-config-file-managed"]
     assert conf["result"] is False and "check_cmd execution failed" in conf["comment"]
     assert 'invalid value for parameter "max_wal_size": "2XB"' in conf["comment"]
-    assert results["postgresql-service-running"]["result"] is False, "no restart after a refused file"
+    assert results.states["postgresql-service-running"]["result"] is False, "no restart after a refused file"
     assert pg.digests() == before and pg.started() == started
-    again, _ = pg.lab.apply(SERVER, "postgresql")
-    assert not failed(again) and not changed(again), "the old file was kept: nothing to undo"
+    again = pg.lab.apply(SERVER, "postgresql")
+    assert not again.failed and not again.changed, "the old file was kept: nothing to undo"
 
 
 @pytest.mark.lab
@@ -431,11 +424,11 @@ def test_the_exporters_password_is_rotated_and_only_the_exporter_restarts(pg):
     started = pg.started()
     new = f"exporter{secrets.token_hex(12)}"
     pg.bao.write(f"{USERS}/postgres_exporter", password=new)
-    results, _ = pg.lab.apply(SERVER, "postgresql")
-    assert not failed(results), failed(results)
-    assert set(changed(results)) == {"postgresql-user-postgres_exporter-present", "postgresql-exporter-env-managed",
-                                     "postgresql-exporter-service-running"}
-    assert new not in json.dumps(results)
+    results = pg.lab.apply(SERVER, "postgresql")
+    assert not results.failed, results.failed
+    assert set(results.changed) == {"postgresql-user-postgres_exporter-present", "postgresql-exporter-env-managed",
+                                    "postgresql-exporter-service-running"}
+    assert new not in results.raw
     assert pg.metrics_up(), "the exporter logs in with the new password"
     assert pg.started() == started
 
@@ -446,15 +439,15 @@ def test_without_vault_the_secret_states_fail_and_the_config_keeps_its_content(p
     chat = pg.password("chat")
     before = pg.digests()
     pg.bao.stop()
-    results, _ = pg.lab.apply(SERVER, "postgresql")
-    failures = failed(results)
+    results = pg.lab.apply(SERVER, "postgresql")
+    failures = results.failed
     for role in ("chat", "accounts", "postgres_exporter"):
         comment = failures.pop(f"postgresql-user-{role}-secret-generated")
         assert comment.startswith(f"secret/data/{USERS}/{role}: Vault at {pg.bao.url} is unreachable"), comment
         assert f"postgresql-user-{role}-present" in failures
     assert "postgresql-exporter-env-managed" in failures
     assert all(k.startswith(("postgresql-user-", "postgresql-database-", "postgresql-exporter-")) for k in failures)
-    assert not changed(results), changed(results)
+    assert not results.changed, results.changed
     assert pg.digests() == before, "pg_hba.conf, postgresql.conf and the exporter's file keep their content"
     assert pg.psql(CLIENT, "chat", "chat", chat, "SELECT 1").stdout.strip() == "1", "the server keeps serving"
     assert pg.metrics_up()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import re
 import secrets
 import string
@@ -17,13 +18,18 @@ import pytest
 
 from sitectl import ROOT, render
 from tests.conftest import state_args
-from tests.data import rabbitmq_fixtures
-from tests.data.rabbitmq_fixtures import BROKER, CLIENT, GATEWAY
-
-rabbit_lab = rabbitmq_fixtures.rabbit_lab  # the lab of this module (a fixture, registered here)
+from tests.rabbitmq.amqp import AMQP_HOLD, AMQP_PROBE
+from tests.scratchlab import SALT_CACHE_DIR, SALT_LOG, example_site, guest_ip, guest_pillar
 
 SITE_USERS = ("apps", "chat")
 COOKIE = ("roles/rabbitmq/erlang-cookie", "cookie")
+BROKER, CLIENT = "rabbitmq", "microservices"
+SITE = example_site()  # the broker and its client guest at their example addresses' last octet
+BROKER_IP = guest_ip(SITE, BROKER)
+ROLE_POLICY = """
+path "secret/data/roles/rabbitmq/*" { capabilities = ["create", "read", "update"] }
+path "secret/metadata/roles/rabbitmq/*" { capabilities = ["read", "list"] }
+"""
 
 
 def password_path(user: str) -> str:
@@ -134,33 +140,74 @@ def test_the_uppercase_alphabet_makes_erlang_cookies():
 
 
 @pytest.fixture(scope="module")
+def rabbit_lab(scratch_lab):
+    """The broker and its client guest; the broker's Vault token holds only the role's policy."""
+    lab = scratch_lab
+    lab.start_guests(SITE, BROKER, CLIENT)
+    bao = lab.start_vault()
+    bao.policy("salt_role_rabbitmq", ROLE_POLICY)
+    lab.push_salt(BROKER, guest_pillar(SITE, BROKER), vault_token=bao.token(["salt_role_rabbitmq"]))
+    lab.write_file(CLIENT, "/root/amqp_probe.py", AMQP_PROBE)
+    lab.write_file(CLIENT, "/root/amqp_hold.py", AMQP_HOLD)
+    lab.apt_install(CLIENT, "python3-pika")
+    return lab
+
+
+@pytest.fixture(scope="module")
 def converged(rabbit_lab):
-    first = rabbit_lab.apply()
-    second = rabbit_lab.apply()
+    first = apply(rabbit_lab)
+    second = apply(rabbit_lab)
     return first, second
+
+
+def apply(lab, test: bool = False):
+    return lab.apply(BROKER, "rabbitmq", test=test)
+
+
+def out(lab, guest: str, script: str) -> str:
+    return lab.sh(guest, script).stdout
 
 
 def password(lab, user: str) -> str:
     return lab.bao.read(password_path(user), "password")
 
 
+def rabbitmqctl(lab, *args: str, input: str | None = None) -> str:
+    return lab.attach(BROKER, ["env", "HOME=/var/lib/rabbitmq", "/usr/lib/rabbitmq/bin/rabbitmqctl", "-q", *args],
+                      input=input).stdout
+
+
+def broker_pid(lab) -> str:
+    return out(lab, BROKER, "systemctl show -p MainPID --value rabbitmq-server").strip()
+
+
+def amqp(lab, user: str, secret: str, vhost: str, queue: str = "probe") -> dict:
+    """Publish one message and get it back from the client guest; the password goes on stdin."""
+    cp = lab.attach(CLIENT, ["python3", "/root/amqp_probe.py", BROKER_IP, vhost, user, queue], input=secret,
+                    check=False, timeout=60)
+    try:
+        return json.loads(cp.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise AssertionError(f"amqp probe printed no result: {cp.stdout} {cp.stderr}") from None
+
+
 def cookie_state(lab) -> tuple[str, str]:
-    return (lab.sh(BROKER, "stat -c '%a %U %G' /var/lib/rabbitmq/.erlang.cookie").strip(),
-            lab.sh(BROKER, "sha256sum /var/lib/rabbitmq/.erlang.cookie").split()[0])
+    return (out(lab, BROKER, "stat -c '%a %U %G' /var/lib/rabbitmq/.erlang.cookie").strip(),
+            out(lab, BROKER, "sha256sum /var/lib/rabbitmq/.erlang.cookie").split()[0])
 
 
 def connect(lab, port: int) -> str:
     code = (f"import socket\ns = socket.socket()\ns.settimeout(3)\n"
-            f"print(s.connect_ex(({lab.ip(BROKER)!r}, {port})))")
+            f"print(s.connect_ex(({BROKER_IP!r}, {port})))")
     return "open" if lab.attach(CLIENT, ["python3", "-c", code]).stdout.strip() == "0" else "refused"
 
 
 @pytest.mark.lab
 def test_first_apply_converges_and_the_second_changes_nothing(converged):
     first, second = converged
-    assert first.retcode == 0 and first.failed == [], {i: first.states[i]["comment"] for i in first.failed}
+    assert first.retcode == 0 and first.failed == {}, first.failed
     assert "rabbitmq-package-installed" in first.changed
-    assert second.retcode == 0 and second.failed == [] and second.changed == [], second.changed
+    assert second.retcode == 0 and second.failed == {} and second.changed == {}, second.changed
     print(f"\nfirst apply {first.seconds} s, second apply {second.seconds} s")
 
 
@@ -168,19 +215,18 @@ def test_first_apply_converges_and_the_second_changes_nothing(converged):
 def test_listeners_are_internal_and_epmd_and_distribution_are_loopback_only(rabbit_lab, converged):
     lab = rabbit_lab
     listening: dict[int, set[str]] = {}
-    for line in lab.sh(BROKER, "ss -Hltn").splitlines():
+    for line in out(lab, BROKER, "ss -Hltn").splitlines():
         local = line.split()[3]
         address, port = local.rsplit(":", 1)
         listening.setdefault(int(port), set()).add(address)
-    broker = lab.ip(BROKER)
     for port in (5672, 15672, 15692):
-        assert listening.get(port) == {broker}, (port, listening.get(port))
+        assert listening.get(port) == {BROKER_IP}, (port, listening.get(port))
     for port in (4369, 25672):
         assert listening.get(port) == {"127.0.0.1"}, (port, listening.get(port))
     assert connect(lab, 5672) == "open"
     assert connect(lab, 4369) == "refused" and connect(lab, 25672) == "refused"
     metrics = lab.attach(CLIENT, ["python3", "-c", "import urllib.request; print(urllib.request.urlopen("
-                                  f"'http://{broker}:15692/metrics', timeout=10).read().decode())"]).stdout
+                                  f"'http://{BROKER_IP}:15692/metrics', timeout=10).read().decode())"]).stdout
     assert re.search(r"^rabbitmq_connections(_opened_total)? ", metrics, re.M), metrics[:500]
 
 
@@ -199,7 +245,7 @@ except urllib.error.HTTPError as exc:
 @pytest.mark.lab
 def test_the_management_api_answers_the_admin_with_its_vault_password_only(rabbit_lab, converged):
     lab = rabbit_lab
-    url = f"http://{lab.ip(BROKER)}:15672/api/whoami"
+    url = f"http://{BROKER_IP}:15672/api/whoami"
 
     def status(user, secret):
         return lab.attach(CLIENT, ["python3", "-c", MANAGEMENT_PROBE, url, user], input=secret).stdout.strip()
@@ -212,7 +258,7 @@ def test_the_management_api_answers_the_admin_with_its_vault_password_only(rabbi
 @pytest.mark.lab
 def test_guest_is_gone_and_the_cookie_is_the_one_in_vault(rabbit_lab, converged):
     lab = rabbit_lab
-    users = lab.rabbitmqctl("list_users")
+    users = rabbitmqctl(lab, "list_users")
     names = {line.split()[0] for line in users.splitlines()[1:]}
     assert names == {"admin", *SITE_USERS}, users
     assert "administrator" in next(line for line in users.splitlines() if line.startswith("admin"))
@@ -226,13 +272,13 @@ def test_guest_is_gone_and_the_cookie_is_the_one_in_vault(rabbit_lab, converged)
 @pytest.mark.lab
 def test_a_client_publishes_and_consumes_on_its_vhost_and_is_refused_elsewhere(rabbit_lab, converged):
     lab = rabbit_lab
-    assert lab.amqp("chat", password(lab, "chat"), "chat") == {"ok": True}
-    assert lab.amqp("apps", password(lab, "apps"), "apps") == {"ok": True}
-    other_vhost = lab.amqp("chat", password(lab, "chat"), "apps")
+    assert amqp(lab, "chat", password(lab, "chat"), "chat") == {"ok": True}
+    assert amqp(lab, "apps", password(lab, "apps"), "apps") == {"ok": True}
+    other_vhost = amqp(lab, "chat", password(lab, "chat"), "apps")
     assert other_vhost["error"] == "ProbableAccessDeniedError" and "access to vhost 'apps' refused" in \
         other_vhost["detail"].replace("\\'", "'")
-    assert lab.amqp("chat", "not-the-password", "chat")["error"] == "ProbableAuthenticationError"
-    assert lab.amqp("guest", "guest", "/")["error"] == "ProbableAuthenticationError"
+    assert amqp(lab, "chat", "not-the-password", "chat")["error"] == "ProbableAuthenticationError"
+    assert amqp(lab, "guest", "guest", "/")["error"] == "ProbableAuthenticationError"
 
 
 @pytest.mark.lab
@@ -240,70 +286,70 @@ def test_rotation_changes_the_password_without_a_restart_and_other_connections_s
     lab = rabbit_lab
     lab.attach(CLIENT, ["sh", "-c", "umask 077 && cat > /root/hold.pw"], input=password(lab, "apps"))
     lab.sh(CLIENT, "rm -f /root/hold.ready /root/hold.go /root/hold.out; "
-                   f"nohup python3 /root/amqp_hold.py {lab.ip(BROKER)} apps apps held "
+                   f"nohup python3 /root/amqp_hold.py {BROKER_IP} apps apps held "
                    "</root/hold.pw >/root/hold.out 2>&1 &")
     deadline = time.monotonic() + 30
     while lab.attach(CLIENT, ["test", "-e", "/root/hold.ready"], check=False).returncode:
-        assert time.monotonic() < deadline, lab.sh(CLIENT, "cat /root/hold.out")
+        assert time.monotonic() < deadline, out(lab, CLIENT, "cat /root/hold.out")
         time.sleep(0.2)
-    pid = lab.broker_pid()
+    pid = broker_pid(lab)
     old = password(lab, "chat")
-    lab.bao.write(password_path("chat"), {"password": secrets.token_urlsafe(24)})
+    lab.bao.write(password_path("chat"), password=secrets.token_urlsafe(24))
     new = password(lab, "chat")
 
-    dry = lab.apply(test=True)
+    dry = apply(lab, test=True)
     assert dry.states["rabbitmq-access-user-chat-present"]["result"] is None
-    assert lab.amqp("chat", old, "chat") == {"ok": True}, "test=True changed the password"
-    rotated = lab.apply()
-    assert rotated.failed == [] and rotated.changed == ["rabbitmq-access-user-chat-present"], rotated.changed
+    assert amqp(lab, "chat", old, "chat") == {"ok": True}, "test=True changed the password"
+    rotated = apply(lab)
+    assert rotated.failed == {} and list(rotated.changed) == ["rabbitmq-access-user-chat-present"], rotated.changed
     assert list(rotated.states["rabbitmq-access-user-chat-present"]["changes"]) == ["password"]
-    assert lab.broker_pid() == pid, "the broker was restarted"
-    assert lab.amqp("chat", new, "chat") == {"ok": True}
-    assert lab.amqp("chat", old, "chat")["error"] == "ProbableAuthenticationError"
+    assert broker_pid(lab) == pid, "the broker was restarted"
+    assert amqp(lab, "chat", new, "chat") == {"ok": True}
+    assert amqp(lab, "chat", old, "chat")["error"] == "ProbableAuthenticationError"
     lab.sh(CLIENT, "touch /root/hold.go")
     deadline = time.monotonic() + 30
-    while not lab.sh(CLIENT, "cat /root/hold.out").strip():
+    while not out(lab, CLIENT, "cat /root/hold.out").strip():
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert lab.sh(CLIENT, "cat /root/hold.out").strip() == '{"first": true, "second": true}'
-    assert lab.apply().changed == []
+    assert out(lab, CLIENT, "cat /root/hold.out").strip() == '{"first": true, "second": true}'
+    assert apply(lab).changed == {}
 
 
 @pytest.mark.lab
 def test_a_user_the_site_does_not_declare_is_removed(rabbit_lab, converged):
     lab = rabbit_lab
-    lab.rabbitmqctl("add_user", "leftover", input="leftover-password")
-    lab.rabbitmqctl("set_permissions", "-p", "chat", "leftover", ".*", ".*", ".*")
-    assert lab.amqp("leftover", "leftover-password", "chat") == {"ok": True}
-    removed = lab.apply()
-    assert removed.changed == ["rabbitmq-access-undeclared-users-absent"], removed.changed
+    rabbitmqctl(lab, "add_user", "leftover", input="leftover-password")
+    rabbitmqctl(lab, "set_permissions", "-p", "chat", "leftover", ".*", ".*", ".*")
+    assert amqp(lab, "leftover", "leftover-password", "chat") == {"ok": True}
+    removed = apply(lab)
+    assert list(removed.changed) == ["rabbitmq-access-undeclared-users-absent"], removed.changed
     assert removed.states["rabbitmq-access-undeclared-users-absent"]["changes"] == {"deleted": ["leftover"]}
-    assert lab.amqp("leftover", "leftover-password", "chat")["error"] == "ProbableAuthenticationError"
+    assert amqp(lab, "leftover", "leftover-password", "chat")["error"] == "ProbableAuthenticationError"
 
 
 @pytest.mark.lab
 def test_a_new_cookie_in_vault_is_written_with_one_controlled_restart(rabbit_lab, converged):
     lab = rabbit_lab
-    pid = lab.broker_pid()
-    lab.bao.write(COOKIE[0], {"cookie": "".join(secrets.choice(string.ascii_uppercase) for _ in range(32))})
-    changed = lab.apply()
-    assert changed.failed == []
-    assert changed.changed == ["rabbitmq-config-broker-stopped-for-cookie", "rabbitmq-config-cookie-managed",
-                               "rabbitmq-service-running"], changed.changed
-    assert lab.broker_pid() != pid
+    pid = broker_pid(lab)
+    lab.bao.write(COOKIE[0], cookie="".join(secrets.choice(string.ascii_uppercase) for _ in range(32)))
+    changed = apply(lab)
+    assert changed.failed == {}
+    assert list(changed.changed) == ["rabbitmq-config-broker-stopped-for-cookie", "rabbitmq-config-cookie-managed",
+                                     "rabbitmq-service-running"], changed.changed
+    assert broker_pid(lab) != pid
     assert cookie_state(lab)[1] == hashlib.sha256((lab.bao.read(*COOKIE) + "\n").encode()).hexdigest()
-    assert lab.amqp("chat", password(lab, "chat"), "chat") == {"ok": True}
-    assert lab.apply().changed == []
+    assert amqp(lab, "chat", password(lab, "chat"), "chat") == {"ok": True}
+    assert apply(lab).changed == {}
 
 
 @pytest.mark.lab
 def test_a_config_rabbitmq_refuses_is_never_put_in_place_and_the_broker_keeps_running(rabbit_lab, converged):
     lab = rabbit_lab
     template = "/srv/salt/rabbitmq/files/rabbitmq.conf.j2"
-    pid, live = lab.broker_pid(), lab.sh(BROKER, "cat /etc/rabbitmq/rabbitmq.conf")
+    pid, live = broker_pid(lab), out(lab, BROKER, "cat /etc/rabbitmq/rabbitmq.conf")
     lab.sh(BROKER, f"cp {template} /root/rabbitmq.conf.j2.orig && echo 'listners.tcp.2 = 0.0.0.0:5673' >> {template}")
     try:
-        refused = lab.apply()
+        refused = apply(lab)
     finally:
         lab.sh(BROKER, f"mv /root/rabbitmq.conf.j2.orig {template}")
     checked = refused.states["rabbitmq-config-file-checked"]
@@ -311,8 +357,8 @@ def test_a_config_rabbitmq_refuses_is_never_put_in_place_and_the_broker_keeps_ru
     assert "Conf file attempted to set unknown variable: listners.tcp.2" in checked["comment"], checked["comment"]
     assert refused.states["rabbitmq-config-file-managed"]["result"] is False
     assert refused.states["rabbitmq-config-broker-stopped-for-file"]["changes"] == {}
-    assert lab.broker_pid() == pid and lab.sh(BROKER, "cat /etc/rabbitmq/rabbitmq.conf") == live
-    assert lab.apply().changed == []
+    assert broker_pid(lab) == pid and out(lab, BROKER, "cat /etc/rabbitmq/rabbitmq.conf") == live
+    assert apply(lab).changed == {}
 
 
 @pytest.mark.lab
@@ -321,7 +367,7 @@ def test_no_secret_in_any_output_log_or_cache(rabbit_lab, converged):
     values = [password(lab, user) for user in ("admin", *SITE_USERS)] + [lab.bao.read(*COOKIE)]
     for applied in lab.applies:
         assert not [v for v in values if v in applied.raw]
-    found = lab.attach(BROKER, ["grep", "-rlF", "-f", "-", "/var/cache/salt-local", "/var/log/salt-local.log",
+    found = lab.attach(BROKER, ["grep", "-rlF", "-f", "-", SALT_CACHE_DIR, SALT_LOG,
                                 "/var/log/rabbitmq", "/srv"], input="\n".join(values) + "\n", check=False)
     assert found.returncode == 1 and found.stdout == "", found.stdout
 
@@ -330,18 +376,18 @@ def test_no_secret_in_any_output_log_or_cache(rabbit_lab, converged):
 @pytest.mark.parametrize("cause", ["refused", "unreachable"])
 def test_vault_failing_fails_the_states_naming_the_path_and_changes_nothing(rabbit_lab, converged, cause):
     lab = rabbit_lab
-    pid, cookie = lab.broker_pid(), cookie_state(lab)
-    config = lab.sh(BROKER, "find /etc/rabbitmq -type f -exec sha256sum {} + | sort")
+    pid, cookie = broker_pid(lab), cookie_state(lab)
+    config = out(lab, BROKER, "find /etc/rabbitmq -type f -exec sha256sum {} + | sort")
     chat = password(lab, "chat")
     if cause == "refused":
-        lab.write_token(lab.bao.role_token(["default"]))
+        lab.set_vault_token(BROKER, lab.bao.token(["default"]))
         expected = "permission denied"
     else:
         lab.bao.stop()  # last: a dev server forgets everything
-        expected = f"Vault at http://{GATEWAY}:8298 is unreachable"
-    failed = lab.apply()
+        expected = f"Vault at {lab.bao.url} is unreachable"
+    failed = apply(lab)
     if cause == "refused":
-        lab.write_token(lab.bao.role_token(["salt_role_rabbitmq"]))
+        lab.set_vault_token(BROKER, lab.bao.token(["salt_role_rabbitmq"]))
     assert failed.retcode != 0
     for path, state_id in ((COOKIE[0], "rabbitmq-config-cookie-secret-generated"),
                            *((password_path(u), f"rabbitmq-access-user-{u}-secret-generated")
@@ -350,7 +396,7 @@ def test_vault_failing_fails_the_states_naming_the_path_and_changes_nothing(rabb
         assert failed.states[state_id]["result"] is False
         assert comment.startswith(f"secret/data/{path}: {expected}"), comment
     assert failed.states["rabbitmq-config-cookie-managed"]["result"] is False
-    assert lab.broker_pid() == pid, "a failed Vault read must not stop the broker"
+    assert broker_pid(lab) == pid, "a failed Vault read must not stop the broker"
     assert cookie_state(lab) == cookie
-    assert lab.sh(BROKER, "find /etc/rabbitmq -type f -exec sha256sum {} + | sort") == config
-    assert lab.amqp("chat", chat, "chat") == {"ok": True}
+    assert out(lab, BROKER, "find /etc/rabbitmq -type f -exec sha256sum {} + | sort") == config
+    assert amqp(lab, "chat", chat, "chat") == {"ok": True}
