@@ -1074,9 +1074,10 @@ def _query_api():
         raise QueryFailed(f"proxmox_platform: {exc}") from exc
 
 
-def _listing(describe):
-    """Every guest, described by ``describe(api, entry)``. A guest whose node is down (or whose description
-    failed) is listed with state 'unknown' and the reason; then the listing is printed and the run fails."""
+def _listing(describe, shape=None):
+    """Every guest, described by ``describe(api, entry)`` (and the whole listing by ``shape``). A guest whose
+    node is down, or that could not be described, is listed with state 'unknown' and the reason; then the
+    listing is printed and the run fails."""
     api = _query_api()
     try:
         entries = [e for e in api.guests() if not e.get("template")]
@@ -1096,6 +1097,8 @@ def _listing(describe):
         except SaltCloudSystemExit as exc:
             out[key] = {**_node(entry), "state": "unknown", "node": entry["node"], "error": str(exc)}
             problems.append(f"{key}: {exc}")
+    if shape is not None:
+        out = shape(out)
     if problems:
         alias, _, driver = _active_provider().partition(":")
         salt.output.display_output({alias: {driver: out}}, __opts__.get("output"), opts=__opts__)
@@ -1140,7 +1143,10 @@ def list_nodes_full(call=None):
 
 
 def list_nodes_select(call=None):
-    return salt.utils.cloud.list_nodes_select(list_nodes_full("function"), __opts__["query.selection"], call)
+    def select(out):
+        return salt.utils.cloud.list_nodes_select(out, __opts__["query.selection"], call)
+
+    return _listing(_show, select)
 
 
 def show_instance(name, call=None):
