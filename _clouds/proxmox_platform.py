@@ -43,6 +43,8 @@ import logging
 import os
 import re
 import secrets
+import signal
+import sys
 import time
 import urllib.parse
 
@@ -232,7 +234,15 @@ class PveTaskError(SaltCloudSystemExit):
 class QueryFailed(SystemExit):
     """A listing that could not be complete. salt-cloud turns any Exception raised by a listing into an
     empty result and exit code 0; a SystemExit reaches its error handler, which prints the message and
-    exits non-zero."""
+    exits non-zero.
+
+    Listings run in a pool worker that salt-cloud terminates (SIGTERM) on this error. The worker inherits
+    salt-cloud's SIGTERM handler, which logs and exits and can deadlock there on a lock held at fork time,
+    leaving salt-cloud waiting for the worker forever: the worker takes SIGTERM's default action instead."""
+
+    def __init__(self, message):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        super().__init__(message)
 
 
 def _pve_message(exc):
@@ -1102,6 +1112,8 @@ def _listing(describe, shape=None):
     if problems:
         alias, _, driver = _active_provider().partition(":")
         salt.output.display_output({alias: {driver: out}}, __opts__.get("output"), opts=__opts__)
+        # salt-cloud terminates this worker process on the error below: what is buffered would be lost.
+        sys.stdout.flush()
         raise QueryFailed("proxmox_platform: the listing above is incomplete:\n  "
                           + "\n  ".join(dict.fromkeys(problems)))
     return out
