@@ -762,7 +762,9 @@ def _create(vm_, api, settings, guest, site, kind, node):
     made = {"upid": None, "vmid": guest.get("vmid"), "key": False}
     try:
         _fire(name, "requesting instance", "requesting", vm_)
-        for _ in range(max(3, settings["retries"] + 1)):
+        # Each "already exists" means another create took the VMID first: in a -P map, at most every other
+        # guest of the site can, so that many tries (and the retries for strangers) always suffice there.
+        for _ in range(len(site["guests"]) + settings["retries"] + 1):
             vmid = guest.get("vmid") or _free_vmid(api, reserved)
             made["vmid"] = vmid
             holder = [r for r in guests if int(r["vmid"]) == int(vmid)]
