@@ -489,7 +489,7 @@ def _ownership_problems(entry, cfg, guest, site, node):
 
 
 def _owned(api, name, settings):
-    """(entry, config, guest) of the site's guest ``name`` in PVE, or an error that says which of name, VMID,
+    """(entry, config) of the site's guest ``name`` in PVE, or an error that says which of name, VMID,
     node and mark differ. Nothing is changed on the way."""
     guest, site = _site_guest(name)
     node = _node_of(guest, settings)
@@ -501,7 +501,7 @@ def _owned(api, name, settings):
             f"{name}: refused: VMID {entry['vmid']} on {entry.get('node')} is not provably the site's guest {name}; "
             f"nothing was stopped or changed.\n  - " + "\n  - ".join(problems)
         )
-    return entry, cfg, guest
+    return entry, cfg
 
 
 def _ssh_keys(settings, site):
@@ -938,7 +938,7 @@ def destroy(name, call=None):
         raise SaltCloudSystemExit("The destroy action must be called with -d, --destroy, -a or --action.")
     settings = _settings()
     api = _api(settings)
-    entry, cfg, _guest = _owned(api, name, settings)
+    entry, cfg = _owned(api, name, settings)
     node, kind, vmid = entry["node"], entry["type"], entry["vmid"]
     if _protected(cfg):
         raise SaltCloudSystemExit(
@@ -964,7 +964,7 @@ def _power(name, action, call):
         raise SaltCloudSystemExit(f"The {action} action must be called with -a or --action.")
     settings = _settings()
     api = _api(settings)
-    entry, _cfg, _guest = _owned(api, name, settings)
+    entry, _cfg = _owned(api, name, settings)
     node, kind, vmid = entry["node"], entry["type"], entry["vmid"]
     base = f"nodes/{node}/{kind}/{vmid}"
     before = api.get(f"{base}/status/current").get("status")
