@@ -207,7 +207,7 @@ def _unique_errors(site: dict) -> list[str]:
     seen_ip: dict[str, str] = {}
     for name, guest in site["guests"].items():
         where = f"site.guests.{name}"
-        vmid = guest.get("vmid")
+        vmid = guest.get("vmid")  # None: the Proxmox driver takes one from /cluster/nextid
         if vmid is not None and vmid in seen_vmid:
             errors.append(f"{where}.vmid: {vmid} is already used by site.guests.{seen_vmid[vmid]}; "
                           f"expected a VMID no other guest has")
@@ -535,7 +535,9 @@ def guest_view(pillar: dict, name: str) -> dict | None:
         "profile": profile,
         "fqdn": f"{name}.{site['domain']}",
         "kind": guest["kind"],
-        "vmid": guest["vmid"],
+        "vmid": guest.get("vmid"),
+        "protection": guest.get("protection", False),
+        "tags": list(guest.get("tags", [])),
         "node": guest.get("node") or site.get("proxmox", {}).get("node"),
         "cores": guest["cores"],
         "memory": guest["memory"],

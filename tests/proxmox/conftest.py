@@ -139,15 +139,23 @@ class Cloud:
     state: Path
     env: dict
 
-    def run(self, *args: str, secret: str | None = TOKEN_SECRET, timeout: float = 150) -> subprocess.CompletedProcess:
+    def _command(self, args, secret):
         env = dict(self.env)
         if secret is not None:
             env[SECRET_ENV] = secret
         else:
             env.pop(SECRET_ENV, None)
-        return subprocess.run([str(SALT_CLOUD), "-c", str(self.conf), "--out", "json", "--log-level", "quiet",
-                               "-y", *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT,
+        return [str(SALT_CLOUD), "-c", str(self.conf), "--out", "json", "--log-level", "quiet", "-y", *args], env
+
+    def run(self, *args: str, secret: str | None = TOKEN_SECRET, timeout: float = 150) -> subprocess.CompletedProcess:
+        command, env = self._command(args, secret)
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT,
                               check=False)
+
+    def spawn(self, *args: str) -> subprocess.Popen:
+        """salt-cloud started in the background (read it with communicate())."""
+        command, env = self._command(args, TOKEN_SECRET)
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
 
     def json(self, *args: str, **kwargs) -> dict:
         result = self.run(*args, **kwargs)
@@ -161,14 +169,45 @@ class Cloud:
     def accepted(self) -> set[str]:
         return {p.name for p in (self.state / "pki" / "master" / "minions").iterdir()}
 
-    def map_file(self) -> Path:
+    def map_file(self, site_description: dict | None = None) -> Path:
         from sitectl import site
 
-        pillar = {"site": yaml.safe_load((ROOT / "pillar/site/example.sls").read_text())["site"],
+        pillar = {"site": site_description or example_site(),
                   "roles": yaml.safe_load((ROOT / "pillar/platform/roles.sls").read_text())["roles"]}
         path = self.state / "example.map"
         path.write_text(yaml.safe_dump(site.cloud_map(pillar)))
         return path
+
+    def use_site(self, edit) -> dict:
+        """Make the master read a site of the test's own: the example site changed by ``edit(site)``, in a
+        pillar root of the test's that comes before the checkout's. Returns that site."""
+        description = example_site()
+        edit(description)
+        root = self.state.parent / "pillar"
+        (root / "site").mkdir(parents=True, exist_ok=True)
+        (root / "site" / "testsite.sls").write_text(yaml.safe_dump({"site": description}))
+        master = self.conf / "master"
+        text = master.read_text()
+        changed = text.replace("pillar_roots:\n  base:\n", f"pillar_roots:\n  base:\n    - {root}\n", 1)
+        changed = changed.replace("platform_site: example", "platform_site: testsite", 1)
+        assert changed.count(str(root)) == 1 and "platform_site: testsite" in changed, "the master config changed shape"
+        master.write_text(changed)
+        return description
+
+    def add_profiles(self, profiles: dict) -> None:
+        """Profiles of the test's own beside the checkout's (the profile folder becomes a copy)."""
+        folder = self.conf / "cloud.profiles.d"
+        if folder.is_symlink():
+            source = folder.resolve()
+            folder.unlink()
+            folder.mkdir()
+            for path in source.glob("*.conf"):
+                (folder / path.name).write_text(path.read_text())
+        (folder / "test.conf").write_text(yaml.safe_dump(profiles))
+
+
+def example_site() -> dict:
+    return yaml.safe_load((ROOT / "pillar/site/example.sls").read_text())["site"]
 
 
 def make_cloud(base: Path, pve: FakePve, cafile: str, **options) -> Cloud:
@@ -228,6 +267,16 @@ def assert_tasks_awaited(pve: FakePve) -> None:
             continue
         assert task["status"] == "stopped", f"a task still runs: {task['upid']}"
         assert task["upid"] in polled, f"task {task['type']} {task['id']} was never awaited: {task['upid']}"
+
+
+def token_tasks(pve: FakePve, kind: str | None = None) -> list[dict]:
+    """The tasks the driver's token started (of one type, e.g. vzshutdown), oldest first."""
+    return [t for t in pve.tasklog if t["user"] == TOKEN_ID and (kind is None or t["type"] == kind)]
+
+
+def writes(pve: FakePve) -> list[tuple[str, str]]:
+    """(method, path) of every request that could change the cluster."""
+    return [(m, p) for m, p, _ in pve.requests if m != "GET"]
 
 
 def guests(pve: FakePve) -> dict[int, object]:

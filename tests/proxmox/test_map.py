@@ -116,3 +116,15 @@ def test_the_provider_config_never_holds_a_secret(tmp_path):
     assert provider["url"] == "https://pve.your-domain.com:8006" and provider["token_id"] == "salt@pve!platform"  # noqa: S105
     assert provider["token_secret_env"] == "PVE_TOKEN_SECRET" and "token_secret" not in provider  # noqa: S105
     assert provider["verify_ssl"] is True and provider["bootstrap"] == "official" and provider["deploy"] is False
+
+
+def test_a_site_without_vmids_is_valid_and_its_views_say_so():
+    pillar = example_pillar()
+    for guest in pillar["site"]["guests"].values():
+        guest.pop("vmid")
+    pillar["site"]["guests"]["vault"].update(protection=True, tags=["secrets"])
+    assert site.validate(pillar) == []
+    view = site.guest_view(pillar, "vault")
+    assert view["vmid"] is None and view["protection"] is True and view["tags"] == ["secrets"]
+    assert site.guest_view(pillar, "control")["protection"] is False
+    assert sorted(n for names in site.cloud_map(pillar).values() for n in names) == sorted(pillar["site"]["guests"])
