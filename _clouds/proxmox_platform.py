@@ -755,42 +755,13 @@ def _create(vm_, api, settings, guest, site, kind, node):
     same_name = [r for r in guests if r.get("name") == name]
     if same_name:
         raise SaltCloudSystemExit(_exists_message(name, same_name))
-    if kind == "qemu":
-        source_node, source = _template_vmid(api, settings["clone_from"], guests)
-    reserved = {int(g["vmid"]) for n, g in site["guests"].items() if n != name and g.get("vmid") is not None}
+    source_node, source = _template_vmid(api, settings["clone_from"], guests) if kind == "qemu" else (None, None)
 
     made = {"upid": None, "vmid": guest.get("vmid"), "key": False}
     try:
         _fire(name, "requesting instance", "requesting", vm_)
-        # Each "already exists" means another create took the VMID first: in a -P map, at most every other
-        # guest of the site can, so that many tries (and the retries for strangers) always suffice there.
-        for _ in range(len(site["guests"]) + settings["retries"] + 1):
-            vmid = guest.get("vmid") or _free_vmid(api, reserved)
-            made["vmid"] = vmid
-            holder = [r for r in guests if int(r["vmid"]) == int(vmid)]
-            if holder:
-                raise SaltCloudSystemExit(
-                    f"{name}: VMID {vmid} is already used by {holder[0].get('name')!r} ({holder[0]['type']} on "
-                    f"{holder[0]['node']}); it was left alone and nothing was created. Give "
-                    f"site.guests.{name}.vmid a free VMID (or remove the other guest)"
-                )
-            try:
-                made["upid"] = _start_create(api, settings, guest, site, kind, node, vmid, run,
-                                             source_node if kind == "qemu" else None,
-                                             source if kind == "qemu" else None)
-                break
-            except PveApiError as exc:
-                if not _ALREADY_EXISTS.search(exc.pve_text):
-                    raise
-                if guest.get("vmid") is not None:
-                    raise SaltCloudSystemExit(
-                        f"{name}: VMID {vmid} was taken by another guest between the check and the create (PVE: "
-                        f"{exc.pve_text}); that guest is not this run's and was left alone, nothing was created"
-                    ) from exc
-                log.warning("%s: VMID %s was taken meanwhile (%s); asking for another", name, vmid, exc.pve_text)
-        else:
-            raise SaltCloudSystemExit(f"{name}: every VMID /cluster/nextid gave was taken before the create reached "
-                                      f"PVE; nothing was created")
+        made["upid"] = _claim_vmid(api, settings, guest, site, kind, node, run, guests, made,
+                                   (source_node, source) if kind == "qemu" else (None, None))
         vmid = made["vmid"]
         what = f"{name}: creating container {vmid} on {node}" if kind == "lxc" else \
             f"{name}: cloning VM {source} to {vmid} on {node}"
@@ -823,6 +794,39 @@ def _create(vm_, api, settings, guest, site, kind, node):
     if ip not in data["private_ips"]:
         data["private_ips"].insert(0, ip)
     return data
+
+
+def _claim_vmid(api, settings, guest, site, kind, node, run, guests, made, source):
+    """Send the create with the site's VMID, or one from /cluster/nextid (not one the site gives another
+    guest); on PVE's "already exists" for an allocated VMID, ask again. Records the VMID in ``made``;
+    returns the create's UPID. A VMID held by a guest that is not this run's is left alone."""
+    name = guest["name"]
+    reserved = {int(g["vmid"]) for n, g in site["guests"].items() if n != name and g.get("vmid") is not None}
+    # Each "already exists" means another create took the VMID first: in a -P map, at most every other
+    # guest of the site can, so that many tries (and the retries for strangers) always suffice there.
+    for _ in range(len(site["guests"]) + settings["retries"] + 1):
+        vmid = guest.get("vmid") or _free_vmid(api, reserved)
+        made["vmid"] = vmid
+        holder = [r for r in guests if int(r["vmid"]) == int(vmid)]
+        if holder:
+            raise SaltCloudSystemExit(
+                f"{name}: VMID {vmid} is already used by {holder[0].get('name')!r} ({holder[0]['type']} on "
+                f"{holder[0]['node']}); it was left alone and nothing was created. Give "
+                f"site.guests.{name}.vmid a free VMID (or remove the other guest)"
+            )
+        try:
+            return _start_create(api, settings, guest, site, kind, node, vmid, run, *source)
+        except PveApiError as exc:
+            if not _ALREADY_EXISTS.search(exc.pve_text):
+                raise
+            if guest.get("vmid") is not None:
+                raise SaltCloudSystemExit(
+                    f"{name}: VMID {vmid} was taken by another guest between the check and the create (PVE: "
+                    f"{exc.pve_text}); that guest is not this run's and was left alone, nothing was created"
+                ) from exc
+            log.warning("%s: VMID %s was taken meanwhile (%s); asking for another", name, vmid, exc.pve_text)
+    raise SaltCloudSystemExit(f"{name}: every VMID /cluster/nextid gave was taken before the create reached "
+                              f"PVE; nothing was created")
 
 
 def _start_create(api, settings, guest, site, kind, node, vmid, run, source_node, source):
