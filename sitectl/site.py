@@ -504,11 +504,15 @@ def guest_view(pillar: dict, name: str) -> dict | None:
     }
 
 
-def secret_grants(site: dict) -> dict[str, list[str]]:
+def secret_grants(pillar: dict) -> dict[str, list[str]]:
     """Guest -> the KV paths (under the secrets mount) of other roles' secrets it may read: the
-    credentials of the database owners and message-broker users it is a client of. The server's
-    role generates them (its salt_role_<role> policy covers roles/<role>/*); the clients only read.
+    credentials of the database owners and message-broker users it is a client of, and the
+    certificate and key of the route named by ``reverse_proxy:mail_certificate:route``, which the
+    proxy writes on each renewal for that route's guest (``_runners/acme.py``, the same path). The
+    role that owns a path writes it (its salt_role_<role> policy covers roles/<role>/*); the
+    grantee only reads.
     """
+    site = pillar["site"]
     grants: dict[str, set[str]] = {}
     for db, spec in (site.get("databases") or {}).items():
         for client in spec.get("clients", []):
@@ -516,6 +520,16 @@ def secret_grants(site: dict) -> dict[str, list[str]]:
     for user, spec in ((site.get("messaging") or {}).get("users") or {}).items():
         for client in spec.get("clients", []):
             grants.setdefault(client, set()).add(f"roles/rabbitmq/users/{user}")
+    defaults_file = Path(__file__).resolve().parent.parent / "salt" / "reverse_proxy" / "defaults.yaml"
+    defaults = yaml.safe_load(defaults_file.read_text(encoding="utf-8"))["reverse_proxy"]
+    proxy = pillar.get("reverse_proxy") or {}
+    mail_route = (proxy.get("mail_certificate") or {}).get("route", defaults["mail_certificate"]["route"])
+    route = (site.get("routes") or {}).get(mail_route)
+    if route:
+        challenge = ((site.get("acme") or {}).get("challenge") or (proxy.get("acme") or {}).get("challenge")
+                     or defaults["acme"]["challenge"])
+        lineage = site["domain"] if challenge == "dns-01" else f"{mail_route}.{site['domain']}"
+        grants.setdefault(route["guest"], set()).add(f"roles/reverse_proxy/certificates/{lineage}")
     return {guest: sorted(paths) for guest, paths in sorted(grants.items())}
 
 
@@ -524,7 +538,7 @@ def platform_pillar(pillar: dict, minion_id: str) -> dict:
     valid site: the one function the ext_pillar, the runners and the tests' scratch labs use."""
     return {"platform": {"guest": guest_view(pillar, minion_id),
                          # Not secret (paths only); salt/vault/configure.sls turns them into policies.
-                         "secret_grants": secret_grants(pillar["site"])}}
+                         "secret_grants": secret_grants(pillar)}}
 
 
 def cloud_map(pillar: dict) -> dict[str, list[str]]:
