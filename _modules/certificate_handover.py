@@ -54,8 +54,18 @@ def _vault_error(where, exc):
     return CommandExecutionError(f"{where}: {cause}")
 
 
+def _connect(where):
+    """This minion's master-issued token, before any read or write: a master that cannot issue one
+    (Vault sealed or unreachable from the master) is said as such."""
+    try:
+        vault.get_kv(__opts__, __context__)
+    except (SaltException, requests.exceptions.RequestException) as exc:
+        raise CommandExecutionError(f"{where}: no Vault token from the master ({exc})") from None
+
+
 def _read(where, version=None):
     """The secret at ``where`` (mount/path) with its metadata; None when it does not exist."""
+    _connect(where)
     try:
         return vault.read_kv(where, __opts__, __context__, include_metadata=True, version=version)
     except vault.VaultNotFoundError:
