@@ -10,17 +10,20 @@ under the domain, or the domain for dns-01's wildcard). The lineage is all the e
 
 ``renewed``: on the proxy, ``nginx -t`` then reload (``nginx-safe-reload``, the same script the
 deploy hook runs: the reload is repeated harmlessly when the hook already did it); when the lineage
-is the mail route's, the certificate and key are sealed on the proxy for the mail guest's minion key
-(``_modules/platform_tls.py``), handed over through the master as ciphertext, installed there and
-the services using them reloaded (``reverse_proxy:mail_certificate``).
+is the mail route's, the proxy writes the certificate and key into Vault under its role's path
+(``roles/reverse_proxy/certificates/<lineage>``; only the mail guest's policy may read it:
+``sitectl.roles.secret_grants``) and the mail guest reads that version, installs it and reloads the
+services using it (``_modules/certificate_handover.py``, ``reverse_proxy:mail_certificate``). The
+master passes paths and versions only; the files travel between each minion and Vault.
 """
 
 import logging
-import os
 import re
 
 import salt.client
 import salt.utils.minions
+
+from sitectl import roles
 
 log = logging.getLogger(__name__)
 
@@ -106,23 +109,27 @@ def renewed(minion, lineage, timeout=120):
 
 
 def _hand_over(client, proxy, guest, lineage, ctx, mail, timeout):
-    """Seal the lineage on the proxy for ``guest``'s minion key; install it there."""
+    """The proxy writes the lineage into Vault; ``guest`` reads that version and installs it."""
     ckminions = salt.utils.minions.CkMinions(__opts__)
     if guest not in ckminions.check_minions(_guest_target(guest), "compound", greedy=False)["minions"]:
         raise RuntimeError(f"the mail guest {guest} is not an accepted minion of the site")
-    with open(os.path.join(__opts__["pki_dir"], "minions", guest), encoding="ascii") as fh:
-        public_key = fh.read()
     live = f"{ctx['acme']['config_dir']}/live/{lineage}"
-    sealed = _one(client.cmd(_proxy_target(proxy), "platform_tls.seal",
-                             [{"cert": f"{live}/fullchain.pem", "key": f"{live}/privkey.pem"}, public_key],
-                             tgt_type="compound", timeout=timeout, full_return=True), proxy, "platform_tls.seal")
-    installed = _one(client.cmd(_guest_target(guest), "platform_tls.install_sealed",
-                                [sealed, mail["files"], mail.get("reload_cmd")],
+    # Under the secrets mount; the proxy's salt_role_reverse_proxy policy covers it, and read on this
+    # path is granted to the mail route's guest alone (the same function derives the grant).
+    path = roles.mail_certificate_path(ctx["rp"], lineage)
+    published = _one(client.cmd(_proxy_target(proxy), "certificate_handover.publish",
+                                [path, {"cert": f"{live}/fullchain.pem", "key": f"{live}/privkey.pem"}],
                                 tgt_type="compound", timeout=timeout, full_return=True),
-                     guest, "platform_tls.install_sealed")
+                     proxy, "certificate_handover.publish")
+    if not isinstance(published, dict):
+        raise RuntimeError(f"certificate_handover.publish failed on {proxy}: {published}")
+    installed = _one(client.cmd(_guest_target(guest), "certificate_handover.install",
+                                [path, published["version"], mail["files"], mail.get("reload_cmd")],
+                                tgt_type="compound", timeout=timeout, full_return=True),
+                     guest, "certificate_handover.install")
     if not isinstance(installed, dict):
-        raise RuntimeError(f"platform_tls.install_sealed failed on {guest}: {installed}")
-    return {"guest": guest, **installed}
+        raise RuntimeError(f"certificate_handover.install failed on {guest}: {installed}")
+    return {"guest": guest, "published": published["changed"], **installed}
 
 
 def expiring(minion, lineage, days_left):

@@ -152,10 +152,17 @@ def edge(site: dict, rp: dict) -> dict:
 
 # -- vault ------------------------------------------------------------------------------------------
 
+def mail_certificate_path(rp: dict, lineage: str) -> str:
+    """Where the proxy writes ``lineage``'s certificate and key for the mail route's guest."""
+    return f"{rp['mail_certificate']['vault_path']}/{lineage}"
+
+
 def secret_grants(pillar: dict) -> dict[str, list[str]]:
     """Guest -> the KV paths (under the secrets mount) of other roles' secrets it may read: the
-    credentials of the database owners and message-broker users it is a client of. The server's
-    role generates them (its salt_role_<role> policy covers roles/<role>/*); the clients only read.
+    credentials of the database owners and message-broker users it is a client of, and the
+    certificate and key of the route named by ``reverse_proxy:mail_certificate:route``, which the
+    proxy writes on each renewal for that route's guest (``_runners/acme.py``). The role that owns a
+    path writes it (its salt_role_<role> policy covers roles/<role>/*); the grantee only reads.
     """
     site = pillar["site"]
     pg_users = parameters(pillar, "postgresql")["vault"]["users_path"]
@@ -167,4 +174,8 @@ def secret_grants(pillar: dict) -> dict[str, list[str]]:
     for user, spec in ((site.get("messaging") or {}).get("users") or {}).items():
         for client in spec.get("clients", []):
             grants.setdefault(client, set()).add(f"{mq_users}/{user}")
+    rp = parameters(pillar, "reverse_proxy")
+    mail = next((r for r in edge(site, rp)["routes"] if r["name"] == rp["mail_certificate"]["route"]), None)
+    if mail:
+        grants.setdefault(mail["guest"], set()).add(mail_certificate_path(rp, mail["lineage"]))
     return {guest: sorted(paths) for guest, paths in sorted(grants.items())}

@@ -7,9 +7,11 @@ Any lab already running on this machine is replaced, and everything is torn down
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
+import subprocess
 from types import SimpleNamespace
 
 import pytest
@@ -391,12 +393,21 @@ def test_a_renewal_fires_the_reactor_which_reloads_the_proxy_and_hands_the_mail_
     result = ret["data"]["return"]
     assert result["result"] is True and result["nginx"] == "reloaded", result
     assert result["mail"]["guest"] == "mailcow"
+    mail_key = MAIL_CERT.replace("cert.pem", "key.pem")
+    assert result["mail"]["path"] == f"secret/roles/reverse_proxy/certificates/mail.{DOMAIN}", "through Vault"
+    assert result["mail"]["changed"] == sorted([MAIL_CERT, mail_key]) and result["mail"]["reloaded"] is False
     after, _, _ = served(site_lab, f"mail.{DOMAIN}")
     assert after != before, "the proxy serves the renewed certificate"
     mail = guest_host("mailcow", site_lab.lab.lab_dir)
     handed = mail.check_output(f"openssl x509 -noout -serial -in {MAIL_CERT}").split("=")[1]
     assert int(handed, 16) == after, "the mail guest holds the same renewed certificate"
-    assert mail.file(MAIL_CERT.replace("cert.pem", "key.pem")).mode == 0o600
+    assert mail.file(mail_key).mode == 0o600
+    proxy_key = attach(site_lab, "reverse-proxy", ["cat", f"/etc/letsencrypt/live/mail.{DOMAIN}/privkey.pem"]).stdout
+    same_key = mail.file(mail_key).sha256sum == hashlib.sha256(proxy_key.encode()).hexdigest()
+    assert same_key, "the mail guest holds the renewed key"
+    body = "".join(proxy_key.splitlines()[1:-1])[64:104]  # the key's own bytes, past its algorithm header
+    leaked = subprocess.run(["grep", "-rlF", body, opts["cachedir"]], capture_output=True, text=True, check=False)
+    assert leaked.stdout == "", f"the private key is in the master's cache: {leaked.stdout}"
     assert t_ret - t0 < 120
 
 

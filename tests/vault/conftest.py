@@ -240,3 +240,49 @@ def bao_raft_servers(tmp_path):
     yield start
     for server in started:
         server.stop()
+
+
+class Credentials(dict):
+    """The master's AppRole credentials: never shown in a traceback or a report."""
+
+    def __repr__(self) -> str:
+        return f"<credentials {sorted(self)}>"
+
+
+def bootstrap_master_approle(base: Path, bao: BaoServer, conf: Path) -> tuple[Credentials, list[str]]:
+    """The operator's bootstrap (docs/vault.md, step 5) with a dev server's root token: the policies
+    and the salt-master AppRole exactly as salt/vault/configure.sls renders them for the `vault`
+    guest of the site of ``conf``, applied by the repository's states; then a role_id and secret_id.
+    Returns the credentials and the state ids applied."""
+    from sitectl import render
+    from sitectl.vaultctl import BOOTSTRAP_IDS, state_call
+
+    high = render.caller(conf, "vault").cmd("state.show_sls", "vault.configure")
+    assert isinstance(high, dict), high
+    operator = SaltCaller(base / "operator", {
+        "url": bao.url, "token_file": str(write_token(base / "root-token", bao.root_token))})
+    applied = []
+    for state_id in sorted(high):
+        if state_id in BOOTSTRAP_IDS or state_id.startswith("vault-configure-policy-"):
+            fun, name, kwargs = state_call(high[state_id])
+            ret = operator.state(fun, name or state_id, **kwargs)
+            assert ret["result"] is True, f"{state_id}: {ret['comment']}"
+            applied.append(state_id)
+    approle = bao.client().auth.approle
+    return Credentials(
+        role_id=approle.read_role_id("salt-master")["data"]["role_id"],
+        secret_id=approle.generate_secret_id("salt-master")["data"]["secret_id"],
+    ), applied
+
+
+def give_master_vault(factory, bao: BaoServer, credentials: Credentials) -> None:
+    """As the bootstrap does it (docs/vault.md, step 5), before ``factory`` starts: master.d/vault.conf
+    defines the sdb profile that etc/master.j2's `vault:` block reads; the values are in a file of
+    their own, mode 0600, in the factory's temp config dir."""
+    etc = Path(factory.config_dir)
+    stored = etc / "vault-master.yaml"
+    stored.touch(mode=0o600)
+    stored.write_text(yaml.safe_dump({"url": bao.url, **credentials}))
+    (etc / "master.d").mkdir(exist_ok=True)
+    (etc / "master.d" / "vault.conf").write_text(yaml.safe_dump(
+        {"platform_vault": {"driver": "yaml", "files": [str(stored)]}}))

@@ -22,24 +22,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sitectl import render
-from sitectl.vaultctl import BOOTSTRAP_IDS, state_call
+from sitectl.vaultctl import BOOTSTRAP_IDS
 from tests.conftest import SITES, make_checkout
 from tests.functional.conftest import FACTORY_KEYS
-from tests.vault.conftest import BaoServer, SaltCaller, write_token
+from tests.vault.conftest import BaoServer, Credentials, bootstrap_master_approle, give_master_vault
 
 pytestmark = pytest.mark.functional
 
 DB, MQ = "iso-db", "iso-mq"
 ROLE = {DB: "postgresql", MQ: "rabbitmq"}
 FIELDS = json.dumps({"password": {"length": 32, "alphabet": "urlsafe"}})
-
-
-class Credentials(dict):
-    """The master's AppRole credentials: never shown in a traceback or a report."""
-
-    def __repr__(self) -> str:
-        return f"<credentials {sorted(self)}>"
 
 
 def digest(value) -> str:
@@ -78,29 +70,11 @@ def iso_bao(iso_base):
 
 @pytest.fixture(scope="module")
 def master_approle(iso_base, iso_bao, iso_checkout) -> Credentials:
-    """The operator's bootstrap (docs/vault.md, step 5) with the dev server's root token: the
-    policies and the salt-master AppRole exactly as salt/vault/configure.sls renders them for the
-    `vault` guest of this site, applied by the repository's states; then a role_id and secret_id."""
-    _, conf = iso_checkout
-    high = render.caller(conf, "vault").cmd("state.show_sls", "vault.configure")
-    assert isinstance(high, dict), high
-    operator = SaltCaller(iso_base / "operator", {
-        "url": iso_bao.url, "token_file": str(write_token(iso_base / "root-token", iso_bao.root_token))})
-    applied = []
-    for state_id in sorted(high):
-        if state_id in BOOTSTRAP_IDS or state_id.startswith("vault-configure-policy-"):
-            fun, name, kwargs = state_call(high[state_id])
-            ret = operator.state(fun, name or state_id, **kwargs)
-            assert ret["result"] is True, f"{state_id}: {ret['comment']}"
-            applied.append(state_id)
+    credentials, applied = bootstrap_master_approle(iso_base, iso_bao, iso_checkout[1])
     assert {"vault-configure-policy-salt-master-present", "vault-configure-policy-role-postgresql-present",
             "vault-configure-policy-role-rabbitmq-present", f"vault-configure-policy-minion-{DB}-present",
             *BOOTSTRAP_IDS} <= set(applied), applied
-    approle = iso_bao.client().auth.approle
-    return Credentials(
-        role_id=approle.read_role_id("salt-master")["data"]["role_id"],
-        secret_id=approle.generate_secret_id("salt-master")["data"]["secret_id"],
-    )
+    return credentials
 
 
 @pytest.fixture(scope="module")
@@ -109,15 +83,8 @@ def iso_master(salt_factories, iso_checkout, iso_bao, master_approle):
     rendered = yaml.safe_load((conf / "master").read_text())
     overrides = {key: value for key, value in rendered.items() if key not in FACTORY_KEYS}
     factory = salt_factories.salt_master_daemon("iso-master", overrides=overrides)
-    # As the bootstrap does it (docs/vault.md, step 5): master.d/vault.conf defines the sdb profile
-    # that etc/master.j2's `vault:` block reads; the values are in a file of their own, mode 0600.
+    give_master_vault(factory, iso_bao, master_approle)
     etc = Path(factory.config_dir)
-    credentials = etc / "vault-master.yaml"
-    credentials.touch(mode=0o600)
-    credentials.write_text(yaml.safe_dump({"url": iso_bao.url, **master_approle}))
-    (etc / "master.d").mkdir(exist_ok=True)
-    (etc / "master.d" / "vault.conf").write_text(yaml.safe_dump(
-        {"platform_vault": {"driver": "yaml", "files": [str(credentials)]}}))
     try:
         with factory.started(start_timeout=120):
             yield factory

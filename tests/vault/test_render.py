@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sitectl import render
+from sitectl.roles import secret_grants
 from tests.conftest import guest_with_role, load_site, state_args
 
 pytestmark = pytest.mark.render
@@ -109,6 +110,29 @@ def test_a_client_may_read_exactly_the_credentials_the_site_names_it_a_client_of
     for role in ("reverse_proxy", "vault", "rabbitmq", "postgresql"):
         guest = guest_with_role(SITE, role)
         assert "users/" not in minion_rules(guest), guest
+
+
+def test_only_the_mail_routes_guest_may_read_its_certificate(vault_high, example_site):
+    grant = 'path "secret/data/roles/reverse_proxy/certificates/mail.your-domain.com" { capabilities = ["read"] }'
+    for guest in example_site["guests"]:
+        rules = state_args(vault_high[f"vault-configure-policy-minion-{guest}-present"], "vault_server")["rules"]
+        if guest == "mailcow":
+            assert grant in rules
+        else:
+            assert "certificates/" not in rules, guest
+
+
+def test_the_certificate_grant_follows_the_mail_route_and_the_challenge(example_site):
+    pillar = {"site": example_site}
+    assert secret_grants(pillar)["mailcow"] == ["roles/reverse_proxy/certificates/mail.your-domain.com"]
+    wildcard = {"site": {**example_site, "acme": {**example_site["acme"], "challenge": "dns-01"}}}
+    assert secret_grants(wildcard)["mailcow"] == ["roles/reverse_proxy/certificates/your-domain.com"]
+    moved = {**pillar, "reverse_proxy": {"mail_certificate": {"route": "nextcloud"}}}
+    grants = secret_grants(moved)
+    assert "roles/reverse_proxy/certificates/nextcloud.your-domain.com" in grants["nextcloud"]
+    assert "mailcow" not in grants
+    gone = {**pillar, "reverse_proxy": {"mail_certificate": {"route": "webmail"}}}
+    assert not [p for paths in secret_grants(gone).values() for p in paths if "certificates/" in p]
 
 
 def test_declared_secrets_are_generated_if_absent(example_config):
