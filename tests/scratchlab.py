@@ -32,27 +32,22 @@ import io
 import ipaddress
 import json
 import os
-import secrets
-import socket
 import subprocess
-import sys
 import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hvac
-import requests
 import yaml
 
 from sitectl import ROOT, site
+from tests.openbao import BaoServer
 
 LAB_DIR = "/var/lib/sitectl-lab-scratch"
 BRIDGE = "sitelabs0"
 TABLE = "sitectl_lab_scratch"
 SUBNET = ipaddress.ip_network("10.77.98.0/24")
 GATEWAY = str(SUBNET.network_address + 1)
-BAO = str(Path(sys.executable).with_name("bao"))
 SALT_CALL = "/opt/saltstack/salt/bin/salt-call"
 # The masterless minion's own config, cache and log, apart from /etc/salt (whose config would start
 # the template's enabled salt-minion unit).
@@ -119,76 +114,6 @@ def guest_ip(site_data: dict, name: str) -> str:
     return str(ipaddress.ip_interface(site_data["guests"][name]["address"]).ip)
 
 
-def _free_port(host: str, preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise RuntimeError(f"no free port on {host}")
-
-
-class BaoDev:
-    """``bao server -dev`` on the lab's gateway address, so the guests can reach it."""
-
-    def __init__(self, workdir: Path, host: str = GATEWAY, preferred_port: int = 8299):
-        self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.host = host
-        self.port = _free_port(host, preferred_port)
-        self.url = f"http://{host}:{self.port}"
-        self.root_token = f"dev-{secrets.token_hex(16)}"
-        self.log = workdir / "bao.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> BaoDev:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir)}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [BAO, "server", "-dev", f"-dev-root-token-id={self.root_token}",
-                 f"-dev-listen-address={self.host}:{self.port}"],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bao server exited: {self.log.read_text()[-2000:]}")
-            try:
-                requests.get(f"{self.url}/v1/sys/seal-status", timeout=1)
-                return self
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError(f"bao server did not answer on {self.url}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def client(self) -> hvac.Client:
-        return hvac.Client(url=self.url, token=self.root_token)
-
-    def read(self, path: str, field: str = "password") -> str:
-        return self.client().secrets.kv.v2.read_secret_version(
-            path=path, mount_point="secret", raise_on_deleted_version=True)["data"]["data"][field]
-
-    def write(self, path: str, **fields) -> None:
-        self.client().secrets.kv.v2.create_or_update_secret(path=path, secret=fields, mount_point="secret")
-
-    def policy(self, name: str, hcl: str) -> None:
-        self.client().sys.create_or_update_policy(name=name, policy=hcl)
-
-    def token(self, policies: list[str]) -> str:
-        """A token holding only ``policies`` (as the master issues a minion)."""
-        return self.client().auth.token.create(policies=policies, ttl="2h")["auth"]["client_token"]
-
-
 @dataclass
 class Apply:
     """One ``state.apply`` in a guest: its states by ID (a state with ``names`` merged into one),
@@ -238,7 +163,7 @@ class ScratchLab:
     nameserver: str
     workdir: Path
     guests: dict[str, str] = field(default_factory=dict)  # name -> address
-    bao: BaoDev | None = None
+    bao: BaoServer | None = None
     applies: list[Apply] = field(default_factory=list)  # every apply of the module, in order
 
     def start_guests(self, site_data: dict, *names: str) -> None:
@@ -254,8 +179,8 @@ class ScratchLab:
             assert not unexpected, f"{name} booted with failed units: {unexpected}"
             self.guests[name] = guest_ip(site_data, name)
 
-    def start_vault(self) -> BaoDev:
-        self.bao = BaoDev(self.workdir / "bao").start()
+    def start_vault(self) -> BaoServer:
+        self.bao = BaoServer(self.workdir / "bao", dev=True, host=GATEWAY).start()
         return self.bao
 
     def stop(self) -> None:

@@ -21,6 +21,7 @@ import salt.utils.reactor
 from salt.exceptions import SaltException
 
 from sitectl.config import SaltSettings, write_config
+from tests.openbao import BaoServer
 from tests.render.discovery import (
     GuestRender,
     cases,
@@ -32,7 +33,6 @@ from tests.render.discovery import (
     sls_names,
     template_urls,
 )
-from tests.vault.conftest import BaoServer
 
 pytestmark = pytest.mark.render
 

@@ -24,7 +24,8 @@ import yaml
 
 from tests.conftest import make_checkout
 from tests.functional.conftest import FACTORY_KEYS
-from tests.vault.conftest import BaoServer, bootstrap_master_approle, give_master_vault
+from tests.openbao import BaoServer
+from tests.vault.conftest import bootstrap_master_approle, give_master_vault
 
 pytestmark = pytest.mark.functional
 

@@ -26,7 +26,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.vault.conftest import BaoServer, SaltCaller, free_port, write_token
+from tests.openbao import BaoServer, free_port
+from tests.vault.conftest import SaltCaller, write_token
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")

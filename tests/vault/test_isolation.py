@@ -25,7 +25,8 @@ import yaml
 from sitectl.vaultctl import BOOTSTRAP_IDS
 from tests.conftest import SITES, make_checkout
 from tests.functional.conftest import FACTORY_KEYS
-from tests.vault.conftest import BaoServer, Credentials, bootstrap_master_approle, give_master_vault
+from tests.openbao import BaoServer
+from tests.vault.conftest import Credentials, bootstrap_master_approle, give_master_vault
 
 pytestmark = pytest.mark.functional
 

@@ -117,7 +117,7 @@ def test_initialise_refuses_to_overwrite_earlier_ciphertext_and_leaves_vault_unt
 
 
 def test_unreachable_vault_fails_naming_the_address(tmp_path):
-    from tests.vault.conftest import free_port
+    from tests.openbao import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     caller = SaltCaller(tmp_path / "salt", {"url": url})

@@ -24,7 +24,8 @@ from salt.exceptions import CommandExecutionError
 
 from sitectl import render
 from tests.conftest import state_args
-from tests.vault.conftest import BAO, BaoServer, SaltCaller, write_token
+from tests.openbao import BAO, BaoServer
+from tests.vault.conftest import SaltCaller, write_token
 
 pytestmark = pytest.mark.functional
 
