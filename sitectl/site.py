@@ -26,13 +26,32 @@ _SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "cookie"
 _SECRET_SUFFIXES = ("private_key", "api_key", "secret_key", "unseal_key", "root_token")
 _NOT_SECRET_LAST_WORDS = {"id", "path", "ref", "file", "name", "user", "username", "ttl", "length", "policy"}
 VAULT_REF = re.compile(r"^vault:[A-Za-z0-9_./-]+#[A-Za-z0-9_-]+$")
-# Values that are secrets wherever they stand.
+# Values that are secrets wherever they stand, under any key.
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# GitLab's documented token prefixes (docs.gitlab.com, security/tokens: "Token prefixes"): personal,
+# project and group access, OAuth application secret, deploy, runner authentication (and registered),
+# CI/CD job, pipeline trigger, feed, incoming mail, agent for Kubernetes, SCIM, feature flags client.
+_GITLAB_PREFIXES = ("glpat", "gloas", "gldt", "glrt", "glrtr", "glcbt", "glptt", "glft", "glimt", "glagent",
+                    "glsoat", "glffct")
 _SECRET_VALUES = (
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a PEM private key"),
+    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"), "a PEM private key"),
+    (re.compile(r"-----BEGIN PGP PRIVATE KEY BLOCK-----"), "a PGP private key block"),
     (re.compile(r"\bhv[sbr]\.[A-Za-z0-9_-]{20,}"), "a Vault token"),
-    (re.compile(r"\bglrt-[A-Za-z0-9_-]{15,}"), "a GitLab runner token"),
+    # Vault's tokens before 1.10: s. (service), b. (batch), r. (recovery) and 24 base62 characters.
+    (re.compile(r"(?<![A-Za-z0-9.])[sbr]\.[A-Za-z0-9]{24}(?![A-Za-z0-9])"), "a Vault token"),
+    (re.compile(rf"\b({'|'.join(_GITLAB_PREFIXES)})-[A-Za-z0-9_-]{{15,}}"), "a GitLab token"),
+    # A runner registration token of the deprecated workflow.
+    (re.compile(r"\bGR1348941[A-Za-z0-9_-]{15,}"), "a GitLab token"),
+    # AWS access key ids (long-term AKIA, temporary ASIA, and the other documented unique-id prefixes).
+    (re.compile(r"\b(AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}\b"), "a cloud access key"),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), "a cloud access key"),
+    (re.compile(r"\bdo[opr]_v1_[a-f0-9]{64}\b"), "a cloud access key"),
+    # A Proxmox API token: the header form, or a token id next to its secret (a UUID).
     (re.compile(r"PVEAPIToken=\S+=\S+"), "a Proxmox API token"),
+    (re.compile(rf"[A-Za-z0-9._-]+@[A-Za-z0-9._-]+![A-Za-z0-9._-]+\s*[=:\s]\s*{_UUID}"), "a Proxmox API token"),
 )
+_PROXMOX_TOKEN_ID = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+![A-Za-z0-9._-]+$")
+_BARE_UUID = re.compile(rf"^\s*{_UUID}\s*$")
 
 SOURCE_KEYWORDS = ("any", "site", "admin", "consumers")
 
@@ -123,6 +142,13 @@ def secret_errors(data, prefix: str) -> list[str]:
 
     def walk(node, path):
         if isinstance(node, dict):
+            # A Proxmox token secret is a bare UUID: secret when it stands next to a token id.
+            if any(isinstance(v, str) and _PROXMOX_TOKEN_ID.match(v) for v in node.values()):
+                for key, value in node.items():
+                    if isinstance(value, str) and _BARE_UUID.match(value) and not _is_secret_key(str(key)):
+                        errors.append(f"{path}.{key}: contains a Proxmox API token secret (a UUID next to a "
+                                      f"token id); expected a Vault reference 'vault:<path>#<field>' (no secret "
+                                      f"may be written into pillar)")
             for key, value in node.items():
                 sub = f"{path}.{key}"
                 if _is_secret_key(str(key)) and not isinstance(value, (dict, list)):
@@ -436,9 +462,9 @@ def validate(pillar: dict) -> list[str]:
     errors += _role_pillar_errors(pillar, roles)
     secrets = [e for key, value in pillar.items() if not str(key).startswith("_")  # Salt's own keys (_errors)
                for e in secret_errors(value, str(key))]
-    # A literal secret under a key the schema does not know is reported as the secret it is.
+    # A literal secret is reported as the secret it is, unless the schema's message already hides it.
     secret_paths = {e.split(":", 1)[0] for e in secrets}
-    errors = [e for e in errors if not (e.split(":", 1)[0] in secret_paths and ": unknown key;" in e)]
+    errors = [e for e in errors if e.split(":", 1)[0] not in secret_paths or "(not shown)" in e]
     flagged = {e.split(":", 1)[0] for e in errors}
     errors += [e for e in secrets if e.split(":", 1)[0] not in flagged]
     if errors:  # the rules below assume the shape is right
