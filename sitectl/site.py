@@ -274,6 +274,33 @@ def _guest_errors(site: dict, roles: dict) -> list[str]:
     return errors
 
 
+def _needs_errors(site: dict, roles: dict) -> list[str]:
+    """Each role's ``needs`` (role catalog): a guest of the site has the needed role, and the guest that
+    needs it lists one such guest in ``uses`` (else the firewall drops its connections)."""
+    errors = []
+    for name, guest in site["guests"].items():
+        for j, role in enumerate(guest["roles"]):
+            for need in roles.get(role, {}).get("needs", []):
+                servers = roles_of.guests_with_role(site, need)
+                if not servers:
+                    errors.append(f"site.guests.{name}.roles[{j}]: the role {role} needs a guest with the role "
+                                  f"{need}, and the site has none; expected a guest with the role {need} (or "
+                                  f"no {role} on {name})")
+                elif not set(servers) & set(guest.get("uses", [])):
+                    errors.append(f"site.guests.{name}.uses: the role {role} connects to {need}, but {name} does "
+                                  f"not use {' or '.join(servers)}, so the firewall drops its connections; "
+                                  f"expected uses to include {' or '.join(servers)}")
+    return errors
+
+
+def _admin_errors(pillar: dict) -> list[str]:
+    """Admins are people: none named like a system account or a role's service account."""
+    reserved = roles_of.reserved_accounts(pillar)
+    return [f"site.admins.{name}: the name {name!r} is {reserved[name]}; expected another user name (reserved: "
+            f"{', '.join(sorted(reserved))})"
+            for name in pillar["site"].get("admins", {}) if name in reserved]
+
+
 def _master_errors(site: dict) -> list[str]:
     masters = roles_of.guests_with_role(site, "salt_master")
     if len(masters) > 1:
@@ -329,6 +356,10 @@ def _catalog_errors(site: dict, roles: dict) -> list[str]:
     """The role catalog's firewall rules: sources that resolve, port ranges that are ranges."""
     errors = []
     for role_name, role in roles.items():
+        for k, need in enumerate(role.get("needs", [])):
+            if need not in roles or need in ("base", role_name):
+                errors.append(f"roles.{role_name}.needs[{k}]: {need!r} is not another role of the catalog; "
+                              f"expected one of: {', '.join(sorted(set(roles) - {'base', role_name}))}")
         for k, rule in enumerate(role.get("firewall", [])):
             for m, src in enumerate(rule.get("from", [])):
                 error = _source_error(f"roles.{role_name}.firewall[{k}].from[{m}]", src, roles, site["guests"])
@@ -443,8 +474,8 @@ def _semantic_errors(pillar: dict) -> list[str]:
     """The rules a schema cannot say, on a site whose shape is right."""
     site, roles = pillar["site"], pillar["roles"]
     return [*_network_errors(site), *_guest_errors(site, roles), *_unique_errors(site), *_master_errors(site),
-            *_route_errors(site), *_database_errors(pillar), *_messaging_errors(pillar),
-            *_catalog_errors(site, roles)]
+            *_needs_errors(site, roles), *_admin_errors(pillar), *_route_errors(site), *_database_errors(pillar),
+            *_messaging_errors(pillar), *_catalog_errors(site, roles)]
 
 
 def validate(pillar: dict) -> list[str]:
