@@ -98,8 +98,11 @@ def _certificate_on(client, ctx, lineage, timeout):
     """The lineage's certificate as the proxy has it now: fingerprint, serial, start and end."""
     minion = ctx["minion"]
     path = f"{ctx['acme']['config_dir']}/live/{lineage}/fullchain.pem"  # its first certificate: the lineage's
-    pem = _one(client.cmd(_proxy_target(minion), "file.read", [path], tgt_type="compound", timeout=timeout,
-                          full_return=True), minion, f"reading {path}")
+    try:
+        pem = _one(client.cmd(_proxy_target(minion), "file.read", [path], tgt_type="compound", timeout=timeout,
+                              full_return=True), minion, f"reading {path}")
+    except RuntimeError:
+        raise RuntimeError(f"{minion} has no readable certificate at {path} (or did not answer)") from None
     try:
         cert = x509.load_pem_x509_certificate(str(pem).encode())
     except ValueError as exc:

@@ -27,8 +27,17 @@ from fakepve.certs import make_cert
 
 from sitectl.config import SaltSettings, write_config
 from tests.conftest import SITES, make_checkout
-from tests.proxmox.conftest import GRANTED, NODE, SALT_CLOUD, SECRET_ENV, TOKEN_ID, TOKEN_SECRET, GuestAgents, \
-    _populate, _Served
+from tests.proxmox.conftest import (
+    GRANTED,
+    NODE,
+    SALT_CLOUD,
+    SECRET_ENV,
+    TOKEN_ID,
+    TOKEN_SECRET,
+    GuestAgents,
+    _populate,
+    _Served,
+)
 
 MINION_ID = "fn-web"
 OTHER_ID = "db"

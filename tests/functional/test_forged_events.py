@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.conftest import LINEAGE, MINION_ID, OTHER_ID, write_certificate
+from tests.functional.conftest import LINEAGE, MINION_ID, write_certificate
 
 pytestmark = pytest.mark.functional
 
