@@ -39,6 +39,8 @@ roles:
     system_users: [vault, openbao]
     firewall:
       - {name: vault-api, port: 8200, from: [site, admin]}
+      # A listener of its own that serves metrics without a token.
+      - {name: vault-metrics, port: 8210, from: ['role:monitoring']}
   postgresql:
     description: PostgreSQL for the web applications
     states: [postgresql]

@@ -115,6 +115,9 @@ def test_timezone_and_locale_come_from_the_site(highstates):
         ("control",
          ["tcp dport 4505 accept", "tcp dport 4506 accept"],
          ["dport 8200"]),
+        ("vault",
+         ["tcp dport 8200 accept", "ip saddr { 10.10.10.120/32 } tcp dport 8210 accept"],
+         ["saddr { 10.10.10.0/24 } tcp dport 8210"]),
     ],
 )
 def test_firewall_opens_only_what_the_roles_declare_to_whom_they_declare(example_config, guest, expected, absent):
