@@ -478,9 +478,29 @@ def _semantic_errors(pillar: dict) -> list[str]:
             *_messaging_errors(pillar), *_catalog_errors(site, roles)]
 
 
+def _key_errors(node, path: str) -> list[str]:
+    """Mapping keys that are not strings (a number or a boolean YAML read from an unquoted key): every
+    rule below names keys in messages and sorts them, so they are refused first."""
+    errors = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                errors.append(f"{path}.{key}: the key {key!r} is a {type(key).__name__}, not a string; expected a "
+                              f"name (quote it in YAML: '{key}')")
+            else:
+                errors += _key_errors(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            errors += _key_errors(value, f"{path}[{i}]")
+    return errors
+
+
 def validate(pillar: dict) -> list[str]:
     """Every problem of the site, the role catalog and the roles' pillars, as messages."""
-    errors = []
+    errors = [e for key, value in pillar.items() if isinstance(key, str) and not key.startswith("_")
+              for e in _key_errors(value, key)]
+    if errors:
+        return errors
     site = pillar.get("site")
     roles = pillar.get("roles")
     if not isinstance(site, dict):

@@ -62,6 +62,9 @@ def test_invalid_site_stops_state_apply_before_any_change(salt_call, checkout, m
     text = str(result.data) + result.stdout + result.stderr
     assert "Pillar failed to render" in text
     assert "site.guests.db.vmid: 100 is already used by site.guests.control" in text
+    printed = result.stdout + result.stderr
+    assert printed.count("site.guests.db.vmid: 100 is already used") == 1, "one message, printed once"
+    assert "Traceback" not in printed
     assert not marker.exists(), "no state may run with an invalid site"
     assert salt_call.run("state.apply").returncode == 0
     assert marker.exists()
