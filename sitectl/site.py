@@ -624,6 +624,8 @@ def guest_view(pillar: dict, name: str) -> dict | None:
         "disabled_roles": disabled,
         "states": states,
         "uses": list(guest.get("uses", [])),
+        # Docker or k3s runs here: traffic forwarded to containers is filtered too (common.firewall).
+        "containers": any(roles[r].get("nesting") for r in enabled),
         "firewall": [rule for rule in firewall if rule["from"]],
         "closed": sorted({rule["name"] for rule in firewall if not rule["from"]}),
         "master": master_address(site),
