@@ -1,10 +1,16 @@
 """
-ext_pillar ``platform``: validates the whole site on the master and adds each guest's own view.
+ext_pillar ``platform``: reads the site as data, validates it on the master and adds each guest's view.
 
-Configured in the master config (``ext_pillar: [{platform: {}}]``). It runs after the pillar SLS
-files are rendered, on the merged result, for every minion and every run. An invalid site raises,
-which Salt turns into a pillar error: ``state.apply`` then refuses to run anything, and the message
-names each bad key and what is expected.
+Configured in the master config (``ext_pillar: [{platform: {}}]``); it runs for every minion and
+every run. The site file (``pillar/site/<platform_site>.sls``) and the role catalog
+(``pillar/platform/roles.sls``) are loaded here as plain YAML (``sitectl.sitefile``), never rendered
+as Jinja: a site file is the owner's data, not code the master runs as root. The pillar SLS that
+Salt renders (pillar/top.sls) are the project's own overlays (the lab's), merged over the site:
+catalog < site file < overlay, mappings merged, everything else replaced.
+
+An unreadable or invalid site gives the pillar one ``_errors`` entry naming each problem (file,
+line and column for YAML; the key path and what is expected otherwise): ``state.apply`` then
+refuses to run anything and prints it once, and the master logs it once, without a traceback.
 
 The minion gets ``platform:guest`` (see ``sitectl.site.guest_view``): its roles, the SLS to apply,
 its firewall openings with resolved sources, and the master's address. A minion that is not a guest
@@ -12,6 +18,7 @@ of the site (the master's own minion, a test minion) gets ``platform:guest: None
 """
 
 import logging
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +33,23 @@ def __virtual__():
     return __virtualname__
 
 
-def ext_pillar(minion_id, pillar, *args, **kwargs):
-    from sitectl import site
+def _refused(message):
+    log.error("platform: %s", message)
+    return {"_errors": [message]}
 
-    site.check(pillar)
-    return site.platform_pillar(pillar, minion_id)
+
+def ext_pillar(minion_id, pillar, *args, **kwargs):
+    from sitectl import roles, site, sitefile
+
+    root = Path(__opts__.get("platform_pillar_dir") or __opts__["pillar_roots"]["base"][0])
+    name = __opts__.get("platform_site", "example")
+    try:
+        catalog = sitefile.load(root / "platform" / "roles.sls", "pillar/platform/roles.sls")
+        described = sitefile.load(sitefile.site_path(root, name), f"pillar/site/{name}.sls")
+    except sitefile.SiteFileError as exc:
+        return _refused(f"the site description is unreadable: {exc}")
+    merged = roles.merge(roles.merge(catalog, described), pillar)
+    errors = site.validate(merged)
+    if errors:
+        return _refused(str(site.SiteError(errors)))
+    return {**merged, **site.platform_pillar(merged, minion_id)}

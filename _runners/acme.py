@@ -2,11 +2,20 @@
 Runner ``acme``: what the master does when a reverse proxy renewed a certificate, or one is close
 to its end. ``reactor/acme-renewed.sls`` and ``reactor/acme-expiring.sls`` call it.
 
-Nothing is taken on trust from the event: the sender is the ``id`` the master itself verified for
-the minion event, and it must be a guest with the role ``reverse_proxy`` according to the pillar
-the master compiles (compound ``L@<id> and I@platform:guest:roles:reverse_proxy``, as
-``_runners/platform.py`` does); the lineage must be one that proxy's site gives it (a route's name
-under the domain, or the domain for dns-01's wildcard). The lineage is all the event carries.
+Nothing in the event decides anything, not even who sent it: an accepted minion can put any tag
+and any data on the master's bus (Salt 3008 passes a minion's batch event form, ``events`` with or
+without ``pretag``, through without stamping the sender). The lineage the event names is a hint,
+checked against the site; everything else the runner finds out itself:
+
+- the reverse proxies are the minions whose master-compiled pillar gives them the role
+  (compound ``L@<id> and I@platform:guest:roles:reverse_proxy``, as ``_runners/platform.py``
+  does), and the lineage must be one of theirs (a route's name under the domain, or the domain for
+  dns-01's wildcard);
+- ``renewed`` acts only when it reads, on the proxy, a certificate newer than the one it last acted
+  on for that lineage (fingerprint, serial and start date kept in the master's cache dir, root
+  only): a forged event finds nothing new and does nothing; a real renewal is acted on once;
+- ``expiring`` reads the certificate's end date on the proxy and reports only a certificate that
+  really is within ``renewal.expiry_warn_days`` of its end; the event's ``days_left`` is ignored.
 
 ``renewed``: on the proxy, ``nginx -t`` then reload (``nginx-safe-reload``, the same script the
 deploy hook runs: the reload is repeated harmlessly when the hook already did it); when the lineage
@@ -17,11 +26,15 @@ services using it (``_modules/certificate_handover.py``, ``reverse_proxy:mail_ce
 master passes paths and versions only; the files travel between each minion and Vault.
 """
 
+import datetime
+import json
 import logging
 import re
 
 import salt.client
 import salt.utils.minions
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from sitectl import roles
 
@@ -45,7 +58,7 @@ def _refuse(comment):
 
 
 def _proxy_context(minion, lineage):
-    """The sender's verified view (site, role parameters), or a refusal message."""
+    """The verified view (site, role parameters) of reverse proxy ``minion``, or a refusal message."""
     if not isinstance(minion, str) or not _MINION.match(minion):
         return None, f"{minion!r} is not a minion id; nothing done"
     if not isinstance(lineage, str) or not _LINEAGE.match(lineage):
@@ -59,7 +72,86 @@ def _proxy_context(minion, lineage):
     lineages = [item["name"] for item in edge.get("lineages", [])]
     if lineage not in lineages:
         return None, f"{lineage} is not a lineage of {minion} (expected one of: {', '.join(sorted(lineages))})"
-    return {"rp": rp, "acme": edge["acme"], "routes": {r["name"]: r for r in edge["routes"]}}, None
+    return {"minion": minion, "rp": rp, "acme": edge["acme"], "routes": {r["name"]: r for r in edge["routes"]}}, None
+
+
+def _proxies_with(lineage, minion=None):
+    """The contexts of the proxies to look at: ``minion`` when a caller names one (``salt-run`` by
+    hand), else every reverse proxy of the site that has ``lineage``; or a refusal message."""
+    if minion is not None:
+        ctx, refusal = _proxy_context(minion, lineage)
+        return ([ctx], None) if ctx else (None, refusal)
+    if not isinstance(lineage, str) or not _LINEAGE.match(lineage):
+        return None, f"{lineage!r} is not a certificate lineage; nothing done"
+    ckminions = salt.utils.minions.CkMinions(__opts__)
+    proxies = ckminions.check_minions("I@platform:guest:roles:reverse_proxy", "compound", greedy=False)["minions"]
+    contexts, refusals = [], []
+    for proxy in sorted(proxies):
+        ctx, refusal = _proxy_context(proxy, lineage)
+        if ctx:
+            contexts.append(ctx)
+        else:
+            refusals.append(refusal)
+    if not contexts:
+        return None, f"no reverse proxy of the site has the lineage {lineage}: {'; '.join(refusals) or 'none found'}"
+    return contexts, None
+
+
+def _certificate_on(client, ctx, lineage, timeout):
+    """The lineage's certificate as the proxy has it now: fingerprint, serial, start and end."""
+    minion = ctx["minion"]
+    path = f"{ctx['acme']['config_dir']}/live/{lineage}/fullchain.pem"  # its first certificate: the lineage's
+    try:
+        pem = _one(client.cmd(_proxy_target(minion), "file.read", [path], tgt_type="compound", timeout=timeout,
+                              full_return=True), minion, f"reading {path}")
+    except RuntimeError:
+        raise RuntimeError(f"{minion} has no readable certificate at {path} (or did not answer)") from None
+    try:
+        cert = x509.load_pem_x509_certificate(str(pem).encode())
+    except ValueError as exc:
+        raise RuntimeError(f"{path} on {minion} is not a PEM certificate: {exc}") from exc
+    return {"fingerprint": cert.fingerprint(hashes.SHA256()).hex(), "serial": format(cert.serial_number, "x"),
+            "not_before": cert.not_valid_before_utc.isoformat(), "not_after": cert.not_valid_after_utc.isoformat()}
+
+
+def _record_path(minion, lineage):
+    folder = os.path.join(__opts__["cachedir"], "platform", "acme", minion)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    return os.path.join(folder, f"{lineage}.json")
+
+
+def _last_acted_on(minion, lineage):
+    try:
+        with open(_record_path(minion, lineage), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _remember(minion, lineage, certificate):
+    path = _record_path(minion, lineage)
+    fd = os.open(f"{path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(certificate, fh)
+    os.replace(f"{path}.new", path)
+
+
+def _is_newer(certificate, last):
+    return last is None or (certificate["fingerprint"] != last["fingerprint"]
+                            and certificate["not_before"] >= last["not_before"])
+
+
+def _renewed_proxy(client, contexts, lineage, timeout):
+    """The first proxy on which the lineage's certificate is newer than the one last acted on, with that
+    certificate; or a refusal message."""
+    seen = []
+    for ctx in contexts:
+        certificate = _certificate_on(client, ctx, lineage, timeout)
+        if _is_newer(certificate, _last_acted_on(ctx["minion"], lineage)):
+            return ctx, certificate, None
+        seen.append(f"{ctx['minion']} (serial {certificate['serial']})")
+    return None, None, (f"no certificate of {lineage} newer than the one last acted on, on "
+                        f"{', '.join(seen)}; nothing done")
 
 
 def _one(returned, minion, what):
@@ -72,21 +164,30 @@ def _one(returned, minion, what):
     return ret.get("ret") if isinstance(ret, dict) and "ret" in ret else ret
 
 
-def renewed(minion, lineage, timeout=120):
+def renewed(minion=None, lineage=None, timeout=120):
     """
-    Act on ``platform/acme/renewed`` from ``minion`` for certificate lineage ``lineage``.
+    Act on ``platform/acme/renewed`` for certificate lineage ``lineage``: only on a reverse proxy
+    (``minion``, or each of the site's) where that lineage's certificate is newer than the one last
+    acted on. The reactor names no minion: who sent the event is not known.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-run acme.renewed reverse-proxy mail.example.org
+        salt-run acme.renewed lineage=mail.example.org
     """
-    ctx, refusal = _proxy_context(minion, lineage)
+    contexts, refusal = _proxies_with(lineage, minion)
     if refusal:
         return _refuse(refusal)
-    result = {"result": True, "minion": minion, "lineage": lineage}
     with salt.client.get_local_client(mopts=__opts__) as client:
+        try:
+            ctx, certificate, refusal = _renewed_proxy(client, contexts, lineage, timeout)
+        except RuntimeError as exc:
+            return _refuse(f"renewal of {lineage}: {exc}; nothing done")
+        if refusal:
+            return _refuse(refusal)
+        minion = ctx["minion"]
+        result = {"result": True, "minion": minion, "lineage": lineage, "serial": certificate["serial"]}
         try:
             reload = _one(client.cmd(_proxy_target(minion), "cmd.run_all", [ctx["rp"]["nginx"]["safe_reload"]],
                                      tgt_type="compound", timeout=timeout, full_return=True,
@@ -102,6 +203,7 @@ def renewed(minion, lineage, timeout=120):
             log.error("acme: renewal of %s from %s: %s", lineage, minion, exc)
             result.update(result=False, comment=str(exc))
             return result
+    _remember(minion, lineage, certificate)
     result["comment"] = f"{lineage} renewed on {minion}: nginx reloaded" + (
         f"; certificate installed on {result['mail']['guest']}" if "mail" in result else "")
     log.info("acme: %s", result["comment"])
@@ -132,24 +234,40 @@ def _hand_over(client, proxy, guest, lineage, ctx, mail, timeout):
     return {"guest": guest, "published": published["changed"], **installed}
 
 
-def expiring(minion, lineage, days_left):
+def expiring(minion=None, lineage=None, days_left=None, timeout=60):
     """
     Act on ``platform/acme/expiring``: a proxy's certificate is close to its end, so its renewals
-    keep failing. Logged as an error on the master and returned for the job's record.
+    keep failing. The runner reads the certificate's end itself on ``minion`` (or each of the site's
+    reverse proxies that has the lineage); ``days_left`` from the event is ignored. One within
+    ``renewal.expiry_warn_days`` of its end is logged as an error on the master and returned for the
+    job's record.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-run acme.expiring reverse-proxy mail.example.org 12
+        salt-run acme.expiring lineage=mail.example.org
     """
-    ctx, refusal = _proxy_context(minion, lineage)
+    contexts, refusal = _proxies_with(lineage, minion)
     if refusal:
         return _refuse(refusal)
-    try:
-        days = int(days_left)
-    except (TypeError, ValueError):
-        return _refuse(f"days_left {days_left!r} is not a number; event ignored")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    found = []
+    with salt.client.get_local_client(mopts=__opts__) as client:
+        for ctx in contexts:
+            try:
+                certificate = _certificate_on(client, ctx, lineage, timeout)
+            except RuntimeError as exc:
+                return _refuse(f"expiry of {lineage}: {exc}; nothing done")
+            days = (datetime.datetime.fromisoformat(certificate["not_after"]) - now).days
+            warn_days = int((ctx["rp"].get("renewal") or {}).get("expiry_warn_days", 21))
+            if days <= warn_days:
+                found.append((ctx, days))
+    if not found:
+        return _refuse(f"no certificate of {lineage} on a proxy is within its warning days of its end; "
+                       f"nothing done")
+    ctx, days = found[0]
+    minion = ctx["minion"]
     comment = (f"certificate {lineage} on {minion} expires in {days} day(s): renewals are failing "
                f"(journalctl -u certbot on {minion})")
     log.error("acme: %s", comment)

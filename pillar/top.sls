@@ -1,13 +1,13 @@
-# Every minion gets the role catalog, the whole site (no secret lives in either:
-# secrets are Vault references) and, where the master is configured with one,
-# an overlay such as the lab's. The `platform` ext_pillar validates the merged
-# result and derives each guest's own view from it (see _pillar/platform.py).
-{%- set site = opts.get('platform_site', 'example') %}
+# The site file (pillar/site/<platform_site>.sls) and the role catalog
+# (platform/roles.sls) are not rendered here: the `platform` ext_pillar reads
+# them as plain YAML (never Jinja), validates the site and derives each guest's
+# view (see _pillar/platform.py). Only the project's own overlays are pillar
+# SLS, merged over the site: the lab's, where the master is configured with it.
 {%- set overlay = opts.get('platform_overlay') %}
+{%- if overlay %}
 base:
   '*':
-    - platform.roles
-    - site.{{ site }}
-{%- if overlay %}
     - overlays.{{ overlay }}
+{%- else %}
+base: {}
 {%- endif %}

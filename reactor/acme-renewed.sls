@@ -1,15 +1,13 @@
 {#- platform/acme/renewed: a reverse proxy's certbot renewed a lineage (its deploy
-    hook sends the event). Only a minion event acts: the master sets `id` to the
-    minion it authenticated and `cmd` to `_minion_event`; the runner checks with
-    the master's pillar that this minion is a reverse proxy of the site and that
-    the lineage is one of its own. The lineage is the only thing read from the
-    event's data. #}
-{%- set sender = data.get('id', '') if data.get('cmd') == '_minion_event' else '' %}
-{%- set lineage = (data.get('data') or {}).get('lineage', '') %}
-{%- if sender is match('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$') and lineage is string %}
-acme-renewed-{{ sender }}:
+    hook sends the event). Nothing in the event is trusted, not even who sent it
+    (a minion can put any tag and data on the master's bus through Salt's batch
+    event form): the lineage is a hint, and _runners/acme.py acts only where it
+    reads, on a reverse proxy of the site that has that lineage, a certificate
+    newer than the one it last acted on. #}
+{%- set lineage = (data.get('data') or data).get('lineage', '') if data is mapping else '' %}
+{%- if lineage is string and lineage is match('^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$') %}
+acme-renewed-{{ lineage }}:
   runner.acme.renewed:
     - args:
-      - minion: {{ sender | json }}
       - lineage: {{ lineage | json }}
 {%- endif %}

@@ -1,11 +1,11 @@
-{#- salt/cloud/<name>/created: a guest was created by salt-cloud on this master;
-    bring it to its highstate. Only the master's own salt-cloud events act: an
-    event a minion forwards always carries the sender's `id` and
-    `cmd: _minion_event`, and is ignored here. Nothing else is taken from the
-    event: the name comes from the tag, and _runners/platform.py targets only a
-    minion whose master-compiled pillar says it is that guest of the site. #}
+{#- salt/cloud/<name>/created: bring a guest salt-cloud created to its highstate.
+    Nothing in the event is trusted, not even who sent it (a minion can put any
+    tag and data on the master's bus through Salt's batch event form): the name
+    from the tag is a hint, and _runners/platform.py acts only when the name is
+    a guest of the site that answers, salt-cloud's provider has that instance,
+    and this creation (its accepted key) has not been highstated yet. #}
 {%- set name = tag.split('/')[2] if tag.count('/') == 3 else '' %}
-{%- if 'id' not in data and 'cmd' not in data and name is match('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$') %}
+{%- if name is match('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$') %}
 cloud-created-highstate-{{ name }}:
   runner.platform.provisioned:
     - args:

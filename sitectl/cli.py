@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -49,10 +50,14 @@ def cmd_master_config(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    """Compile every guest's pillar through the real ext_pillar and report the site's errors."""
+    return validate_config(write_config(_settings(args)), args.site)
+
+
+def validate_config(conf: Path, site: str) -> int:
+    """Compile a pillar through the real ext_pillar with the master config in ``conf``; print the
+    site's errors (each once, on stderr) or a summary."""
     from sitectl import render  # salt is slow to import
 
-    conf = write_config(_settings(args))
     data = render.pillar(conf, "sitectl-validate")
     errors = data.get("_errors", [])
     if errors:
@@ -60,7 +65,7 @@ def cmd_validate(args) -> int:
             print(error, file=sys.stderr)
         return 1
     guests = sorted(data["site"]["guests"])
-    print(f"site {args.site!r} is valid: {len(guests)} guests ({', '.join(guests)})")
+    print(f"site {site!r} is valid: {len(guests)} guests ({', '.join(guests)})")
     return 0
 
 
@@ -133,8 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_salt() -> None:
+    """Salt's own log records (its traceback of a refused ext_pillar, its "Pillar render error") would
+    reach stderr through Python's last-resort handler; the commands print the site's errors once."""
+    salt_logger = logging.getLogger("salt")
+    salt_logger.addHandler(logging.NullHandler())
+    salt_logger.propagate = False
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "lab":
+        _quiet_salt()
     try:
         return args.func(args)
     except FileNotFoundError as exc:

@@ -52,7 +52,9 @@ def write_config(settings: SaltSettings, root: Path = ROOT) -> Path:
     conf.mkdir(parents=True, exist_ok=True)
     for sub in ("pki/master", "pki/local", "cache", "run/master", "run/local", "log"):
         (settings.state_dir / sub).mkdir(parents=True, exist_ok=True)
-    os.chmod(settings.state_dir / "pki", 0o700)
+    # Keys, the job cache (every job's return) and the logs are root's only.
+    for private in ("pki", "cache", "log"):
+        os.chmod(settings.state_dir / private, 0o700)
     for name in ("master", "minion", "cloud"):
         (conf / name).write_text(env.get_template(f"{name}.j2").render(context))
     providers = conf / "cloud.providers.d"

@@ -79,6 +79,21 @@ def ip(guest: dict) -> str:
     return str(ipaddress.ip_interface(guest["address"]).ip)
 
 
+def reserved_accounts(pillar: dict) -> dict[str, str]:
+    """Linux account names no admin may have, with whose they are: every role's ``system_users`` in the
+    catalog, and the service users the roles' parameters name."""
+    catalog = pillar["roles"]
+    out: dict[str, str] = {}
+    for role, spec in sorted(catalog.items()):
+        for user in spec.get("system_users", []):
+            out.setdefault(user, "a system account" if role == "base" else f"the {role} role's service account")
+    vault = parameters(pillar, "vault")
+    for flavor in vault["flavors"].values():
+        out.setdefault(flavor["user"], "the vault role's service account")
+    out.setdefault(parameters(pillar, "rabbitmq")["user"], "the rabbitmq role's service account")
+    return out
+
+
 # -- postgresql -------------------------------------------------------------------------------------
 
 # PostgreSQL's own database and role names (roles starting with pg_ are reserved by it as well).

@@ -26,13 +26,32 @@ _SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "cookie"
 _SECRET_SUFFIXES = ("private_key", "api_key", "secret_key", "unseal_key", "root_token")
 _NOT_SECRET_LAST_WORDS = {"id", "path", "ref", "file", "name", "user", "username", "ttl", "length", "policy"}
 VAULT_REF = re.compile(r"^vault:[A-Za-z0-9_./-]+#[A-Za-z0-9_-]+$")
-# Values that are secrets wherever they stand.
+# Values that are secrets wherever they stand, under any key.
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# GitLab's documented token prefixes (docs.gitlab.com, security/tokens: "Token prefixes"): personal,
+# project and group access, OAuth application secret, deploy, runner authentication (and registered),
+# CI/CD job, pipeline trigger, feed, incoming mail, agent for Kubernetes, SCIM, feature flags client.
+_GITLAB_PREFIXES = ("glpat", "gloas", "gldt", "glrt", "glrtr", "glcbt", "glptt", "glft", "glimt", "glagent",
+                    "glsoat", "glffct")
 _SECRET_VALUES = (
-    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"), "a PEM private key"),
+    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"), "a PEM private key"),
+    (re.compile(r"-----BEGIN PGP PRIVATE KEY BLOCK-----"), "a PGP private key block"),
     (re.compile(r"\bhv[sbr]\.[A-Za-z0-9_-]{20,}"), "a Vault token"),
-    (re.compile(r"\bglrt-[A-Za-z0-9_-]{15,}"), "a GitLab runner token"),
+    # Vault's tokens before 1.10: s. (service), b. (batch), r. (recovery) and 24 base62 characters.
+    (re.compile(r"(?<![A-Za-z0-9.])[sbr]\.[A-Za-z0-9]{24}(?![A-Za-z0-9])"), "a Vault token"),
+    (re.compile(rf"\b({'|'.join(_GITLAB_PREFIXES)})-[A-Za-z0-9_-]{{15,}}"), "a GitLab token"),
+    # A runner registration token of the deprecated workflow.
+    (re.compile(r"\bGR1348941[A-Za-z0-9_-]{15,}"), "a GitLab token"),
+    # AWS access key ids (long-term AKIA, temporary ASIA, and the other documented unique-id prefixes).
+    (re.compile(r"\b(AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}\b"), "a cloud access key"),
+    (re.compile(r"\bAIza[0-9A-Za-z_-]{35}"), "a cloud access key"),
+    (re.compile(r"\bdo[opr]_v1_[a-f0-9]{64}\b"), "a cloud access key"),
+    # A Proxmox API token: the header form, or a token id next to its secret (a UUID).
     (re.compile(r"PVEAPIToken=\S+=\S+"), "a Proxmox API token"),
+    (re.compile(rf"[A-Za-z0-9._-]+@[A-Za-z0-9._-]+![A-Za-z0-9._-]+\s*[=:\s]\s*{_UUID}"), "a Proxmox API token"),
 )
+_PROXMOX_TOKEN_ID = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+![A-Za-z0-9._-]+$")
+_BARE_UUID = re.compile(rf"^\s*{_UUID}\s*$")
 
 SOURCE_KEYWORDS = ("any", "site", "admin", "consumers")
 
@@ -123,6 +142,13 @@ def secret_errors(data, prefix: str) -> list[str]:
 
     def walk(node, path):
         if isinstance(node, dict):
+            # A Proxmox token secret is a bare UUID: secret when it stands next to a token id.
+            if any(isinstance(v, str) and _PROXMOX_TOKEN_ID.match(v) for v in node.values()):
+                for key, value in node.items():
+                    if isinstance(value, str) and _BARE_UUID.match(value) and not _is_secret_key(str(key)):
+                        errors.append(f"{path}.{key}: contains a Proxmox API token secret (a UUID next to a "
+                                      f"token id); expected a Vault reference 'vault:<path>#<field>' (no secret "
+                                      f"may be written into pillar)")
             for key, value in node.items():
                 sub = f"{path}.{key}"
                 if _is_secret_key(str(key)) and not isinstance(value, (dict, list)):
@@ -248,6 +274,33 @@ def _guest_errors(site: dict, roles: dict) -> list[str]:
     return errors
 
 
+def _needs_errors(site: dict, roles: dict) -> list[str]:
+    """Each role's ``needs`` (role catalog): a guest of the site has the needed role, and the guest that
+    needs it lists one such guest in ``uses`` (else the firewall drops its connections)."""
+    errors = []
+    for name, guest in site["guests"].items():
+        for j, role in enumerate(guest["roles"]):
+            for need in roles.get(role, {}).get("needs", []):
+                servers = roles_of.guests_with_role(site, need)
+                if not servers:
+                    errors.append(f"site.guests.{name}.roles[{j}]: the role {role} needs a guest with the role "
+                                  f"{need}, and the site has none; expected a guest with the role {need} (or "
+                                  f"no {role} on {name})")
+                elif not set(servers) & set(guest.get("uses", [])):
+                    errors.append(f"site.guests.{name}.uses: the role {role} connects to {need}, but {name} does "
+                                  f"not use {' or '.join(servers)}, so the firewall drops its connections; "
+                                  f"expected uses to include {' or '.join(servers)}")
+    return errors
+
+
+def _admin_errors(pillar: dict) -> list[str]:
+    """Admins are people: none named like a system account or a role's service account."""
+    reserved = roles_of.reserved_accounts(pillar)
+    return [f"site.admins.{name}: the name {name!r} is {reserved[name]}; expected another user name (reserved: "
+            f"{', '.join(sorted(reserved))})"
+            for name in pillar["site"].get("admins", {}) if name in reserved]
+
+
 def _master_errors(site: dict) -> list[str]:
     masters = roles_of.guests_with_role(site, "salt_master")
     if len(masters) > 1:
@@ -303,6 +356,10 @@ def _catalog_errors(site: dict, roles: dict) -> list[str]:
     """The role catalog's firewall rules: sources that resolve, port ranges that are ranges."""
     errors = []
     for role_name, role in roles.items():
+        for k, need in enumerate(role.get("needs", [])):
+            if need not in roles or need in ("base", role_name):
+                errors.append(f"roles.{role_name}.needs[{k}]: {need!r} is not another role of the catalog; "
+                              f"expected one of: {', '.join(sorted(set(roles) - {'base', role_name}))}")
         for k, rule in enumerate(role.get("firewall", [])):
             for m, src in enumerate(rule.get("from", [])):
                 error = _source_error(f"roles.{role_name}.firewall[{k}].from[{m}]", src, roles, site["guests"])
@@ -417,13 +474,33 @@ def _semantic_errors(pillar: dict) -> list[str]:
     """The rules a schema cannot say, on a site whose shape is right."""
     site, roles = pillar["site"], pillar["roles"]
     return [*_network_errors(site), *_guest_errors(site, roles), *_unique_errors(site), *_master_errors(site),
-            *_route_errors(site), *_database_errors(pillar), *_messaging_errors(pillar),
-            *_catalog_errors(site, roles)]
+            *_needs_errors(site, roles), *_admin_errors(pillar), *_route_errors(site), *_database_errors(pillar),
+            *_messaging_errors(pillar), *_catalog_errors(site, roles)]
+
+
+def _key_errors(node, path: str) -> list[str]:
+    """Mapping keys that are not strings (a number or a boolean YAML read from an unquoted key): every
+    rule below names keys in messages and sorts them, so they are refused first."""
+    errors = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                errors.append(f"{path}.{key}: the key {key!r} is a {type(key).__name__}, not a string; expected a "
+                              f"name (quote it in YAML: '{key}')")
+            else:
+                errors += _key_errors(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            errors += _key_errors(value, f"{path}[{i}]")
+    return errors
 
 
 def validate(pillar: dict) -> list[str]:
     """Every problem of the site, the role catalog and the roles' pillars, as messages."""
-    errors = []
+    errors = [e for key, value in pillar.items() if isinstance(key, str) and not key.startswith("_")
+              for e in _key_errors(value, key)]
+    if errors:
+        return errors
     site = pillar.get("site")
     roles = pillar.get("roles")
     if not isinstance(site, dict):
@@ -436,9 +513,9 @@ def validate(pillar: dict) -> list[str]:
     errors += _role_pillar_errors(pillar, roles)
     secrets = [e for key, value in pillar.items() if not str(key).startswith("_")  # Salt's own keys (_errors)
                for e in secret_errors(value, str(key))]
-    # A literal secret under a key the schema does not know is reported as the secret it is.
+    # A literal secret is reported as the secret it is, unless the schema's message already hides it.
     secret_paths = {e.split(":", 1)[0] for e in secrets}
-    errors = [e for e in errors if not (e.split(":", 1)[0] in secret_paths and ": unknown key;" in e)]
+    errors = [e for e in errors if e.split(":", 1)[0] not in secret_paths or "(not shown)" in e]
     flagged = {e.split(":", 1)[0] for e in errors}
     errors += [e for e in secrets if e.split(":", 1)[0] not in flagged]
     if errors:  # the rules below assume the shape is right
@@ -549,6 +626,8 @@ def guest_view(pillar: dict, name: str) -> dict | None:
         "disabled_roles": disabled,
         "states": states,
         "uses": list(guest.get("uses", [])),
+        # Docker or k3s runs here: traffic forwarded to containers is filtered too (common.firewall).
+        "containers": any(roles[r].get("nesting") for r in enabled),
         "firewall": [rule for rule in firewall if rule["from"]],
         "closed": sorted({rule["name"] for rule in firewall if not rule["from"]}),
         "master": master_address(site),

@@ -9,10 +9,17 @@
 # states: the SLS applied to a guest with the role (top.sls reads this).
 # converge: false switches a role off (the lab overlay does, with a reason).
 # nesting: true makes an LXC guest with the role a nested container (Docker, k3s).
+# needs: the roles whose service this role's service connects to; the site must
+#   have a guest with each, and the guest with this role must list it in `uses`.
+# system_users: accounts the role's packages create; no admin may be named so
+#   (base: Debian's own accounts and the node exporter's).
 roles:
   base:
     description: every guest (applied implicitly)
     states: [common]
+    system_users: [root, daemon, bin, sys, sync, games, man, lp, mail, news, uucp, proxy, www-data, backup,
+                   list, irc, gnats, nobody, _apt, messagebus, sshd, systemd-network, systemd-resolve,
+                   systemd-timesync, systemd-journal, systemd-coredump, polkitd, admin, operator, prometheus]
     firewall:
       - {name: ssh, port: 22, from: [admin]}
       - {name: node-exporter, port: 9100, from: ['role:monitoring']}
@@ -29,17 +36,22 @@ roles:
   vault:
     description: Vault (or OpenBao), the only home of secret values
     states: [vault]
+    system_users: [vault, openbao]
     firewall:
       - {name: vault-api, port: 8200, from: [site, admin]}
+      # A listener of its own that serves metrics without a token.
+      - {name: vault-metrics, port: 8210, from: ['role:monitoring']}
   postgresql:
     description: PostgreSQL for the web applications
     states: [postgresql]
+    system_users: [postgres]
     firewall:
       - {name: postgresql, port: 5432, from: [consumers]}
       - {name: postgres-exporter, port: 9187, from: ['role:monitoring']}
   rabbitmq:
     description: RabbitMQ for asynchronous tasks between microservices
     states: [rabbitmq]
+    system_users: [rabbitmq, epmd]
     firewall:
       - {name: amqp, port: 5672, from: [consumers]}
       - {name: rabbitmq-management, port: 15672, from: [admin]}
@@ -47,6 +59,7 @@ roles:
   reverse_proxy:
     description: nginx with Let's Encrypt, the only door from outside
     states: [reverse_proxy]
+    system_users: [nginx, certbot]
     firewall:
       - {name: http, port: 80, from: [any]}
       - {name: https, port: 443, from: [any]}
@@ -54,11 +67,14 @@ roles:
   nextcloud:
     description: Nextcloud (files, calendar, contacts, office)
     states: []
+    needs: [postgresql]
+    system_users: [nextcloud, redis]
     firewall: []
   mailcow:
     nesting: true
     description: mailcow with SPF, DKIM and DMARC
     states: []
+    system_users: [vmail, postfix, dovecot, dovenull, _rspamd, opendkim]
     firewall:
       - {name: smtp, port: 25, from: [any]}
       - {name: smtps, port: 465, from: [any]}
@@ -74,16 +90,20 @@ roles:
   chat:
     description: the Go chat microservice
     states: []
+    needs: [postgresql, rabbitmq]
+    system_users: [chat]
     firewall: []
   gitlab_runner:
     nesting: true
     description: GitLab Runner with the Docker executor
     states: []
+    system_users: [gitlab-runner, docker]
     firewall:
       - {name: gitlab-runner-metrics, port: 9252, from: ['role:monitoring']}
   monitoring:
     description: Prometheus, Alertmanager, Loki and Grafana
     states: []
+    system_users: [grafana, loki, promtail, alertmanager]
     firewall:
       - {name: prometheus, port: 9090, from: [admin]}
       - {name: alertmanager, port: 9093, from: [admin]}

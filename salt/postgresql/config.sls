@@ -28,7 +28,8 @@ postgresql-config-file-managed:
     - user: postgres
     - group: postgres
     - mode: '0644'
-    - check_cmd: {{ check_script }}
+    - check_cmd: >-
+        {{ check_script | quote }}
     - context:
         listen: {{ ['localhost', guest.get('ip', '127.0.0.1')] | unique | json }}
         port: '{{ port }}'

@@ -17,8 +17,10 @@ postgresql-database-{{ name }}-present:
 
 postgresql-database-{{ name }}-public-connect-revoked:
   cmd.run:
-    - name: psql -XqAt -c 'REVOKE CONNECT, TEMPORARY ON DATABASE "{{ name }}" FROM PUBLIC'
-    - unless: test "$(psql -XqAt -c "SELECT has_database_privilege('public', '{{ name }}', 'CONNECT')")" = f
+    - name: >-
+        psql -XqAt -c {{ ('REVOKE CONNECT, TEMPORARY ON DATABASE "' ~ name ~ '" FROM PUBLIC') | quote }}
+    - unless: >-
+        test "$(psql -XqAt -c {{ ("SELECT has_database_privilege('public', '" ~ name ~ "', 'CONNECT')") | quote }})" = f
     - runas: postgres
     - cwd: /
     - require:

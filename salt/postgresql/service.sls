@@ -21,7 +21,8 @@ postgresql-service-enabled:
 
 postgresql-service-hba-checked:
   cmd.run:
-    - name: {{ check_script }} --hba
+    - name: >-
+        {{ check_script | quote }} --hba
     - onchanges:
       - file: postgresql-hba-file-managed
     - require:
@@ -29,7 +30,8 @@ postgresql-service-hba-checked:
 
 postgresql-service-hba-reloaded:
   cmd.run:
-    - name: pg_ctlcluster {{ version }} {{ cluster }} reload
+    - name: >-
+        pg_ctlcluster {{ version | string | quote }} {{ cluster | quote }} reload
     - onchanges:
       - file: postgresql-hba-file-managed
     - require:

@@ -156,8 +156,10 @@ rabbitmq-config-epmd-socket-managed:
 
 rabbitmq-config-broker-stopped-for-{{ part }}:
   cmd.run:
-    - name: systemctl stop {{ rabbitmq.service }}
-    - onlyif: systemctl is-active --quiet {{ rabbitmq.service }}
+    - name: >-
+        systemctl stop {{ rabbitmq.service | quote }}
+    - onlyif: >-
+        systemctl is-active --quiet {{ rabbitmq.service | quote }}
     - prereq:
       - rabbitmq-config-{{ part }}-managed
 {%- endfor %}

@@ -71,13 +71,13 @@ reverse-proxy-certificate-{{ lineage }}-issued:
   cmd.run:
     - name: >-
         certbot certonly --non-interactive --agree-tos --no-eff-email
-        --email {{ acme.email }} --server {{ acme.directory }}
-        --cert-name {{ lineage }}
+        --email {{ acme.email | quote }} --server {{ acme.directory | quote }}
+        --cert-name {{ lineage | quote }}
 {%-   if wildcard %}
-        --authenticator dns-rfc2136 --dns-rfc2136-credentials {{ credentials }}
-        --dns-rfc2136-propagation-seconds {{ acme.propagation_seconds }}
+        --authenticator dns-rfc2136 --dns-rfc2136-credentials {{ credentials | quote }}
+        --dns-rfc2136-propagation-seconds {{ acme.propagation_seconds | string | quote }}
 {%-   else %}
-        --authenticator webroot --webroot-path {{ acme.webroot }}
+        --authenticator webroot --webroot-path {{ acme.webroot | quote }}
 {%-   endif %}
 {%-   for name in names %}
         --domain '{{ name }}'
@@ -106,7 +106,8 @@ reverse-proxy-nginx-tls-config-managed:
     - user: root
     - group: root
     - mode: '0644'
-    - check_cmd: {{ rp.nginx.check_tls }}
+    - check_cmd: >-
+        {{ rp.nginx.check_tls | quote }}
     - tmp_ext: .conf
     - context:
         rp: {{ rp | json }}

@@ -56,7 +56,8 @@ reverse-proxy-nginx-config-managed:
     - user: root
     - group: root
     - mode: '0644'
-    - check_cmd: {{ rp.nginx.binary }} -t -q -c
+    - check_cmd: >-
+        {{ rp.nginx.binary | quote }} -t -q -c
     - tmp_ext: .conf
     - context:
         rp: {{ rp | json }}

@@ -1,6 +1,6 @@
 {#- The server configuration: raft storage, TLS listeners on the guest's address
     and on loopback, telemetry for Prometheus, the audit device (OpenBao). #}
-{%- from 'vault/map.jinja' import vault, flavor, guest, port, tls_dir %}
+{%- from 'vault/map.jinja' import vault, flavor, guest, port, metrics_port, tls_dir %}
 include:
   - vault.package
   - vault.tls
@@ -31,6 +31,7 @@ vault-config-file-managed:
         flavor: {{ flavor | json }}
         guest: {{ guest | json }}
         port: '{{ port }}'
+        metrics_port: '{{ metrics_port }}'
         tls_dir: {{ tls_dir }}
     - require:
       - file: vault-config-dirs-managed

@@ -1,20 +1,47 @@
-"""A real Salt master configured from the repository's own template, and one minion.
+"""A real Salt master configured from the repository's own template, two minions, and salt-cloud's
+provider.
 
-The minion runs on this machine, so the highstate it is given comes from a harmless test tree
+The minions run on this machine, so the highstate they are given comes from a harmless test tree
 placed before the repository's salt/ (its top.sls shadows the real one): the base state is never
-applied here; it converges in the lab guests.
+applied here; it converges in the lab guests. ``fn-web`` is the site's reverse proxy; ``db`` is
+another guest of the site (what a compromised guest would forge from). salt-cloud's provider is the
+Proxmox driver against fakepve (the one double the project allows), so "salt-cloud really created
+this guest" is asked of a provider as in production.
 """
 
 from __future__ import annotations
 
+import datetime
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+from fakepve import FakePve
+from fakepve.certs import make_cert
 
+from sitectl.config import SaltSettings, write_config
 from tests.conftest import SITES, make_checkout
+from tests.proxmox.conftest import (
+    GRANTED,
+    NODE,
+    SALT_CLOUD,
+    SECRET_ENV,
+    TOKEN_ID,
+    TOKEN_SECRET,
+    GuestAgents,
+    _populate,
+    _Served,
+)
 
 MINION_ID = "fn-web"
+OTHER_ID = "db"
+LINEAGE = "cloud.example.org"
 # Keys of the rendered master config that pytest-salt-factories owns for its own daemons; every
 # other key (file roots, pillar roots, module dirs, ext_pillar, reactor, ...) comes from etc/master.j2.
 FACTORY_KEYS = {
@@ -24,14 +51,77 @@ FACTORY_KEYS = {
 
 
 @pytest.fixture(scope="package")
-def checkout(tmp_path_factory):
+def pve(tmp_path_factory):
+    """fakepve on loopback for the package: salt-cloud's provider, with nothing created yet."""
+    cert, key, _ = make_cert(str(tmp_path_factory.mktemp("fn-pve-pki")), hosts=("127.0.0.1",))
+    fake = FakePve(host="127.0.0.1", port=0)
+    fake.time_scale = 0
+    _populate(fake)
+    fake.grant(TOKEN_ID, "/", *GRANTED)
+    served = _Served(fake, cert, key)
+    agents = GuestAgents(fake)
+    fake.cafile = cert
+    try:
+        yield fake
+    finally:
+        agents.stop()
+        served.stop()
+
+
+@pytest.fixture(scope="package")
+def acme_paths(tmp_path_factory) -> dict:
+    """The proxy's certbot folder and its nginx reload, in a temp folder (the minion runs here)."""
+    base = tmp_path_factory.mktemp("fn-acme")
+    live = base / "letsencrypt" / "live" / LINEAGE
+    live.mkdir(parents=True)
+    reloads = base / "nginx-reloads"
+    script = base / "nginx-safe-reload"
+    script.write_text(f"#!/bin/sh\necho reloaded >> {reloads}\n")
+    script.chmod(0o755)
+    return {"base": base, "live": live, "reload": script, "reloads": reloads}
+
+
+def write_certificate(live: Path, days: int = 90) -> int:
+    """A fresh self-signed certificate for the lineage (made at run time; its key is thrown away); its serial."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LINEAGE)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=days)).sign(key, hashes.SHA256()))
+    (live / "fullchain.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    return cert.serial_number
+
+
+@pytest.fixture(scope="package")
+def checkout(tmp_path_factory, pve, acme_paths):
     site = (SITES / "valid" / "small" / "site.sls").read_text().replace("    web:\n", f"    {MINION_ID}:\n")
     site = site.replace("guest: web", f"guest: {MINION_ID}")
+    site += yaml.safe_dump({"reverse_proxy": {"nginx": {"safe_reload": str(acme_paths["reload"])},
+                                              "acme": {"config_dir": str(acme_paths["base"] / "letsencrypt")}}})
     base = tmp_path_factory.mktemp("functional")
     source = base / "site.sls"
     source.write_text(site)
     root, conf = make_checkout(base, source, site_name="functional")
+    proxmox = {"url": pve.url, "token_id": TOKEN_ID, "ca_bundle": pve.cafile, "bootstrap": "none", "node": NODE,
+               "timeout": 5, "retries": 2, "backoff": 0.05, "task_timeout": 30, "ip_timeout": 20}
+    conf = write_config(SaltSettings(state_dir=base / "state", site="functional", provider="proxmox",
+                                     proxmox=proxmox), root=root)
     return root, conf
+
+
+@pytest.fixture(scope="package")
+def salt_cloud(checkout, tmp_path_factory):
+    """The real salt-cloud command over the checkout's config (provider: the Proxmox driver, fakepve)."""
+    _, conf = checkout
+    home = tmp_path_factory.mktemp("fn-cloud-home")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", SECRET_ENV: TOKEN_SECRET}
+        return subprocess.run([str(SALT_CLOUD), "-c", str(conf), "--out", "json", "--log-level", "quiet", "-y",
+                               *args], capture_output=True, text=True, env=env, timeout=150, check=False)
+
+    return run
 
 
 @pytest.fixture(scope="package")
@@ -63,6 +153,9 @@ def master_overrides(checkout, test_states) -> dict:
 
 @pytest.fixture(scope="package")
 def salt_master(salt_factories, master_overrides):
+    # The master asks salt-cloud's provider (fakepve) with the token secret from its environment, as
+    # the Proxmox provider config says (token_secret_env).
+    salt_factories.environ[SECRET_ENV] = TOKEN_SECRET
     factory = salt_factories.salt_master_daemon("fn-master", overrides=master_overrides)
     with factory.started(start_timeout=120):
         yield factory
@@ -83,3 +176,16 @@ def salt_call(salt_minion):
 @pytest.fixture(scope="package")
 def salt_run(salt_master):
     return salt_master.salt_run_cli(timeout=120)
+
+
+@pytest.fixture(scope="package")
+def other_minion(salt_master):
+    """Another guest of the site (not the reverse proxy): where a forger sits."""
+    factory = salt_master.salt_minion_daemon(OTHER_ID, overrides={"hash_type": "sha256"})
+    with factory.started(start_timeout=120):
+        yield factory
+
+
+@pytest.fixture(scope="package")
+def other_call(other_minion):
+    return other_minion.salt_call_cli(timeout=120)

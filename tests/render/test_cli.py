@@ -17,3 +17,12 @@ def test_cloud_map_puts_each_guest_of_the_site_under_its_profile(tmp_path, capsy
     assert cloud_map["debian12-vm"] == ["monitoring"], "the monitoring guest is a VM"
     assert {"k3s", "mailcow", "git-lab-docker-runner"} == set(cloud_map["debian12-lxc-nested"]), \
         "Docker and k3s guests are nested containers"
+
+
+def test_master_config_keeps_the_job_cache_and_logs_to_root_and_jobs_short(tmp_path, capsys):
+    assert cli.main(["--state-dir", str(tmp_path), "master-config"]) == 0
+    for private in ("pki", "cache", "log"):
+        assert (tmp_path / private).stat().st_mode & 0o777 == 0o700, f"{private}/ must be root's only"
+    master = yaml.safe_load((tmp_path / "etc" / "master").read_text())
+    assert master["cachedir"].startswith(f"{tmp_path}/cache/") and master["log_file"].startswith(f"{tmp_path}/log/")
+    assert master["keep_jobs_seconds"] == 3600, "a job's return (a secret a salt-call printed) is kept one hour"

@@ -123,6 +123,9 @@ def test_timezone_and_locale_come_from_the_site(highstates, guest):
         ("salt_master",
          ["tcp dport 4505 accept", "tcp dport 4506 accept"],
          ["dport 8200"]),
+        ("vault",
+         ["tcp dport 8200 accept", "ip saddr { 10.10.10.120/32 } tcp dport 8210 accept"],
+         ["saddr { 10.10.10.0/24 } tcp dport 8210"]),
     ],
 )
 def test_firewall_opens_only_what_the_roles_declare_to_whom_they_declare(example_config, role, expected, absent):
@@ -133,6 +136,27 @@ def test_firewall_opens_only_what_the_roles_declare_to_whom_they_declare(example
         assert line in ruleset, f"{guest}: missing {line!r}\n{ruleset}"
     for fragment in absent:
         assert fragment not in ruleset, f"{guest}: unexpected {fragment!r}"
+
+
+@pytest.mark.parametrize(("guest", "expected"), [
+    ("mailcow", ["meta l4proto tcp ct original proto-dst 25 accept",
+                 "meta l4proto tcp ct original proto-dst 993 accept"]),
+    ("k3s", ["ip saddr { 10.10.10.0/24, 10.10.10.110/32 } meta l4proto tcp ct original proto-dst 6443 accept",
+             "ip saddr { 10.10.10.120/32 } meta l4proto tcp ct original proto-dst 10250 accept"]),
+    ("git-lab-docker-runner", ["ip saddr { 10.10.10.120/32 } meta l4proto tcp ct original proto-dst 9252 accept"]),
+])
+def test_guests_with_containers_filter_the_forward_path_by_the_same_catalog(example_config, guest, expected):
+    ruleset = rendered_ruleset(example_config, guest)
+    forward = ruleset.split("chain forward {", 1)[1]
+    assert "type filter hook forward priority filter - 10; policy drop;" in forward
+    for line in expected:
+        assert line in forward, f"{guest}: missing {line!r}\n{forward}"
+    assert "ct original proto-dst 5432" not in forward, "only the guest's own openings"
+
+
+@pytest.mark.parametrize("guest", ["postgresql", "vault", "reverse-proxy"])
+def test_guests_without_containers_have_no_forward_chain(example_config, guest):
+    assert "chain forward" not in rendered_ruleset(example_config, guest)
 
 
 def test_rendered_rulesets_are_accepted_by_nft(example_config, tmp_path):

@@ -6,11 +6,16 @@ message must name the key path and what is expected. Valid fixtures must compile
 
 from __future__ import annotations
 
+import base64
+import secrets
+import string
 import subprocess
+import uuid
 
 import pytest
 
 from sitectl import render
+from sitectl import site as site_rules
 from tests.conftest import SITES, make_checkout
 
 pytestmark = pytest.mark.render
@@ -27,11 +32,30 @@ def private_key_line(tmp_path) -> str:
     return f"{lines[0]} {lines[1]}"
 
 
+def _random(alphabet: str, length: int) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+# The secret-shaped values the invalid fixtures name by placeholder, made up at run time in each shape
+# (nothing secret-looking is stored in the repository). The markers are split so that no file holds one.
+FAKE_SECRETS = {
+    "__PGP_PRIVATE_KEY_BLOCK__": lambda: ("-----BEGIN PGP " + "PRIVATE KEY BLOCK----- "
+                                          + base64.b64encode(secrets.token_bytes(48)).decode()),
+    "__GITLAB_TOKEN__": lambda: "gl" + "pat-" + _random(string.ascii_letters + string.digits + "_-", 20),
+    "__LEGACY_VAULT_TOKEN__": lambda: "s" + "." + _random(string.ascii_letters + string.digits, 24),
+    "__CLOUD_ACCESS_KEY__": lambda: "AK" + "IA" + _random(string.ascii_uppercase + "234567", 16),
+    "__PROXMOX_TOKEN_UUID__": lambda: str(uuid.uuid4()),
+}
+
+
 def compile_pillar(tmp_path, folder, minion_id="control", substitutions=None):
     site = (folder / "site.sls").read_text()
     substitutions = dict(substitutions or {})
     if "__PRIVATE_KEY_LINE__" in site and "__PRIVATE_KEY_LINE__" not in substitutions:
         substitutions["__PRIVATE_KEY_LINE__"] = private_key_line(tmp_path)
+    for placeholder, make in FAKE_SECRETS.items():
+        if placeholder in site and placeholder not in substitutions:
+            substitutions[placeholder] = make()
     for placeholder, value in substitutions.items():
         site = site.replace(placeholder, value)
     source = tmp_path / "site.sls"
@@ -86,3 +110,34 @@ def test_private_key_pasted_into_the_site_is_not_echoed(tmp_path):
     errors = "\n".join(data["_errors"])
     assert "got a PEM private key (not shown)" in errors
     assert line.split()[-1][:20] not in errors
+
+
+SECRET_CASES = sorted(case for case in INVALID if case.startswith("secret-"))
+
+
+@pytest.mark.parametrize("case", SECRET_CASES)
+def test_a_secret_in_any_shape_under_any_key_is_refused_and_not_echoed(tmp_path, case):
+    folder = SITES / "invalid" / case
+    site = (folder / "site.sls").read_text()
+    placeholder = next(p for p in FAKE_SECRETS if p in site)
+    value = FAKE_SECRETS[placeholder]()
+    data = compile_pillar(tmp_path, folder, substitutions={placeholder: value})
+    errors = "\n".join(data["_errors"])
+    assert (folder / "expected.txt").read_text().strip() in errors
+    assert value not in errors and value[-12:] not in errors, "the secret must not be echoed"
+
+
+@pytest.mark.parametrize("prefix", site_rules._GITLAB_PREFIXES)
+def test_every_documented_gitlab_token_prefix_is_recognised(prefix):
+    token = f"{prefix}-" + _random(string.ascii_letters + string.digits, 20)
+    errors = site_rules.secret_errors({"note": f"runner {token}"}, "site")
+    assert errors == ["site.note: contains a GitLab token; expected a Vault reference 'vault:<path>#<field>' "
+                      "(no secret may be written into pillar)"]
+
+
+@pytest.mark.parametrize("harmless", [
+    "s.example.org", "vault.s.example", "glpat", "a 12345678-1234-1234-1234-123456789abc UUID alone",
+    "AKIA is a prefix", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 alice@example.org",
+])
+def test_values_that_only_look_alike_are_not_secrets(harmless):
+    assert site_rules.secret_errors({"description": harmless}, "site") == []

@@ -61,6 +61,12 @@ def test_server_config_raft_tls_listeners_telemetry_and_audit(example_config):
         assert 'address         = "10.10.10.111:8200"' in text and 'address         = "127.0.0.1:8200"' in text
         assert f'tls_cert_file   = "{d}/tls/server.crt"' in text and "tls_disable" not in text
         assert "unauthenticated_metrics_access = true" in text and 'prometheus_retention_time = "24h"' in text
+        # Metrics without a token only on the listener the catalog opens to the monitoring guest.
+        listeners = text.split('listener "tcp"')[1:]
+        open_metrics = [block for block in listeners if "unauthenticated_metrics_access = true" in block]
+        assert [block.split('"')[1] for block in open_metrics] == ["10.10.10.111:8210"], open_metrics
+        tokened = [block for block in listeners if block not in open_metrics]
+        assert len(tokened) == 2 and all("unauthenticated_metrics_access = false" in block for block in tokened)
         assert 'api_addr = "https://vault.your-domain.com:8200"' in text
         assert ('audit "file" "file"' in text) is (flavor == "openbao"), "OpenBao: audit in config"
         assert ("vault-configure-audit-enabled" in high) is (flavor == "vault"), "Vault: audit by API"

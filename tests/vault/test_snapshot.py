@@ -146,7 +146,8 @@ def test_the_role_ships_a_snapshot_timer_with_retention_to_a_backup_folder(vault
     assert folder["name"] == "/var/backups/vault" and folder["mode"] == "0700"
     text = render_file(example_config, script["source"], script["context"])
     assert subprocess.run(["sh", "-n"], input=text, text=True, check=False).returncode == 0, text
-    assert "export BAO_CACERT='/etc/openbao/tls/ca.crt'" in text and "tail -n +15" in text
+    assert "prefix=BAO\n" in text and 'export "${prefix}_CACERT="/etc/openbao/tls/ca.crt' in text
+    assert "keep=14\n" in text and "tail -n +$((keep + 1))" in text
 
     unit = state_args(vault_high["vault-backup-service-managed"], "file")
     service = render_file(example_config, unit["source"], unit["context"])
