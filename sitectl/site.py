@@ -136,40 +136,46 @@ def _is_secret_key(key: str) -> bool:
     return key.lower().endswith(_SECRET_SUFFIXES)
 
 
+_VAULT_REF_EXPECTED = "expected a Vault reference 'vault:<path>#<field>' (no secret may be written into pillar)"
+
+
+def _proxmox_secret_errors(node: dict, path: str) -> list[str]:
+    """A Proxmox token secret is a bare UUID: secret when it stands next to a token id."""
+    if not any(isinstance(v, str) and _PROXMOX_TOKEN_ID.match(v) for v in node.values()):
+        return []
+    return [f"{path}.{key}: contains a Proxmox API token secret (a UUID next to a token id); {_VAULT_REF_EXPECTED}"
+            for key, value in node.items()
+            if isinstance(value, str) and _BARE_UUID.match(value) and not _is_secret_key(str(key))]
+
+
+def _literal_under_secret_key(key, value) -> bool:
+    """A secret-named key holding a scalar that is not a Vault reference."""
+    if not _is_secret_key(str(key)) or isinstance(value, (dict, list)):
+        return False
+    return value is None or not (isinstance(value, str) and VAULT_REF.match(value))
+
+
 def secret_errors(data, prefix: str) -> list[str]:
-    """Literal secrets anywhere under ``data``: a secret-named key must hold a Vault reference."""
+    """Literal secrets anywhere under ``data``: a secret-named key must hold a Vault reference, and no
+    value may look like a secret of a known shape, whatever its key."""
     errors = []
 
     def walk(node, path):
         if isinstance(node, dict):
-            # A Proxmox token secret is a bare UUID: secret when it stands next to a token id.
-            if any(isinstance(v, str) and _PROXMOX_TOKEN_ID.match(v) for v in node.values()):
-                for key, value in node.items():
-                    if isinstance(value, str) and _BARE_UUID.match(value) and not _is_secret_key(str(key)):
-                        errors.append(f"{path}.{key}: contains a Proxmox API token secret (a UUID next to a "
-                                      f"token id); expected a Vault reference 'vault:<path>#<field>' (no secret "
-                                      f"may be written into pillar)")
+            errors.extend(_proxmox_secret_errors(node, path))
             for key, value in node.items():
-                sub = f"{path}.{key}"
-                if _is_secret_key(str(key)) and not isinstance(value, (dict, list)):
-                    if value is None or not (isinstance(value, str) and VAULT_REF.match(value)):
-                        errors.append(
-                            f"{sub}: holds a literal value where a secret belongs; expected a Vault "
-                            f"reference such as 'vault:platform/{key}#value' (the secret itself lives "
-                            f"only in Vault)"
-                        )
-                        continue
-                walk(value, sub)
+                if _literal_under_secret_key(key, value):
+                    errors.append(f"{path}.{key}: holds a literal value where a secret belongs; expected a Vault "
+                                  f"reference such as 'vault:platform/{key}#value' (the secret itself lives "
+                                  f"only in Vault)")
+                else:
+                    walk(value, f"{path}.{key}")
         elif isinstance(node, list):
             for i, value in enumerate(node):
                 walk(value, f"{path}[{i}]")
         elif isinstance(node, str):
-            for pattern, what in _SECRET_VALUES:
-                if pattern.search(node):
-                    errors.append(
-                        f"{path}: contains {what}; expected a Vault reference 'vault:<path>#<field>' "
-                        f"(no secret may be written into pillar)"
-                    )
+            errors.extend(f"{path}: contains {what}; {_VAULT_REF_EXPECTED}"
+                          for pattern, what in _SECRET_VALUES if pattern.search(node))
 
     walk(data, prefix)
     return errors
