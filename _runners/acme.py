@@ -29,6 +29,7 @@ master passes paths and versions only; the files travel between each minion and 
 import datetime
 import json
 import logging
+import os
 import re
 
 import salt.client

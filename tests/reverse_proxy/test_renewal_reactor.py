@@ -44,10 +44,11 @@ def wait_for(predicate, timeout: float) -> bool:
 
 
 def issue(live: Path) -> None:
-    """A new certificate and key for the lineage, as a renewal leaves them."""
+    """A new certificate and key for the lineage (the folder's name), as a renewal leaves them."""
+    live.mkdir(parents=True, exist_ok=True)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-keyout", str(live / "privkey.pem"), "-out", str(live / "fullchain.pem"),
-                    "-days", "1", "-subj", f"/CN=mail.{DOMAIN}"], check=True, capture_output=True)
+                    "-days", "1", "-subj", f"/CN={live.name}"], check=True, capture_output=True)
 
 
 def key_body(paths) -> str:
@@ -84,7 +85,7 @@ def checkout(tmp_path_factory, paths):
             MAIL: {"kind": "lxc", "vmid": 104, "cores": 1, "memory": 512, "disk": 4,
                    "address": "192.168.60.14/24", "roles": ["mailcow"]},
             OTHER: {"kind": "lxc", "vmid": 102, "cores": 1, "memory": 512, "disk": 4,
-                    "address": "192.168.60.12/24", "roles": ["nextcloud"]},
+                    "address": "192.168.60.12/24", "roles": ["k3s"]},
             "vault": {"kind": "lxc", "vmid": 111, "cores": 1, "memory": 512, "disk": 4,
                       "address": "192.168.60.11/24", "roles": ["vault"]},
         },
@@ -223,6 +224,7 @@ def test_an_unchanged_certificate_changes_nothing_and_a_renewed_one_replaces_it(
 
 def test_another_lineage_reloads_the_proxy_only(master, minions, paths):
     clear(paths)
+    issue(paths["live"].parent / f"cloud.{DOMAIN}")  # the runner acts on a certificate it finds renewed
     sent = minions[PROXY].run("event.send", "platform/acme/renewed", data={"lineage": f"cloud.{DOMAIN}"})
     assert sent.returncode == 0
     assert wait_for((paths["marks"] / "nginx-reloaded").exists, 60)
@@ -244,7 +246,8 @@ def test_the_runner_says_why_it_refuses(master, minions):
     assert refused == (f"evil.{DOMAIN} is not a lineage of {PROXY} (expected one of: cloud.{DOMAIN}, "
                        f"mail.{DOMAIN})")
     expiring = run.run("acme.expiring", PROXY, f"mail.{DOMAIN}", 12).data
-    assert expiring["result"] is True and expiring["days_left"] == 12
+    # The certificate on the proxy is valid for a day: the runner reads that, not the event's 12.
+    assert expiring["result"] is True and expiring["days_left"] in (0, 1)
 
 
 def test_only_the_mail_guests_token_reads_the_certificate(master, minions, paths):
