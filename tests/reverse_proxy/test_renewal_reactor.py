@@ -205,14 +205,21 @@ def test_renewed_mail_lineage_reloads_the_proxy_and_lands_on_the_mail_guest_thro
     assert_no_key_on_the_master(master, minions, event_listener, since, key_body(paths))
 
 
-def test_an_unchanged_certificate_changes_nothing_and_a_renewed_one_replaces_it(master, minions, paths):
+def test_an_unchanged_certificate_changes_nothing_and_a_renewed_one_replaces_it(master, minions, paths, bao):
+    issue(paths["live"])
     first = renew(master)
     assert first["result"] is True, first["comment"]
     clear_marks(paths)
-    again = renew(master)["mail"]
-    assert (again["published"], again["changed"], again["reloaded"]) == (False, [], False)
-    assert again["version"] == first["mail"]["version"], "no new version for the same files"
-    assert not (paths["marks"] / "mail-reloaded").exists(), "nothing changed, nothing reloaded"
+    again = renew(master)
+    assert again["result"] is False and "newer than the one last acted on" in again["comment"], again
+    assert bao.kv(CERTIFICATE_PATH)["metadata"]["version"] == first["mail"]["version"]
+    assert not any(paths["marks"].iterdir()), "the same certificate again: nothing reloaded"
+    live = str(paths["live"])
+    same = minions[PROXY].run("certificate_handover.publish", CERTIFICATE_PATH,
+                              json.dumps({"cert": f"{live}/fullchain.pem", "key": f"{live}/privkey.pem"}))
+    assert same.returncode == 0, same.stderr
+    assert (same.data["changed"], same.data["version"]) == (False, first["mail"]["version"]), \
+        "no new version for the same files"
 
     issue(paths["live"])
     renewed = renew(master)["mail"]
@@ -251,6 +258,7 @@ def test_the_runner_says_why_it_refuses(master, minions):
 
 
 def test_only_the_mail_guests_token_reads_the_certificate(master, minions, paths):
+    issue(paths["live"])
     version = renew(master)["mail"]["version"]
     secret = f"secret/{CERTIFICATE_PATH}"
     # The certificate field only: it is public, and a salt-call's return is the master's to see.
@@ -273,6 +281,7 @@ def test_only_the_mail_guests_token_reads_the_certificate(master, minions, paths
 
 def test_a_sealed_or_unreachable_vault_fails_the_runner_and_the_mail_guest_keeps_its_files(master, minions,
                                                                                           paths, bao):
+    issue(paths["live"])
     assert renew(master)["result"] is True
     kept = {name: (paths["mail"] / name).read_bytes() for name in ("cert.pem", "key.pem")}
     issue(paths["live"])
