@@ -28,6 +28,7 @@ once) race in Salt 3008's loader (``KeyError: 'salt.loaded.int.grains.core'`` wh
 MasterMinion). This runner only publishes through the LocalClient.
 """
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -88,8 +89,13 @@ def _cloud_config():
 def _at_the_provider(name):
     """salt-cloud's own answer for ``name`` (``show_instance`` at the provider that has it): None when
     an instance of that name exists there, else why not."""
+    # One query at a time: a `salt-cloud -P -m` fires many created events at once, and salt-cloud's
+    # loader, built concurrently in the reactor's threads, loses its __active_provider_name__.
+    lock_path = os.path.join(_records(), "provider-query.lock")
     try:
-        answer = salt.cloud.CloudClient(path=_cloud_config()).action("show_instance", names=[name])
+        with open(lock_path, "a", encoding="utf-8") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            answer = salt.cloud.CloudClient(path=_cloud_config()).action("show_instance", names=[name])
     except Exception as exc:  # noqa: BLE001 - salt-cloud raises many kinds; each means "not confirmed"
         return f"salt-cloud could not ask its provider about {name}: {exc}"
     for drivers in (answer or {}).values():
