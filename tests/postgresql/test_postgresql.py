@@ -23,8 +23,9 @@ SERVER, CLIENT, OUTSIDER = "postgresql", "microservices", "outsider"
 SITE = scratch_site(
     {
         SERVER: {"host": 103, "roles": ["postgresql"], "memory": 1024},
-        CLIENT: {"host": 101, "roles": ["chat"], "uses": [SERVER]},
-        OUTSIDER: {"host": 102, "roles": ["chat"]},
+        # Apps on k3s: clients that need nothing else from the site (the chat role needs a broker too).
+        CLIENT: {"host": 101, "roles": ["k3s"], "uses": [SERVER]},
+        OUTSIDER: {"host": 102, "roles": ["k3s"]},
     },
     databases={"chat": {"clients": [CLIENT]}, "ledger": {"owner": "accounts", "clients": [CLIENT]}},
 )

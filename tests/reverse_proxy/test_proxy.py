@@ -28,7 +28,9 @@ ROUTES = {"nextcloud": "nextcloud", "mail": "mailcow"}  # route -> the guest tha
 SITE = scratch_site(
     {
         PROXY: {"host": 100, "roles": ["reverse_proxy"]},
-        "nextcloud": {"host": 102, "roles": ["nextcloud"]},
+        # nextcloud needs its database guest in the site; this test never starts it.
+        "nextcloud": {"host": 102, "roles": ["nextcloud"], "uses": ["db"]},
+        "db": {"host": 103, "roles": ["postgresql"]},
         "mailcow": {"host": 104, "roles": ["mailcow"]},
     },
     network={"nameservers": [GATEWAY]},
