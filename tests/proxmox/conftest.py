@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -186,11 +187,15 @@ class Cloud:
         root = self.state.parent / "pillar"
         (root / "site").mkdir(parents=True, exist_ok=True)
         (root / "site" / "testsite.sls").write_text(yaml.safe_dump({"site": description}))
+        if not (root / "platform").exists():
+            (root / "platform").symlink_to(ROOT / "pillar" / "platform")  # the role catalog, as it is
         master = self.conf / "master"
         text = master.read_text()
-        changed = text.replace("pillar_roots:\n  base:\n", f"pillar_roots:\n  base:\n    - {root}\n", 1)
+        # The ext_pillar reads the site file and the catalog as data from platform_pillar_dir.
+        changed = re.sub(r"^platform_pillar_dir: .*$", f"platform_pillar_dir: {root}", text, count=1, flags=re.M)
         changed = changed.replace("platform_site: example", "platform_site: testsite", 1)
-        assert changed.count(str(root)) == 1 and "platform_site: testsite" in changed, "the master config changed shape"
+        assert f"platform_pillar_dir: {root}" in changed and "platform_site: testsite" in changed, \
+            "the master config changed shape"
         master.write_text(changed)
         return description
 

@@ -161,45 +161,47 @@ def minion_event(minion: str, tag: str, **data) -> dict:
 INJECTED = 'mail.your-domain.com"\n      - minion: vault'
 
 # For each reactor: (what the event is, tag, data, the runner calls the reactor must make).
+# Reactors pass a hint (a guest name from the tag, a lineage) and nothing else from an event, whoever
+# sent it: the runners decide from what they find out themselves (tests/functional/test_forged_events.py).
+RENEWED = [("acme.renewed", [{"lineage": "mail.your-domain.com"}])]
+EXPIRING = [("acme.expiring", [{"lineage": "mail.your-domain.com"}])]
 REACTOR_EVENTS = {
     "cloud-created.sls": [
         ("salt-cloud created the guest", "salt/cloud/vault/created",
          {"name": "vault", "profile": "debian12-lxc", "event": "created instance",
           "_stamp": "2026-12-01T00:00:00.000000"},
          [("platform.provisioned", [{"name": "vault"}])]),
-        ("a minion forwards a created event", "salt/cloud/vault/created",
-         minion_event("rabbitmq", "salt/cloud/vault/created", name="vault"), []),
+        ("a minion forwards a created event: the same hint, the runner decides", "salt/cloud/vault/created",
+         minion_event("rabbitmq", "salt/cloud/vault/created", name="vault"),
+         [("platform.provisioned", [{"name": "vault"}])]),
         ("a name that is not a DNS label", "salt/cloud/Vault;reboot/created", {"name": "x"}, []),
         ("a tag with an extra part", "salt/cloud/vault/x/created", {"name": "vault"}, []),
     ],
     "acme-renewed.sls": [
         ("certbot renewed a lineage", "platform/acme/renewed",
-         minion_event("reverse-proxy", "platform/acme/renewed", lineage="mail.your-domain.com"),
-         [("acme.renewed", [{"minion": "reverse-proxy"}, {"lineage": "mail.your-domain.com"}])]),
-        ("fired on the master's bus, not by a minion", "platform/acme/renewed",
-         {"id": "reverse-proxy", "data": {"lineage": "mail.your-domain.com"}}, []),
-        ("a sender id that is not a DNS label", "platform/acme/renewed",
-         minion_event("reverse-proxy\n  evil", "platform/acme/renewed", lineage="mail.your-domain.com"), []),
+         minion_event("reverse-proxy", "platform/acme/renewed", lineage="mail.your-domain.com"), RENEWED),
+        ("fired on the master's bus, not by a minion: the same hint", "platform/acme/renewed",
+         {"id": "reverse-proxy", "data": {"lineage": "mail.your-domain.com"}}, RENEWED),
+        ("a sender id that is not a DNS label: not passed on", "platform/acme/renewed",
+         minion_event("reverse-proxy\n  evil", "platform/acme/renewed", lineage="mail.your-domain.com"), RENEWED),
         ("a lineage that is not a string", "platform/acme/renewed",
          minion_event("reverse-proxy", "platform/acme/renewed", lineage=["a", "b"]), []),
-        ("a lineage written to break out of its YAML value stays one literal string", "platform/acme/renewed",
-         minion_event("reverse-proxy", "platform/acme/renewed", lineage=INJECTED),
-         [("acme.renewed", [{"minion": "reverse-proxy"}, {"lineage": INJECTED}])]),
+        ("a lineage written to break out of its YAML value is not a lineage", "platform/acme/renewed",
+         minion_event("reverse-proxy", "platform/acme/renewed", lineage=INJECTED), []),
     ],
     "acme-expiring.sls": [
-        ("the daily check found a certificate close to its end", "platform/acme/expiring",
+        ("the daily check found a certificate close to its end: the days are not passed on",
+         "platform/acme/expiring",
          minion_event("reverse-proxy", "platform/acme/expiring", lineage="mail.your-domain.com", days_left=9),
-         [("acme.expiring", [{"minion": "reverse-proxy"}, {"lineage": "mail.your-domain.com"},
-                             {"days_left": 9}])]),
-        ("fired on the master's bus, not by a minion", "platform/acme/expiring",
-         {"id": "reverse-proxy", "data": {"lineage": "mail.your-domain.com", "days_left": 9}}, []),
+         EXPIRING),
+        ("fired on the master's bus, not by a minion: the same hint", "platform/acme/expiring",
+         {"id": "reverse-proxy", "data": {"lineage": "mail.your-domain.com", "days_left": 9}}, EXPIRING),
         ("no lineage", "platform/acme/expiring", minion_event("reverse-proxy", "platform/acme/expiring",
                                                               days_left=9), []),
-        ("days left written to break out of its YAML value stays one literal", "platform/acme/expiring",
+        ("days left written to break out of their YAML value are not passed on", "platform/acme/expiring",
          minion_event("reverse-proxy", "platform/acme/expiring", lineage="mail.your-domain.com",
                       days_left="9}\n      - minion: vault"),
-         [("acme.expiring", [{"minion": "reverse-proxy"}, {"lineage": "mail.your-domain.com"},
-                             {"days_left": "9}\n      - minion: vault"}])]),
+         EXPIRING),
     ],
 }
 
@@ -221,7 +223,7 @@ def test_every_reactor_is_named_by_the_masters_reactor_map(reactor):
 
 
 @pytest.mark.parametrize("path", reactor_files(), ids=lambda path: path.name)
-def test_the_reactor_renders_for_its_events_and_acts_only_on_genuine_ones(reactor, path):
+def test_the_reactor_renders_for_its_events_and_passes_only_a_checked_hint(reactor, path):
     events = REACTOR_EVENTS.get(path.name)
     assert events, f"{path.name}: add its representative events (genuine and forged) to REACTOR_EVENTS"
     for what, tag, data, expected in events:
