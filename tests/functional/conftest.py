@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,13 @@ def other_minion(salt_master):
 @pytest.fixture(scope="package")
 def other_call(other_minion):
     return other_minion.salt_call_cli(timeout=120)
+
+
+def wait_for(path: Path, timeout: float) -> bool:
+    """True once ``path`` exists, False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.5)
+    return False

@@ -16,24 +16,14 @@ proxy's renewal, forged renewals, forged expiry warnings.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.functional.conftest import LINEAGE, MINION_ID, write_certificate
+from tests.functional.conftest import LINEAGE, MINION_ID, wait_for, write_certificate
 
 pytestmark = pytest.mark.functional
 
 CREATED = f"salt/cloud/{MINION_ID}/created"
-
-
-def wait_for(path: Path, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def runner_returns(event_listener, master, fun: str, after: float, count: int, timeout: float = 120) -> list:

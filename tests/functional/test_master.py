@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,6 @@ from tests.conftest import SITES
 from tests.functional.conftest import MINION_ID
 
 pytestmark = pytest.mark.functional
-
-
-def wait_for(path: Path, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_pillar_files_are_never_served_to_minions(salt_call, checkout):
