@@ -43,10 +43,17 @@ import yaml
 from sitectl import ROOT, site
 from tests.openbao import BaoServer
 
-LAB_DIR = "/var/lib/sitectl-lab-scratch"
-BRIDGE = "sitelabs0"
-TABLE = "sitectl_lab_scratch"
-SUBNET = ipaddress.ip_network("10.77.98.0/24")
+# SITECTL_SCRATCH_SLOT (0-7, default 0) picks the scratch lab's bridge, subnet, lab dir and nft table,
+# so checkouts side by side on one host can each run their role tests: slot N is sitelabs<N>,
+# 10.77.<98-N>.0/24. Slot 0 is the one CI uses.
+SLOT = int(os.environ.get("SITECTL_SCRATCH_SLOT", "0"))
+if not 0 <= SLOT <= 7:
+    raise ValueError(f"SITECTL_SCRATCH_SLOT must be 0-7, got {SLOT}")
+_SUFFIX = "" if SLOT == 0 else f"-{SLOT}"
+LAB_DIR = f"/var/lib/sitectl-lab-scratch{_SUFFIX}"
+BRIDGE = f"sitelabs{SLOT}"
+TABLE = f"sitectl_lab_scratch{_SUFFIX.replace('-', '_')}"
+SUBNET = ipaddress.ip_network(f"10.77.{98 - SLOT}.0/24")
 GATEWAY = str(SUBNET.network_address + 1)
 SALT_CALL = "/opt/saltstack/salt/bin/salt-call"
 # The masterless minion's own config, cache and log, apart from /etc/salt (whose config would start
@@ -61,7 +68,7 @@ INOTIFY_ONLY_UNITS = {"systemd-ask-password-console.path", "systemd-ask-password
 
 
 def address(host: int) -> str:
-    """Host number ``host`` of the scratch subnet, with its prefix (``10.77.98.<host>/24``)."""
+    """Host number ``host`` of the scratch subnet, with its prefix (``10.77.98.<host>/24`` in slot 0)."""
     return f"{SUBNET.network_address + host}/{SUBNET.prefixlen}"
 
 
