@@ -43,12 +43,12 @@ import yaml
 from sitectl import ROOT, site
 from tests.openbao import BaoServer
 
-# SITECTL_SCRATCH_SLOT (0-7, default 0) picks the scratch lab's bridge, subnet, lab dir and nft table,
+# SITECTL_SCRATCH_SLOT (0-9, default 0) picks the scratch lab's bridge, subnet, lab dir and nft table,
 # so checkouts side by side on one host can each run their role tests: slot N is sitelabs<N>,
 # 10.77.<98-N>.0/24. Slot 0 is the one CI uses.
 SLOT = int(os.environ.get("SITECTL_SCRATCH_SLOT", "0"))
-if not 0 <= SLOT <= 7:
-    raise ValueError(f"SITECTL_SCRATCH_SLOT must be 0-7, got {SLOT}")
+if not 0 <= SLOT <= 9:
+    raise ValueError(f"SITECTL_SCRATCH_SLOT must be 0-9, got {SLOT}")
 _SUFFIX = "" if SLOT == 0 else f"-{SLOT}"
 LAB_DIR = f"/var/lib/sitectl-lab-scratch{_SUFFIX}"
 BRIDGE = f"sitelabs{SLOT}"
