@@ -7,7 +7,6 @@ path lets a published port through only if the role catalog opens it (issue 13, 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -113,8 +112,6 @@ def _gpg(home, *args: str, input: str | None = None) -> str:
 @pytest.fixture(scope="module")
 def two_keys(tmp_path_factory):
     """Two throwaway OpenPGP keys (primary + signing subkey): (fingerprint, armored) each, and both in one file."""
-    if not shutil.which("gpg"):
-        pytest.skip("gpg is not installed")
     home = tmp_path_factory.mktemp("gnupg")
     home.chmod(0o700)
     keys = []
