@@ -315,3 +315,35 @@ def test_a_daemon_json_the_engine_cannot_read_is_refused_by_the_check(serving):
     serving.write_file(BOX, "/root/fine.json", '{"live-restore": true}')
     assert serving.attach(BOX, ["/usr/local/sbin/docker-check-config", "/root/broken.json"], check=False).returncode
     serving.attach(BOX, ["/usr/local/sbin/docker-check-config", "/root/fine.json"])
+
+
+@pytest.mark.lab
+def test_a_service_port_dnatted_to_a_pod_on_cni0_is_filtered_the_same(serving):
+    """k3s publishes service ports the way Docker does, by DNAT in iptables' nat table (kube-proxy's
+    KUBE-SERVICES, the CNI portmap plugin's hostPorts), to pods behind the `cni0` bridge. No k3s build
+    is reachable here: this is that path built by hand in the box (a pod network namespace on cni0,
+    DNAT rules and FORWARD accepts as kube-proxy writes them), not k3s itself. 465 is a catalog port
+    of the box (mailcow's smtps, from anyone) that nothing on the box serves; 30080 a NodePort the
+    catalog does not open."""
+    serving.sh(BOX, """set -eu
+        ip netns add pod
+        ip link add cni0 type bridge && ip addr add 10.42.0.1/24 dev cni0 && ip link set cni0 up
+        ip link add vethpod type veth peer name eth0 netns pod && ip link set vethpod master cni0 up
+        ip -n pod addr add 10.42.0.10/24 dev eth0 && ip -n pod link set eth0 up && ip -n pod link set lo up
+        ip -n pod route add default via 10.42.0.1
+        systemd-run --unit pod-httpd ip netns exec pod busybox httpd -f -p 8000 -h /srv/www
+        iptables -t nat -N TEST-SERVICES
+        iptables -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j TEST-SERVICES
+        for port in 465 30080; do
+            iptables -t nat -A TEST-SERVICES -p tcp --dport "$port" -j DNAT --to-destination 10.42.0.10:8000
+        done
+        iptables -I FORWARD -s 10.42.0.0/24 -j ACCEPT && iptables -I FORWARD -d 10.42.0.0/24 -j ACCEPT
+        """)
+    deadline = time.monotonic() + 20
+    while serving.sh(BOX, "busybox wget -qO- http://10.42.0.10:8000/", check=False).returncode and \
+            time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert serving.sh(BOX, "busybox wget -qO- http://10.42.0.10:8000/").stdout.strip() == "served-by-the-box"
+    sources = {"host (admin)": "host", "monitoring guest": MONITORING, "other guest": OUTSIDER}
+    seen = {port: {label: _reaches(serving, src, port) for label, src in sources.items()} for port in (465, 30080)}
+    assert seen == {465: dict.fromkeys(sources, True), 30080: dict.fromkeys(sources, False)}
