@@ -262,6 +262,8 @@ def test_docker_converges_in_a_nested_guest_and_the_second_apply_changes_nothing
     assert not first.failed, first.failed
     assert "docker-service-running" in first.states and "common-firewall-ruleset-managed" in first.states
     assert not second.failed and second.changed == {}, second.changed
+    dry = lab.apply(BOX, "common,docker", test=True)
+    assert not dry.failed and dry.changed == {}, "test mode on a converged guest: nothing to do"
     info = json.loads(lab.sh(BOX, "docker info --format '{{json .}}'").stdout)
     assert info["Driver"] == "overlay2" and info["LiveRestoreEnabled"] is True
     assert lab.sh(BOX, "systemctl is-enabled docker").stdout.strip() == "enabled"
