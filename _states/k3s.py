@@ -287,3 +287,31 @@ def vault_auth_configured(name, kubernetes_host, reviewer_secret="vault-token-re
     return __states__["vault_server.kubernetes_config_present"](
         name, url=url, verify=verify, kubernetes_host=kubernetes_host, kubernetes_ca_cert=reviewer["ca"],
         token_reviewer_jwt=reviewer["jwt"], disable_local_ca_jwt=True, **wanted)
+
+
+def vault_ca_published(name, namespace, ca_file=None, field_manager="salt-platform"):
+    """
+    The ConfigMap ``namespace/name`` holds Vault's CA certificate (``ca.crt``), which the apps'
+    ClusterSecretStores trust: read from ``ca_file``, else from the Vault server settings the master
+    hands this minion (saltext-vault's ``verify``). A public certificate, shown in diffs.
+    """
+    ret = __utils__["platform_state.new"](name)
+    try:
+        if ca_file:
+            with open(ca_file, encoding="utf-8") as fh:
+                pem = fh.read()
+        else:
+            verify = (__salt__["vault.get_server_config"]() or {}).get("verify")
+            if not isinstance(verify, str) or "BEGIN CERTIFICATE" not in verify:
+                with open(verify, encoding="utf-8") as fh:
+                    pem = fh.read()
+            else:
+                pem = verify
+    except (OSError, TypeError, KeyError, CommandExecutionError) as exc:
+        return __utils__["platform_state.failed"](ret, f"Vault's CA certificate for {namespace}/{name}: {exc}")
+    if "BEGIN CERTIFICATE" not in pem:
+        return __utils__["platform_state.failed"](ret, f"Vault's CA certificate for {namespace}/{name}: not a PEM "
+                                                       f"certificate")
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": namespace},
+                 "data": {"ca.crt": pem}}
+    return manifests_applied(name, [configmap], field_manager=field_manager, prune=False)
