@@ -197,6 +197,7 @@ class ApiServer(kmock.KubernetesScaffold):
         self.signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.reviewer_tokens: set[str] = set()
         self.reviews: list[dict] = []
+        self.review_results: list[dict] = []
         self.resources.load_bundled()
         for key, info in CUSTOM_RESOURCES.items():
             self.resources[key] = {"kind": info["kind"], "namespaced": info["namespaced"],
@@ -472,6 +473,7 @@ class ApiServer(kmock.KubernetesScaffold):
                                               "system:authenticated"]}}
             else:
                 status["error"] = "token audiences do not match"
+        self.review_results.append(status)
         return aiohttp.web.json_response({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                                           "metadata": {"creationTimestamp": None}, "spec": spec, "status": status},
                                          status=201)
