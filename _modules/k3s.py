@@ -234,7 +234,8 @@ def apply(manifest, field_manager=FIELD_MANAGER, dry_run=False, force=True):
     """Server-side apply of one object; returns the object as the API server has (or would have) it."""
     meta = manifest.get("metadata") or {}
     path = _object_path(manifest["apiVersion"], manifest["kind"], meta.get("name"), meta.get("namespace"))
-    params = {"fieldManager": field_manager, "force": "true" if force else "false"}
+    # Strict: a field the API does not know fails the apply instead of being dropped silently.
+    params = {"fieldManager": field_manager, "force": "true" if force else "false", "fieldValidation": "Strict"}
     if dry_run:
         params["dryRun"] = "All"
     return _request("PATCH", path, params=params, data=yaml.safe_dump(manifest).encode(),
