@@ -101,14 +101,21 @@ def _plan(manifest, field_manager):
     return {"diff": _diff(live, would_be)}, True
 
 
-def _strays(name, declared, kinds):
-    """Objects labelled as members of set ``name`` that ``declared`` no longer names."""
+def _applied_by(obj, field_manager):
+    return any(entry.get("manager") == field_manager and entry.get("operation") == "Apply"
+               for entry in (obj.get("metadata") or {}).get("managedFields") or [])
+
+
+def _strays(name, declared, kinds, field_manager):
+    """Objects labelled as members of set ``name``, applied by ``field_manager``, that ``declared`` no
+    longer names. An object that only carries the label (a Secret an operator wrote from an
+    ExternalSecret's labels) was never applied by the set and is left alone."""
     found = []
     for api_version, kind in kinds:
         for obj in __salt__["k3s.list"](api_version, kind, label_selector=f"{SET_LABEL}={name}"):
             obj.setdefault("apiVersion", api_version)
             obj.setdefault("kind", kind)
-            if _key(obj) not in declared:
+            if _key(obj) not in declared and _applied_by(obj, field_manager):
                 found.append(obj)
     return found
 
@@ -134,7 +141,7 @@ def manifests_applied(name, manifests, field_manager="salt-platform", prune=True
                 changes[_ident(manifest)] = change
             if needed:
                 to_apply.append(manifest)
-        strays = _strays(name, declared, kinds) if prune else []
+        strays = _strays(name, declared, kinds, field_manager) if prune else []
     except CommandExecutionError as exc:
         return __utils__["platform_state.failed"](ret, f"manifest set {name}: {exc}")
     for obj in strays:

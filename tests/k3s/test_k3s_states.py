@@ -109,6 +109,36 @@ def test_what_the_site_no_longer_names_is_deleted(k3s_caller, apiserver, testmod
     assert deployment(apiserver, other) is not None, "pruning reached a set of its own"
 
 
+def test_pruning_leaves_what_only_carries_the_label(k3s_caller, apiserver):
+    """A Secret an operator made from an ExternalSecret's labels was never applied by the set."""
+    ns = unique("eso")
+    assert k3s_caller.state("k3s.manifests_applied", f"app-{ns}", manifests=app(ns))["result"] is True
+    apiserver.handler.put("v1", "Secret", "secrets", ns, f"{ns}-credentials", {
+        "metadata": {"labels": {"salt-platform/set": f"app-{ns}"}}, "data": {"PASSWORD": "c2VjcmV0"}})
+    ret = k3s_caller.state("k3s.manifests_applied", f"app-{ns}", manifests=app(ns))
+    assert ret["result"] is True and ret["changes"] == {}
+    assert apiserver.handler.object("v1", "secrets", ns, f"{ns}-credentials") is not None
+
+
+def test_vaults_ca_is_published_for_the_stores(k3s_caller, apiserver, tmp_path, testmode):
+    ns = unique("external-secrets")
+    assert k3s_caller.state("k3s.manifests_applied", ns, manifests=[
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}])["result"] is True
+    ca = tmp_path / "vault-ca.crt"
+    ca.write_text(apiserver.tls.ca_pem)
+
+    def published():
+        found = apiserver.handler.object("v1", "configmaps", ns, "vault-ca")
+        return found is not None and found["data"]["ca.crt"] == apiserver.tls.ca_pem
+
+    converges(lambda test: k3s_caller.state("k3s.vault_ca_published", "vault-ca", test=test, namespace=ns,
+                                            ca_file=str(ca)),
+              published, {f"ConfigMap {ns}/vault-ca": {"old": None, "new": "created"}}, testmode)
+    ca.write_text("not a certificate")
+    refused = k3s_caller.state("k3s.vault_ca_published", "vault-ca", namespace=ns, ca_file=str(ca))
+    assert refused["result"] is False and "not a PEM certificate" in refused["comment"]
+
+
 def test_a_kind_the_cluster_does_not_serve_fails_with_the_reason(k3s_caller):
     widget = {"apiVersion": "example.org/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "default"}}
     planned = k3s_caller.state("k3s.manifests_applied", "widgets", test=True, manifests=[widget])
