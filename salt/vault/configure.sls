@@ -5,7 +5,7 @@
     API; OpenBao: server config), and the secrets generated if absent.
     Authenticates with this guest's master-issued token (policy salt_role_vault). #}
 {%- from 'vault/map.jinja' import vault, flavor, roles, local_url, ca_cert, secret_grants as grants %}
-{%- from 'lib/platform.jinja' import site, apps %}
+{%- from 'lib/platform.jinja' import site, apps, k3s %}
 {#- An app's policy on k3s: its own secrets and exactly the credentials it names (sitectl/apps.py). #}
 {%- macro app_policy(app, kv) -%}
 # The app {{ app.namespace }} on k3s (External Secrets Operator, Kubernetes auth).
@@ -96,10 +96,6 @@ vault-configure-policy-role-{{ role }}-present:
         path "{{ kv }}/data/*" { capabilities = ["create", "read", "update"] }
         path "{{ kv }}/metadata/*" { capabilities = ["read", "list"] }
 {%-   else %}
-{%-     if role == 'k3s' %}
-        # The k3s server points Kubernetes auth at its cluster (the reviewer's JWT and CA, read from it).
-        path "auth/{{ vault.kubernetes.mount }}/config" { capabilities = ["create", "read", "update"] }
-{%-     endif %}
         # Guests with the role {{ role }}: its secrets, generated on first apply.
         path "{{ kv }}/data/roles/{{ role }}/*" { capabilities = ["create", "read", "update"] }
         path "{{ kv }}/metadata/roles/{{ role }}/*" { capabilities = ["read", "list"] }
@@ -118,6 +114,10 @@ vault-configure-policy-minion-{{ minion }}-present:
         # {{ minion }} alone: secrets of this guest only.
         path "{{ kv }}/data/minions/{{ minion }}/*" { capabilities = ["create", "read", "update"] }
         path "{{ kv }}/metadata/minions/{{ minion }}/*" { capabilities = ["read", "list"] }
+{%-   if minion == k3s.get('server') %}
+        # The k3s server points Kubernetes auth at its cluster (the reviewer's JWT and CA, read from it).
+        path "auth/{{ vault.kubernetes.mount }}/config" { capabilities = ["create", "read", "update"] }
+{%-   endif %}
 {%-   for path in grants.get(minion, []) %}
         # Another role's secret: a client's credential, or the mail route's certificate (sitectl.roles.secret_grants).
         path "{{ kv }}/data/{{ path }}" { capabilities = ["read"] }

@@ -161,6 +161,11 @@ def test_vault_gets_a_role_and_a_policy_per_app_for_exactly_its_secrets(example_
         'path "secret/data/roles/postgresql/users/apps" { capabilities = ["read"] }',
         'path "secret/data/roles/rabbitmq/users/apps" { capabilities = ["read"] }']
     assert "vault-configure-kubernetes-role-app-web-present" not in high, "an SPA has no Vault role"
+    server = state_args(high["vault-configure-policy-minion-k3s-present"], "vault_server")["rules"]
+    assert 'path "auth/kubernetes/config" { capabilities = ["create", "read", "update"] }' in server
+    others = [sid for sid in high if sid.startswith("vault-configure-policy-") and sid != "vault-configure-policy-"
+              "minion-k3s-present" and "auth/kubernetes/config" in str(high[sid])]
+    assert others == ["vault-configure-policy-role-vault-present"], "only the k3s server (and Vault's own guest)"
 
 
 def test_the_proxy_routes_each_app_to_traefik_on_the_k3s_guest(example_site):
@@ -182,3 +187,28 @@ def test_the_lab_converges_k3s_up_to_the_binary_and_says_so(tmp_path):
     assert not [sid for sid in high if sid.startswith(("k3s-service", "k3s-cluster", "k3s-binary-installed"))]
     notice = state_args(high["k3s-binary-not-installed"], "test")
     assert "NOT installed here: no k3s build is reachable offline" in notice["text"]
+
+
+def test_a_second_k3s_guest_joins_the_first_as_an_agent_with_the_token_from_vault(tmp_path):
+    from tests.conftest import make_checkout
+
+    described = yaml.safe_load((ROOT / "pillar/site/example.sls").read_text())
+    described["site"]["guests"]["k3s-agent"] = {**described["site"]["guests"]["k3s"], "vmid": 113,
+                                                "address": "10.10.10.113/24"}
+    site_file = tmp_path / "two-nodes.sls"
+    site_file.write_text(yaml.safe_dump(described))
+    _, conf = make_checkout(tmp_path, site_file, site_name="two-nodes")
+    high = render.caller(conf, "k3s-agent").cmd("state.show_sls", "k3s")
+    assert isinstance(high, dict), high
+    token = state_args(high["k3s-config-join-token-present"], "k3s")
+    assert token == {**token, "__fun__": "join_token_file", "name": "/etc/rancher/k3s/join-token",
+                     "vault_path": "roles/k3s/node-token"}
+    assert not [sid for sid in high if sid.startswith("k3s-cluster")], "only the server applies manifests"
+    config = state_args(high["k3s-config-file-managed"], "file")["context"]
+    assert config["is_server"] is False and config["server_url"] == "https://10.10.10.112:6443"
+    assert "k3s-agent" in state_args(high["k3s-service-unit-managed"], "file")["name"]
+    server = render.caller(conf, "k3s").cmd("state.show_sls", "k3s")
+    assert "k3s-cluster-node-token-stored" in server and "k3s-config-join-token-present" not in server
+    pillar = render.pillar(conf, "k3s")
+    vxlan = next(r for r in pillar["platform"]["guest"]["firewall"] if r["name"] == "flannel-vxlan")
+    assert vxlan["from"] == ["10.10.10.112/32", "10.10.10.113/32"] and vxlan["proto"] == "udp"
