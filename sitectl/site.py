@@ -651,7 +651,9 @@ def platform_pillar(pillar: dict, minion_id: str) -> dict:
     role's ports; ``params``: every role's parameters (defaults merged with its pillar key); ``edge``:
     the routes and certificate lineages; ``databases``: owners and clients; ``secret_grants``: the
     credentials each client may read (paths only, no secret: salt/vault/configure.sls turns them into
-    policies). ``salt/lib/platform.jinja`` is how the templates read them.
+    policies); ``apps`` and ``k3s``: the apps' facts and the k3s cluster with its manifest sets
+    (``sitectl/apps.py``; the edge's routes include the apps'). ``salt/lib/platform.jinja`` is how the
+    templates read them.
     """
     site, catalog = pillar["site"], pillar["roles"]
     params = roles_of.all_parameters(pillar)
