@@ -317,10 +317,16 @@ def rollout_status(name, namespace, kind="Deployment", api_version="apps/v1"):  
 
 
 def wait_rollout(name, namespace, kind="Deployment", api_version="apps/v1", timeout=300, interval=2):
-    """Waits at most ``timeout`` seconds for ``rollout_status`` to be done; returns the last status."""
+    """Waits at most ``timeout`` seconds for ``rollout_status`` to be done; returns the last status. An
+    API server that does not answer yet (k3s just started) is waited for too, within the same time."""
     deadline = time.monotonic() + float(timeout)
     while True:
-        status = rollout_status(name, namespace, kind=kind, api_version=api_version)
+        try:
+            status = rollout_status(name, namespace, kind=kind, api_version=api_version)
+        except CommandExecutionError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            status = {"done": False, "message": str(exc)}
         if status["done"] or status.get("failed") or time.monotonic() >= deadline:
             return status
         time.sleep(min(float(interval), max(0.0, deadline - time.monotonic())))

@@ -237,3 +237,17 @@ def test_the_node_token_goes_to_vault_and_to_an_agents_file(k3s_caller, apiserve
               {"token": {"old": None, "new": f"(from secret/data/{path})"}}, testmode, secret_values=(token,))
     assert os.stat(agent_file).st_mode & 0o777 == 0o600
     assert json.dumps(k3s_caller.cmd("k3s.facts")).find(token) == -1
+
+
+def test_a_rollout_waits_for_an_api_server_that_is_not_up_yet_within_its_timeout(tmp_path, apiserver, bao,
+                                                                               bao_token_file):
+    from tests.openbao import free_port
+    from tests.states.conftest import make_caller
+
+    closed = {**apiserver.module_config(), "url": f"https://127.0.0.1:{free_port()}"}
+    caller = make_caller(tmp_path / "salt", bao, bao_token_file, {"k3s": closed})
+    started = time.monotonic()
+    ret = caller.state("k3s.rollout_complete", "coredns", namespace="kube-system", timeout=2, interval=0.5)
+    assert 2 <= time.monotonic() - started < 8
+    assert ret["result"] is False
+    assert "the API server at https://127.0.0.1:" in ret["comment"] and "is unreachable" in ret["comment"]
