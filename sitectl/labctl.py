@@ -263,6 +263,7 @@ def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResu
               f"{f'{b.ok}/{b.changed}/{b.failed}':>16} {b.seconds:>5.1f}s", file=out)
     off = {role: spec.get("reason", "") for role, spec in lab.pillar["roles"].items()
            if spec.get("converge", True) is False}
+    off.update({role: spec["partial"] for role, spec in lab.pillar["roles"].items() if spec.get("partial")})
     if off:
         print("\nnot converged in the lab (no build reachable here; never counted as passed):", file=out)
         for role, reason in sorted(off.items()):

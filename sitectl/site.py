@@ -17,6 +17,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from sitectl import apps as apps_of
 from sitectl import roles as roles_of
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -481,7 +482,7 @@ def _semantic_errors(pillar: dict) -> list[str]:
     site, roles = pillar["site"], pillar["roles"]
     return [*_network_errors(site), *_guest_errors(site, roles), *_unique_errors(site), *_master_errors(site),
             *_needs_errors(site, roles), *_admin_errors(pillar), *_route_errors(site), *_database_errors(pillar),
-            *_messaging_errors(pillar), *_catalog_errors(site, roles)]
+            *_messaging_errors(pillar), *_catalog_errors(site, roles), *apps_of.errors(pillar)]
 
 
 def _key_errors(node, path: str) -> list[str]:
@@ -609,6 +610,8 @@ def guest_view(pillar: dict, name: str) -> dict | None:
                 states.append(sls)
     if guest["kind"] == "vm":
         profile = "debian12-vm"
+    elif "k3s" in role_names:
+        profile = "debian12-lxc-k3s"
     elif any(roles[r].get("nesting") for r in role_names):
         profile = "debian12-lxc-nested"
     else:
@@ -648,16 +651,20 @@ def platform_pillar(pillar: dict, minion_id: str) -> dict:
     role's ports; ``params``: every role's parameters (defaults merged with its pillar key); ``edge``:
     the routes and certificate lineages; ``databases``: owners and clients; ``secret_grants``: the
     credentials each client may read (paths only, no secret: salt/vault/configure.sls turns them into
-    policies). ``salt/lib/platform.jinja`` is how the templates read them.
+    policies); ``apps`` and ``k3s``: the apps' facts and the k3s cluster with its manifest sets
+    (``sitectl/apps.py``; the edge's routes include the apps'). ``salt/lib/platform.jinja`` is how the
+    templates read them.
     """
     site, catalog = pillar["site"], pillar["roles"]
     params = roles_of.all_parameters(pillar)
     return {"platform": {"guest": guest_view(pillar, minion_id),
                          "ports": roles_of.all_ports(catalog),
                          "params": params,
-                         "edge": roles_of.edge(site, params["reverse_proxy"]),
+                         "edge": roles_of.edge(apps_of.site_with_app_routes(pillar), params["reverse_proxy"]),
                          "databases": roles_of.databases(site),
-                         "secret_grants": roles_of.secret_grants(pillar)}}
+                         "secret_grants": roles_of.secret_grants(pillar),
+                         "apps": apps_of.app_facts(pillar),
+                         "k3s": apps_of.cluster(pillar)}}
 
 
 def cloud_map(pillar: dict) -> dict[str, list[str]]:

@@ -84,10 +84,14 @@ roles:
   k3s:
     nesting: true
     description: k3s with the apps, the SPAs and External Secrets Operator
-    states: []
+    states: [k3s]
     firewall:
-      - {name: kubernetes-api, port: 6443, from: [admin, 'role:salt_master', 'role:deploy_runner']}
-      - {name: kubelet-metrics, port: 10250, from: ['role:monitoring']}
+      - {name: kubernetes-api, port: 6443, from: [admin, 'role:salt_master', 'role:deploy_runner', 'role:k3s']}
+      - {name: kubelet-metrics, port: 10250, from: ['role:monitoring', 'role:k3s']}
+      # Traefik (k3s's ingress) on the node: the apps' routes from the reverse proxy.
+      - {name: ingress-http, port: 80, from: ['role:reverse_proxy']}
+      # Flannel's VXLAN between the server and its agents.
+      - {name: flannel-vxlan, proto: udp, port: 8472, from: ['role:k3s']}
   chat:
     description: the Go chat microservice
     states: []

@@ -169,3 +169,32 @@ site:
       guest: mailcow
       port: 8080
       max_body: 64M
+
+  # The owner's apps on k3s: Go and Nest.js backends and Angular SPAs. Each gets
+  # a namespace, a Deployment, a Service, an Ingress on Traefik when it has a
+  # route (the reverse proxy serves <route>.<domain> over HTTPS), and the
+  # passwords of the databases and broker users it names through External
+  # Secrets Operator from Vault (each must list the k3s guest in its clients).
+  apps:
+    chat-api:
+      kind: go
+      image: registry.your-domain.com/apps/chat-api:1.0.0
+      port: 8080
+      health_path: /healthz
+      databases: [apps]
+      broker_users: [apps]
+      route: api
+    orders:
+      kind: nestjs
+      image: registry.your-domain.com/apps/orders:1.0.0
+      port: 3000
+      replicas: 1
+      resources:
+        requests: {cpu: 200m, memory: 256Mi}
+        limits: {memory: 512Mi}
+      databases: [apps]
+    web:
+      kind: angular
+      image: registry.your-domain.com/apps/web:1.0.0
+      port: 8080
+      route: app

@@ -5,7 +5,15 @@
     API; OpenBao: server config), and the secrets generated if absent.
     Authenticates with this guest's master-issued token (policy salt_role_vault). #}
 {%- from 'vault/map.jinja' import vault, flavor, roles, local_url, ca_cert, secret_grants as grants %}
-{%- from 'lib/platform.jinja' import site %}
+{%- from 'lib/platform.jinja' import site, apps, k3s %}
+{#- An app's policy on k3s: its own secrets and exactly the credentials it names (sitectl/apps.py). #}
+{%- macro app_policy(app, kv) -%}
+# The app {{ app.namespace }} on k3s (External Secrets Operator, Kubernetes auth).
+path "{{ kv }}/data/{{ app.own_secrets }}/*" { capabilities = ["read"] }
+{%- for credential in app.credentials %}
+path "{{ kv }}/data/{{ credential.vault_path }}" { capabilities = ["read"] }
+{%- endfor %}
+{% endmacro %}
 {%- set kv = vault.secrets_mount %}
 {%- set conn = {'url': local_url, 'verify': ca_cert} %}
 {%- set guests = site.get('guests', {}) %}
@@ -106,6 +114,10 @@ vault-configure-policy-minion-{{ minion }}-present:
         # {{ minion }} alone: secrets of this guest only.
         path "{{ kv }}/data/minions/{{ minion }}/*" { capabilities = ["create", "read", "update"] }
         path "{{ kv }}/metadata/minions/{{ minion }}/*" { capabilities = ["read", "list"] }
+{%-   if minion == k3s.get('server') %}
+        # The k3s server points Kubernetes auth at its cluster (the reviewer's JWT and CA, read from it).
+        path "auth/{{ vault.kubernetes.mount }}/config" { capabilities = ["create", "read", "update"] }
+{%-   endif %}
 {%-   for path in grants.get(minion, []) %}
         # Another role's secret: a client's credential, or the mail route's certificate (sitectl.roles.secret_grants).
         path "{{ kv }}/data/{{ path }}" { capabilities = ["read"] }
@@ -148,6 +160,31 @@ vault-configure-kubernetes-config-present:
     - require:
       - vault_server: vault-configure-kubernetes-enabled
 {%- endif %}
+{%- for app_name, app in apps | dictsort if app.credentials %}
+
+vault-configure-policy-{{ app.policy }}-present:
+  vault_server.policy_present:
+    - name: {{ app.policy }}
+    - rules: {{ app_policy(app, kv) | json }}
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-unseal-unsealed
+
+vault-configure-kubernetes-role-{{ app.vault_role }}-present:
+  vault_server.kubernetes_role_present:
+    - name: {{ app.vault_role }}
+    - mount: {{ vault.kubernetes.mount }}
+    - bound_service_account_names: [{{ app.service_account }}]
+    - bound_service_account_namespaces: [{{ app.namespace }}]
+    - token_policies: [{{ app.policy }}]
+    - token_ttl: 1h
+    - token_max_ttl: 4h
+    - url: {{ conn.url }}
+    - verify: {{ conn.verify }}
+    - require:
+      - vault_server: vault-configure-kubernetes-enabled
+{%- endfor %}
 {%- for role, spec in vault.kubernetes.roles | dictsort %}
 
 vault-configure-kubernetes-role-{{ role }}-present:

@@ -15,8 +15,9 @@ def test_cloud_map_puts_each_guest_of_the_site_under_its_profile(tmp_path, capsy
     cloud_map = yaml.safe_load(capsys.readouterr().out)
     assert sorted(g for guests in cloud_map.values() for g in guests) == sorted(example_site["guests"])
     assert cloud_map["debian12-vm"] == ["monitoring"], "the monitoring guest is a VM"
-    assert {"k3s", "mailcow", "git-lab-docker-runner"} == set(cloud_map["debian12-lxc-nested"]), \
-        "Docker and k3s guests are nested containers"
+    assert {"mailcow", "git-lab-docker-runner"} == set(cloud_map["debian12-lxc-nested"]), \
+        "Docker guests are nested containers"
+    assert cloud_map["debian12-lxc-k3s"] == ["k3s"], "k3s runs in a privileged nested container"
 
 
 def test_master_config_keeps_the_job_cache_and_logs_to_root_and_jobs_short(tmp_path, capsys):

@@ -141,8 +141,9 @@ def test_firewall_opens_only_what_the_roles_declare_to_whom_they_declare(example
 @pytest.mark.parametrize(("guest", "expected"), [
     ("mailcow", ["meta l4proto tcp ct original proto-dst 25 accept",
                  "meta l4proto tcp ct original proto-dst 993 accept"]),
-    ("k3s", ["ip saddr { 10.10.10.0/24, 10.10.10.110/32 } meta l4proto tcp ct original proto-dst 6443 accept",
-             "ip saddr { 10.10.10.120/32 } meta l4proto tcp ct original proto-dst 10250 accept"]),
+    ("k3s", ["ip saddr { 10.10.10.0/24, 10.10.10.110/32, 10.10.10.112/32 } meta l4proto tcp ct original proto-dst "
+             "6443 accept",
+             "ip saddr { 10.10.10.112/32, 10.10.10.120/32 } meta l4proto tcp ct original proto-dst 10250 accept"]),
     ("git-lab-docker-runner", ["ip saddr { 10.10.10.120/32 } meta l4proto tcp ct original proto-dst 9252 accept"]),
 ])
 def test_guests_with_containers_filter_the_forward_path_by_the_same_catalog(example_config, guest, expected):
@@ -176,12 +177,19 @@ def lab_config(tmp_path_factory):
 
 
 def test_lab_overlay_readdresses_the_site_and_switches_off_what_has_no_build_here(lab_config):
-    k3s = render.pillar(lab_config, guest_with_role(SITE, "k3s"))["platform"]["guest"]
-    assert k3s["address"] == "10.77.0.112/24"
-    assert k3s["master"] == "10.77.0.1"
-    assert k3s["roles"] == ["base"]
-    assert "k3s" in k3s["disabled_roles"]
-    assert not [rule for rule in k3s["firewall"] if rule["port"] == "6443"], "a switched-off role opens nothing"
+    mailcow = render.pillar(lab_config, guest_with_role(SITE, "mailcow"))["platform"]["guest"]
+    assert mailcow["address"] == "10.77.0.104/24"
+    assert mailcow["master"] == "10.77.0.1"
+    assert mailcow["roles"] == ["base"]
+    assert "mailcow" in mailcow["disabled_roles"]
+    assert not [rule for rule in mailcow["firewall"] if rule["port"] == "25"], "a switched-off role opens nothing"
+    # k3s converges up to its binary: the role stays on, the binary is switched off, and why is said.
+    k3s_pillar = render.pillar(lab_config, guest_with_role(SITE, "k3s"))
+    assert k3s_pillar["platform"]["guest"]["roles"] == ["base", "k3s"]
+    install = k3s_pillar["platform"]["params"]["k3s"]["install"]
+    assert install["binary_available"] is False
+    assert "no k3s build is reachable offline" in install["binary_unavailable_reason"]
+    assert "NOT converged: the k3s binary" in k3s_pillar["roles"]["k3s"]["partial"]
     vault = render.pillar(lab_config, guest_with_role(SITE, "vault"))["platform"]["guest"]
     assert vault["roles"] == ["base", "vault"], "roles with a build here stay on"
     ssh = next(rule for rule in vault["firewall"] if rule["name"] == "ssh")
