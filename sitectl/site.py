@@ -17,6 +17,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from sitectl import monitoring
 from sitectl import roles as roles_of
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -481,7 +482,7 @@ def _semantic_errors(pillar: dict) -> list[str]:
     site, roles = pillar["site"], pillar["roles"]
     return [*_network_errors(site), *_guest_errors(site, roles), *_unique_errors(site), *_master_errors(site),
             *_needs_errors(site, roles), *_admin_errors(pillar), *_route_errors(site), *_database_errors(pillar),
-            *_messaging_errors(pillar), *_catalog_errors(site, roles)]
+            *_messaging_errors(pillar), *_catalog_errors(site, roles), *monitoring.exporter_errors(pillar)]
 
 
 def _key_errors(node, path: str) -> list[str]:
@@ -657,7 +658,8 @@ def platform_pillar(pillar: dict, minion_id: str) -> dict:
                          "params": params,
                          "edge": roles_of.edge(site, params["reverse_proxy"]),
                          "databases": roles_of.databases(site),
-                         "secret_grants": roles_of.secret_grants(pillar)}}
+                         "secret_grants": roles_of.secret_grants(pillar),
+                         "monitoring": monitoring.plan(pillar, master_address(site))}}
 
 
 def cloud_map(pillar: dict) -> dict[str, list[str]]:
