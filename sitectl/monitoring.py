@@ -142,7 +142,31 @@ def plan(pillar: dict, master: str) -> dict:
     return {"targets": targets,
             "jobs": {job: spec for job, spec in sorted(jobs.items()) if job in used},
             "route_modules": sorted({r["module"]: r for r in routes}.values(), key=lambda r: r["module"]),
-            "mail_smarthost": _smarthost(site, catalog, mon)}
+            "mail_smarthost": _smarthost(site, catalog, mon),
+            "grafana_database": _grafana_database(site, catalog, mon),
+            "loki_push": _loki_push(site, catalog)}
+
+
+def _grafana_database(site: dict, catalog: dict, mon: dict) -> dict | None:
+    """Grafana's database on the site's PostgreSQL guest: address, name, owner (whose password the
+    postgresql role generates into Vault)."""
+    name = mon["grafana"]["database"]
+    spec = (site.get("databases") or {}).get(name)
+    servers = roles_of.guests_with_role(site, "postgresql")
+    if spec is None or not servers:
+        return None
+    port = roles_of.ports(catalog, "postgresql").get("postgresql", "5432")
+    return {"host": f"{roles_of.ip(site['guests'][servers[0]])}:{port}", "name": name,
+            "owner": roles_of.database_owner(name, spec)}
+
+
+def _loki_push(site: dict, catalog: dict) -> str | None:
+    """Where every guest's log shipper pushes: Loki on the first monitoring guest."""
+    guests = roles_of.guests_with_role(site, "monitoring")
+    if not guests:
+        return None
+    port = roles_of.ports(catalog, "monitoring").get("loki-push", "3100")
+    return f"http://{roles_of.ip(site['guests'][guests[0]])}:{port}/loki/api/v1/push"
 
 
 def _smarthost(site: dict, catalog: dict, mon: dict) -> str | None:

@@ -4,9 +4,10 @@
     restart it. #}
 {%- from 'monitoring/map.jinja' import site, watch, prometheus, own_ports, listen_ip, config_dir, rules_dir,
                                        retention_size, blackbox_address, vault_ca_file %}
-{%- set vault_verify = salt['vault.get_server_config']().get('verify') if watch.jobs.get('vault') else None %}
-{%- set vault_ca = vault_ca_file if (vault_verify is string and vault_verify.startswith('-----BEGIN'))
-                   else (vault_verify if vault_verify is string else '') %}
+{#- Vault's listeners have a certificate from Vault's own CA: Prometheus trusts
+    the CA this minion trusts Vault with. #}
+{%- set vault_pem = salt['vault_server.ca_certificate']() if watch.jobs.get('vault') else '' %}
+{%- set vault_ca = vault_ca_file if vault_pem else '' %}
 include:
   - monitoring.alertmanager
 
@@ -46,12 +47,12 @@ monitoring-prometheus-rules-managed:
       - pkg: monitoring-prometheus-package-installed
     - require_in:
       - file: monitoring-prometheus-rules-dir-managed
-{%- if vault_ca == vault_ca_file %}
+{%- if vault_pem %}
 
 monitoring-prometheus-vault-ca-managed:
   file.managed:
     - name: {{ vault_ca_file }}
-    - contents: {{ vault_verify | json }}
+    - contents: {{ vault_pem | json }}
     - user: root
     - group: root
     - mode: '0644'
