@@ -39,7 +39,7 @@ def test_every_rule_has_a_unit_test():
     rules = {r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r}
     tested = {case["alertname"] for test in yaml.safe_load(TESTS.read_text())["tests"]
               for case in test.get("alert_rule_test", []) if case.get("exp_alerts")}
-    assert rules == tested, f"rules without a firing test: {sorted(rules - tested)}; tests of no rule: {sorted(tested - rules)}"
+    assert rules == tested, f"untested rules: {sorted(rules - tested)}; tests of no rule: {sorted(tested - rules)}"
 
 
 def test_a_broken_rule_fails_the_unit_tests(tmp_path):

@@ -1,0 +1,99 @@
+"""The monitoring role converged in a real LXC guest (the scratch lab) against a real OpenBao: Prometheus,
+Alertmanager and the blackbox exporter from Debian, configured from the example site (moved to the scratch
+subnet), checked through their own HTTP APIs. Grafana, Loki and the shipper are rendered only here, as in
+the whole-site lab (no build reachable offline)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+
+from sitectl import site
+from tests.scratchlab import example_site, guest_ip, guest_pillar
+
+GUEST = "monitoring"
+SITE = example_site()
+IP = guest_ip(SITE, GUEST)
+ROLE_POLICY = """
+path "secret/data/roles/monitoring/*" { capabilities = ["create", "read", "update"] }
+path "secret/metadata/roles/monitoring/*" { capabilities = ["read", "list"] }
+"""
+PILLAR = {"monitoring": {"render_only": {"grafana": "not in the scratch lab", "loki": "not in the scratch lab",
+                                         "alloy": "not in the scratch lab"},
+                         "alertmanager": {"require_tls": False}}}
+
+pytestmark = pytest.mark.lab
+
+
+def api(port: int, path: str) -> dict | list:
+    with urllib.request.urlopen(f"http://{IP}:{port}{path}", timeout=10) as resp:  # noqa: S310 - lab address
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def mon_lab(scratch_lab):
+    lab = scratch_lab
+    lab.start_guests(SITE, GUEST)
+    bao = lab.start_vault()
+    bao.policy("salt_role_monitoring", ROLE_POLICY)
+    lab.push_salt(GUEST, guest_pillar(SITE, GUEST, PILLAR), vault_token=bao.token(["salt_role_monitoring"]))
+    return lab
+
+
+@pytest.fixture(scope="module")
+def converged(mon_lab):
+    return mon_lab.apply(GUEST, "monitoring"), mon_lab.apply(GUEST, "monitoring")
+
+
+def test_converges_and_the_second_apply_changes_nothing(converged):
+    first, second = converged
+    assert not first.failed, first.failed
+    assert not second.failed and second.changed == {}, second.changed
+
+
+def test_prometheus_scrapes_exactly_the_targets_derived_from_the_site(converged):
+    pillar = {"site": SITE, "roles": guest_pillar(SITE, GUEST, PILLAR)["roles"], **PILLAR}
+    targets = site.platform_pillar(pillar, GUEST)["platform"]["monitoring"]["targets"]
+    declared = {(t["job"], t["address"]) for t in targets}
+    deadline = time.monotonic() + 60
+    while True:
+        active = api(9090, "/api/v1/targets?state=active")["data"]["activeTargets"]
+        seen = {(t["labels"]["job"], t["discoveredLabels"]["__address__"]) for t in active}
+        if seen == declared or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert seen == declared
+    for target in active:
+        assert {"guest", "role", "vmid"} <= set(target["labels"]), target["labels"]
+    # Its own services answer; the other guests do not exist in the scratch lab.
+    own = {t["labels"]["job"]: t["health"] for t in active if t["labels"]["guest"] == GUEST}
+    deadline = time.monotonic() + 60
+    while set(own.values()) != {"up"} and time.monotonic() < deadline:
+        time.sleep(3)
+        active = api(9090, "/api/v1/targets?state=active")["data"]["activeTargets"]
+        own = {t["labels"]["job"]: t["health"] for t in active if t["labels"]["guest"] == GUEST}
+    assert own == {"prometheus": "up", "alertmanager": "up", "blackbox": "up", "node": "up"}
+
+
+def test_the_rules_are_loaded_and_alertmanager_runs_the_generated_routes(converged):
+    groups = api(9090, "/api/v1/rules")["data"]["groups"]
+    assert {g["name"] for g in groups} == {"guests", "edge", "services", "backups"}
+    status = api(9093, "/api/v2/status")
+    assert "GuestDown" in status["config"]["original"] and "mail-critical" in status["config"]["original"]
+
+
+def test_a_broken_config_never_replaces_the_working_one(mon_lab, converged):
+    """The role's own check: the same check_cmd on a candidate promtool refuses leaves the live file."""
+    live = "/etc/prometheus/prometheus.yml"
+    before = mon_lab.sh(GUEST, f"sha256sum {live}").stdout
+    mon_lab.write_file(GUEST, "/srv/salt/broken_prometheus.sls", (
+        "broken-prometheus-config:\n  file.managed:\n"
+        f"    - name: {live}\n"
+        "    - contents: 'scrape_configs: [{job_name: x, scrape_interval: nonsense}]'\n"
+        "    - check_cmd: promtool check config\n"))
+    broken = mon_lab.apply(GUEST, "broken_prometheus")
+    assert broken.failed
+    assert mon_lab.sh(GUEST, f"sha256sum {live}").stdout == before
