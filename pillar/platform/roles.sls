@@ -16,7 +16,7 @@
 roles:
   base:
     description: every guest (applied implicitly)
-    states: [common, monitoring.shipper]
+    states: [common]
     system_users: [root, daemon, bin, sys, sync, games, man, lp, mail, news, uucp, proxy, www-data, backup,
                    list, irc, gnats, nobody, _apt, messagebus, sshd, systemd-network, systemd-resolve,
                    systemd-timesync, systemd-journal, systemd-coredump, polkitd, admin, operator, prometheus]

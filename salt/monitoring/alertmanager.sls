@@ -74,7 +74,11 @@ monitoring-alertmanager-service-running:
 
 monitoring-alertmanager-reloaded:
   cmd.run:
-    - name: systemctl reload prometheus-alertmanager
+    # A reload right after a restart would reach the daemon before its SIGHUP handler: wait until it
+    # answers first.
+    - name: >-
+        timeout 60 sh -c 'until curl -sfo /dev/null "$0"; do sleep 1; done' {{ ('http://' ~ listen_ip ~ ':' ~ own_ports.alertmanager ~ '/-/ready') | quote }}
+        && systemctl reload prometheus-alertmanager
     - onchanges:
       - file: monitoring-alertmanager-config-managed
     - require:

@@ -42,7 +42,11 @@ monitoring-blackbox-service-running:
 
 monitoring-blackbox-reloaded:
   cmd.run:
-    - name: systemctl reload prometheus-blackbox-exporter
+    # A reload right after a restart would reach the daemon before its SIGHUP handler: wait until it
+    # answers first.
+    - name: >-
+        timeout 60 sh -c 'until curl -sfo /dev/null "$0"; do sleep 1; done' {{ ('http://' ~ blackbox_address ~ '/-/healthy') | quote }}
+        && systemctl reload prometheus-blackbox-exporter
     - onchanges:
       - file: monitoring-blackbox-config-managed
     - require:

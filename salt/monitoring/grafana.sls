@@ -10,13 +10,13 @@
 {%- set database = watch.grafana_database %}
 {%- set pg_users = params.postgresql.vault.users_path %}
 include:
-  - monitoring.repo
+  - common.grafana_repo
 
 monitoring-grafana-package-installed:
   pkg.installed:
     - name: grafana
     - require:
-      - pkgrepo: monitoring-grafana-repo-managed
+      - pkgrepo: common-grafana-repo-managed
 
 monitoring-grafana-admin-secret-generated:
   vault_server.secret_generated:

@@ -5,13 +5,13 @@
     the service must come up on it. #}
 {%- from 'monitoring/map.jinja' import monitoring, own_ports, listen_ip, loki_retention_size %}
 include:
-  - monitoring.repo
+  - common.grafana_repo
 
 monitoring-loki-package-installed:
   pkg.installed:
     - name: loki
     - require:
-      - pkgrepo: monitoring-grafana-repo-managed
+      - pkgrepo: common-grafana-repo-managed
 
 monitoring-loki-config-managed:
   file.managed:

@@ -93,7 +93,11 @@ monitoring-prometheus-service-running:
 
 monitoring-prometheus-reloaded:
   cmd.run:
-    - name: systemctl reload prometheus
+    # A reload right after a restart would reach the daemon before its SIGHUP handler: wait until it
+    # answers first.
+    - name: >-
+        timeout 60 sh -c 'until curl -sfo /dev/null "$0"; do sleep 1; done' {{ ('http://' ~ listen_ip ~ ':' ~ own_ports.prometheus ~ '/-/ready') | quote }}
+        && systemctl reload prometheus
     - onchanges:
       - file: monitoring-prometheus-config-managed
       - file: monitoring-prometheus-rules-managed

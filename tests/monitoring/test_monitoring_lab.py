@@ -48,10 +48,15 @@ def converged(mon_lab):
     return mon_lab.apply(GUEST, "monitoring"), mon_lab.apply(GUEST, "monitoring")
 
 
-def test_converges_and_the_second_apply_changes_nothing(converged):
+def _journal(lab) -> str:
+    units = "prometheus prometheus-alertmanager prometheus-blackbox-exporter"
+    return lab.sh(GUEST, f"journalctl --no-pager -n 60 -u {units.replace(' ', ' -u ')} | grep -v level=info", check=False).stdout
+
+
+def test_converges_and_the_second_apply_changes_nothing(mon_lab, converged):
     first, second = converged
-    assert not first.failed, first.failed
-    assert not second.failed and second.changed == {}, second.changed
+    assert not first.failed, (first.failed, _journal(mon_lab))
+    assert not second.failed and second.changed == {}, (second.changed, _journal(mon_lab))
 
 
 def test_prometheus_scrapes_exactly_the_targets_derived_from_the_site(converged):

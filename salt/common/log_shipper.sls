@@ -1,24 +1,28 @@
-{#- The log shipper on every guest (the base role): Grafana Alloy from
+{#- The log shipper on every guest (the base state): Grafana Alloy from
     Grafana's repository reads the journal (and, on a proxy, nginx's JSON
     access log) and pushes to Loki with the labels the guest's metrics carry
     (guest, role, vmid). With `alloy` in monitoring:render_only (the lab) this
     applies nothing: its config is rendered and checked by the render tier. #}
-{%- from 'monitoring/map.jinja' import render_only, watch, guest, params %}
+{%- import 'lib/platform.jinja' as platform %}
+{%- set guest = platform.guest %}
+{%- set params = platform.params %}
+{%- set render_only = params.monitoring.render_only %}
+{%- set watch = salt['pillar.get']('platform:monitoring', {}) or {} %}
 {%- if 'alloy' not in render_only and watch.get('loki_push') and guest %}
 {%- set access_logs = (params.reverse_proxy.nginx.log_dir ~ '/access.log') if 'reverse_proxy' in guest.roles else '' %}
 include:
-  - monitoring.repo
+  - common.grafana_repo
 
-monitoring-shipper-package-installed:
+common-log-shipper-package-installed:
   pkg.installed:
     - name: alloy
     - require:
-      - pkgrepo: monitoring-grafana-repo-managed
+      - pkgrepo: common-grafana-repo-managed
 
-monitoring-shipper-config-managed:
+common-log-shipper-config-managed:
   file.managed:
     - name: /etc/alloy/config.alloy
-    - source: salt://monitoring/files/alloy.config.j2
+    - source: salt://common/files/alloy.config.j2
     - template: jinja
     - user: root
     - group: root
@@ -31,24 +35,24 @@ monitoring-shipper-config-managed:
           role: {{ (guest.roles | reject('equalto', 'base') | join(',')) or 'base' }}
           vmid: '{{ guest.vmid }}'
     - require:
-      - pkg: monitoring-shipper-package-installed
+      - pkg: common-log-shipper-package-installed
 
 {%- for group in ['systemd-journal', 'adm'] %}
 
-monitoring-shipper-{{ group }}-member:
+common-log-shipper-{{ group }}-member:
   group.present:
     - name: {{ group }}
     - addusers: [alloy]
     - require:
-      - pkg: monitoring-shipper-package-installed
+      - pkg: common-log-shipper-package-installed
     - watch_in:
-      - service: monitoring-shipper-service-running
+      - service: common-log-shipper-service-running
 {%- endfor %}
 
-monitoring-shipper-service-running:
+common-log-shipper-service-running:
   service.running:
     - name: alloy
     - enable: true
     - watch:
-      - file: monitoring-shipper-config-managed
+      - file: common-log-shipper-config-managed
 {%- endif %}
