@@ -27,7 +27,9 @@ def enabled_roles(catalog: dict, guest: dict) -> list[str]:
 
 
 def _labels(name: str, guest: dict, role: str) -> dict[str, str]:
-    return {"guest": name, "role": role, "vmid": str(guest.get("vmid", ""))}
+    """``vmid`` is ``none`` where the guest has none (Prometheus drops a label with an empty value)."""
+    vmid = guest.get("vmid")
+    return {"guest": name, "role": role, "vmid": "none" if vmid is None else str(vmid)}
 
 
 def _role_label(catalog: dict, guest: dict) -> str:
@@ -59,7 +61,8 @@ def exporter_errors(pillar: dict) -> list[str]:
 
 
 def _target(job: str, address: str, labels: dict, **extra) -> dict:
-    return {"job": job, "address": address, "labels": labels, **extra}
+    """A scrape target; ``instance`` is the label Prometheus gives it (a probed route: its name)."""
+    return {"job": job, "address": address, "instance": extra.get("fqdn", address), "labels": labels, **extra}
 
 
 def _exporter_targets(site: dict, catalog: dict, exporters: dict) -> list[dict]:
@@ -112,7 +115,7 @@ def _master_probe(site: dict, master: str, catalog: dict) -> list[dict]:
     port = roles_of.ports(catalog, "salt_master").get("salt-request", "4506")
     owner = next((n for n, g in sorted(site["guests"].items()) if roles_of.ip(g) == master), None)
     labels = (_labels(owner, site["guests"][owner], "salt_master") if owner
-              else {"guest": "salt-master", "role": "salt_master", "vmid": ""})
+              else {"guest": "salt-master", "role": "salt_master", "vmid": "none"})
     return [_target(SALT_MASTER_JOB, f"{master}:{port}", labels, module="tcp_connect")]
 
 

@@ -10,7 +10,8 @@
 
 monitoring-alertmanager-package-installed:
   pkg.installed:
-    - name: prometheus-alertmanager
+    # curl: the reload waits until the daemon answers.
+    - pkgs: [prometheus-alertmanager, curl]
 
 monitoring-alertmanager-smtp-secret-generated:
   vault_server.secret_generated:

@@ -6,7 +6,8 @@
 
 monitoring-blackbox-package-installed:
   pkg.installed:
-    - name: prometheus-blackbox-exporter
+    # curl: the reload waits until the daemon answers.
+    - pkgs: [prometheus-blackbox-exporter, curl]
 
 monitoring-blackbox-config-managed:
   file.managed:

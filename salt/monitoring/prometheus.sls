@@ -13,7 +13,8 @@ include:
 
 monitoring-prometheus-package-installed:
   pkg.installed:
-    - name: prometheus
+    # curl: the reload waits until the daemon answers.
+    - pkgs: [prometheus, curl]
 
 monitoring-prometheus-args-managed:
   file.managed:

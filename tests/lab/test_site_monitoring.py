@@ -76,19 +76,19 @@ def sink(site_lab):
 
 def test_prometheus_scrapes_every_declared_target_and_no_other(site_lab, monitoring):
     declared = site.platform_pillar(site_lab.lab.pillar, "monitoring")["platform"]["monitoring"]["targets"]
-    want = {(t["job"], t["address"]): t["labels"] for t in declared}
+    want = {(t["job"], t["instance"], t["labels"]["guest"]): t["labels"] for t in declared}
     assert want, "the example site declares targets"
 
     def all_up():
         active = _get(monitoring["prometheus"] + "/api/v1/targets?state=active")["data"]["activeTargets"]
-        seen = {(t["labels"]["job"], t["discoveredLabels"]["__address__"]): t for t in active}
+        seen = {(t["labels"]["job"], t["labels"]["instance"], t["labels"]["guest"]): t for t in active}
         return seen if set(seen) == set(want) and all(t["health"] == "up" for t in seen.values()) else None
 
     try:
         seen = _wait("every declared target up", all_up, 120)
     except AssertionError:
         active = _get(monitoring["prometheus"] + "/api/v1/targets?state=active")["data"]["activeTargets"]
-        report = sorted((t["labels"]["job"], t["discoveredLabels"]["__address__"], t["health"], t["lastError"])
+        report = sorted((t["labels"]["job"], t["labels"]["instance"], t["health"], t["lastError"])
                         for t in active)
         raise AssertionError(f"declared {sorted(want)}; Prometheus has {report}") from None
     for key, labels in want.items():
