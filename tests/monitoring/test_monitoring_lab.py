@@ -5,6 +5,7 @@ the whole-site lab (no build reachable offline)."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 import urllib.request
@@ -12,7 +13,7 @@ import urllib.request
 import pytest
 
 from sitectl import site
-from tests.scratchlab import example_site, guest_ip, guest_pillar
+from tests.scratchlab import GATEWAY, example_site, guest_ip, guest_pillar
 
 GUEST = "monitoring"
 SITE = example_site()
@@ -21,16 +22,42 @@ ROLE_POLICY = """
 path "secret/data/roles/monitoring/*" { capabilities = ["create", "read", "update"] }
 path "secret/metadata/roles/monitoring/*" { capabilities = ["read", "list"] }
 """
+SINK_PORT = 2525
 PILLAR = {"monitoring": {"render_only": {"grafana": "not in the scratch lab", "loki": "not in the scratch lab",
                                          "alloy": "not in the scratch lab"},
-                         "alertmanager": {"require_tls": False}}}
+                         "alertmanager": {"require_tls": False, "smarthost": f"{GATEWAY}:{SINK_PORT}",
+                                          "group_wait": "2s", "group_interval": "5s"}}}
 
 pytestmark = pytest.mark.lab
 
 
-def api(port: int, path: str) -> dict | list:
-    with urllib.request.urlopen(f"http://{IP}:{port}{path}", timeout=10) as resp:  # noqa: S310 - lab address
-        return json.loads(resp.read())
+def api(port: int, path: str, post=None) -> dict | list:
+    request = urllib.request.Request(f"http://{IP}:{port}{path}", method="POST" if post is not None else "GET",
+                                     data=json.dumps(post).encode() if post is not None else None,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - lab address
+        body = resp.read()
+        return json.loads(body) if body else {}
+
+
+@pytest.fixture(scope="module")
+def sink():
+    """An SMTP server on the scratch lab's gateway that keeps what it receives."""
+    from aiosmtpd.controller import Controller
+
+    class Keep:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+            self.messages.append(envelope.content.decode("utf-8", "replace"))
+            return "250 OK"
+
+    handler = Keep()
+    controller = Controller(handler, hostname=GATEWAY, port=SINK_PORT)
+    controller.start()
+    yield handler
+    controller.stop()
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +132,31 @@ def test_a_broken_config_never_replaces_the_working_one(mon_lab, converged):
     broken = mon_lab.apply(GUEST, "broken_prometheus")
     assert broken.failed
     assert mon_lab.sh(GUEST, f"sha256sum {live}").stdout == before
+
+
+def _wait(probe, bound: float):
+    deadline = time.monotonic() + bound
+    while not (value := probe()) and time.monotonic() < deadline:
+        time.sleep(1)
+    return value
+
+
+def test_alertmanager_mails_by_severity_inhibits_and_resolves(converged, sink):
+    """Alerts as Prometheus sends them, straight to Alertmanager's API: a down guest is mailed (through the
+    sink where the role's smarthost points), silences the other alerts of that guest, and its end is mailed
+    as resolved."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    labels = {"guest": "nextcloud", "role": "nextcloud", "vmid": "102", "job": "node", "instance": "a:9100"}
+    down = {"labels": {**labels, "alertname": "GuestDown", "severity": "critical"},
+            "startsAt": now.isoformat()}
+    disk = {"labels": {**labels, "alertname": "DiskAlmostFull", "severity": "critical", "mountpoint": "/"},
+            "startsAt": now.isoformat()}
+    api(9093, "/api/v2/alerts", post=[down, disk])
+    mails = _wait(lambda: [m for m in sink.messages if "GuestDown" in m and "RESOLVED" not in m], 60)
+    assert mails and "To: hostmaster@your-domain.com" in mails[0]
+    alerts = {a["labels"]["alertname"]: a for a in api(9093, "/api/v2/alerts")}
+    assert alerts["DiskAlmostFull"]["status"]["inhibitedBy"], "a down guest silences its other alerts"
+    assert not [m for m in sink.messages if "DiskAlmostFull" in m]
+    down["endsAt"] = datetime.datetime.now(datetime.timezone.utc).isoformat()
+    api(9093, "/api/v2/alerts", post=[down])
+    assert _wait(lambda: [m for m in sink.messages if "RESOLVED" in m and "GuestDown" in m], 60)
