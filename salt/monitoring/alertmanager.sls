@@ -7,6 +7,9 @@
 {%- from 'monitoring/map.jinja' import monitoring, guest, watch, alertmanager, own_ports, listen_ip, config_dir, mail_to,
                                        mail_from, smtp_password_file %}
 {%- set config_file = config_dir ~ '/alertmanager.yml' %}
+{%- set address = listen_ip ~ ':' ~ own_ports.alertmanager %}
+{%- set args = ['--config.file=' ~ config_file, '--web.listen-address=' ~ address,
+                '--web.external-url=http://' ~ address, '--cluster.listen-address='] %}
 
 monitoring-alertmanager-package-installed:
   pkg.installed:
@@ -61,7 +64,7 @@ monitoring-alertmanager-args-managed:
     - name: /etc/default/prometheus-alertmanager
     - contents: |
         # Managed by Salt (monitoring.alertmanager)
-        ARGS="--config.file={{ config_file }} --web.listen-address={{ listen_ip }}:{{ own_ports.alertmanager }} --web.external-url=http://{{ listen_ip }}:{{ own_ports.alertmanager }} --cluster.listen-address="
+        ARGS="{{ args | join(' ') }}"
     - require:
       - pkg: monitoring-alertmanager-package-installed
 

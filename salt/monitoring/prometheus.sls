@@ -8,6 +8,11 @@
     the CA this minion trusts Vault with. #}
 {%- set vault_pem = salt['vault_server.ca_certificate']() if watch.jobs.get('vault') else '' %}
 {%- set vault_ca = vault_ca_file if vault_pem else '' %}
+{%- set args = ['--config.file=' ~ config_dir ~ '/prometheus.yml',
+                 '--web.listen-address=' ~ listen_ip ~ ':' ~ own_ports.prometheus,
+                 '--storage.tsdb.path=' ~ prometheus.data_dir,
+                 '--storage.tsdb.retention.time=' ~ prometheus.retention_time,
+                 '--storage.tsdb.retention.size=' ~ retention_size] %}
 include:
   - monitoring.alertmanager
 
@@ -21,7 +26,7 @@ monitoring-prometheus-args-managed:
     - name: /etc/default/prometheus
     - contents: |
         # Managed by Salt (monitoring.prometheus)
-        ARGS="--config.file={{ config_dir }}/prometheus.yml --web.listen-address={{ listen_ip }}:{{ own_ports.prometheus }} --storage.tsdb.path={{ prometheus.data_dir }} --storage.tsdb.retention.time={{ prometheus.retention_time }} --storage.tsdb.retention.size={{ retention_size }}"
+        ARGS="{{ args | join(' ') }}"
     - require:
       - pkg: monitoring-prometheus-package-installed
 

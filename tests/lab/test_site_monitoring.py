@@ -129,3 +129,25 @@ def test_a_stopped_postgresql_alerts_by_mail_and_resolves_when_it_starts(site_la
     assert not _alerts(monitoring, "PostgresqlDown")
     print(f"PostgresqlDown: Alertmanager after {reached_alertmanager} s, mail after {reached_sink} s; "
           f"resolved mail {resolved} s after the start")
+
+
+def test_resource_figures_of_the_monitoring_guest(site_lab, monitoring):
+    """The figures docs/monitoring.md sizes retention with: series, samples per second, Prometheus's memory
+    and its data folder, after the lab's scraping so far (10 s scrapes). Prometheus must fit the guest."""
+    def scalar(expr: str) -> float:
+        result = _get(monitoring["prometheus"] + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        return float(result["data"]["result"][0]["value"][1])
+
+    host = guest_host("monitoring", site_lab.lab.lab_dir)
+    figures = {
+        "head_series": scalar("prometheus_tsdb_head_series"),
+        "samples_per_second": round(scalar("rate(prometheus_tsdb_head_samples_appended_total[2m])"), 1),
+        "prometheus_rss_mib": round(scalar('process_resident_memory_bytes{job="prometheus"}') / 2**20, 1),
+        "alertmanager_rss_mib": round(scalar('process_resident_memory_bytes{job="alertmanager"}') / 2**20, 1),
+        "data_dir_kib": int(host.check_output("du -sk /var/lib/prometheus/metrics2").split()[0]),
+        "uptime_seconds": round(scalar('time() - process_start_time_seconds{job="prometheus"}')),
+    }
+    (site_lab.state / "monitoring-figures.json").write_text(json.dumps(figures, indent=2))
+    print(f"monitoring figures: {figures}")
+    memory_mib = site_lab.lab.pillar["site"]["guests"]["monitoring"]["memory"]
+    assert figures["prometheus_rss_mib"] < memory_mib / 4, figures
