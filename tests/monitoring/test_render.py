@@ -190,3 +190,21 @@ def test_every_dashboard_query_is_valid_promql_on_a_provisioned_datasource(tmp_p
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
     result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_lab_report_lists_the_render_only_parts_as_not_converged():
+    """What the lab overlay renders only is printed under its own heading, never among the passed."""
+    import io
+    from types import SimpleNamespace
+
+    from sitectl import labctl
+
+    overlay = yaml.safe_load((ROOT / "pillar/overlays/lab.sls").read_text())
+    pillar = {"site": load_site(), "roles": CATALOG, "monitoring": overlay["monitoring"]}
+    lab = SimpleNamespace(pillar=pillar, guests=sorted(pillar["site"]["guests"]))
+    out = io.StringIO()
+    labctl.print_table(lab, {}, {}, out=out)
+    report = out.getvalue()
+    assert "converged in part" in report
+    for part in ("grafana", "loki", "alloy"):
+        assert f"monitoring/{part}" in report and overlay["monitoring"]["render_only"][part] in report
