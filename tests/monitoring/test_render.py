@@ -208,3 +208,20 @@ def test_the_lab_report_lists_the_render_only_parts_as_not_converged():
     assert "converged in part" in report
     for part in ("grafana", "loki", "alloy"):
         assert f"monitoring/{part}" in report and overlay["monitoring"]["render_only"][part] in report
+
+
+def test_a_grafana_route_of_the_site_becomes_grafanas_public_address(tmp_path):
+    """With `routes: {grafana: {guest: monitoring, port: 3000}}` the proxy serves Grafana and Grafana
+    knows its public URL; without it, Grafana is reached on the guest's address (admin network)."""
+    from tests.conftest import make_checkout
+
+    data = yaml.safe_load((ROOT / "pillar/site/example.sls").read_text())
+    data["site"]["routes"]["grafana"] = {"guest": "monitoring", "port": 3000}
+    site_file = tmp_path / "site.sls"
+    site_file.write_text(yaml.safe_dump(data))
+    _, conf = make_checkout(tmp_path, site_file)
+    high = render.caller(conf, "monitoring").cmd("state.show_sls", "monitoring")
+    ini = rendered(conf, "monitoring", high, "monitoring-grafana-ini-managed")
+    assert "root_url = https://grafana.your-domain.com/" in ini and "cookie_secure = true" in ini
+    probes = [t for t in plan(data["site"])["targets"] if t["job"] == "routes"]
+    assert {t["labels"]["route"] for t in probes} == {"nextcloud", "mail", "grafana"}
