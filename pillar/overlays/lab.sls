@@ -54,7 +54,7 @@ monitoring:
   render_only:
     grafana: Grafana comes from Grafana's apt repository, unreachable here
     loki: Loki comes from Grafana's apt repository, unreachable here
-    alloy: the log shipper (Grafana Alloy) comes from Grafana's apt repository, unreachable here
+    alloy: the log shipper of every guest (Grafana Alloy) comes from Grafana's apt repository, unreachable here
   prometheus:
     scrape_interval: 10s
     evaluation_interval: 10s
