@@ -479,6 +479,36 @@ def secret_version(path, mount="secret", url=None, verify=None):
     return {"version": data["metadata"]["version"], "fields": sorted(data["data"])}
 
 
+def ca_certificate():
+    """
+    The CA certificate (PEM) this minion trusts Vault's listeners with: the ``vault_server:verify``
+    setting when it is a PEM or a file, else the one the master hands out with saltext-vault's
+    credentials. Empty when the minion has none (the system's trust store applies). A public
+    certificate, for clients of Vault's other listeners (Prometheus scraping the metrics listener).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt monitoring vault_server.ca_certificate
+    """
+    verify = _settings()["verify"]
+    if not isinstance(verify, str):
+        try:
+            verify = _issued_credentials()[1]
+        except CommandExecutionError:
+            return ""
+    if not isinstance(verify, str):
+        return ""
+    if verify.lstrip().startswith("-----BEGIN CERTIFICATE"):
+        return verify
+    try:
+        with open(verify, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
 def secret_read(path, field, mount="secret", url=None, verify=None):
     """
     One field of a KV v2 secret, for templates (the one function that returns a secret value).

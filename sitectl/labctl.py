@@ -269,9 +269,28 @@ def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResu
         for role, reason in sorted(off.items()):
             guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
             print(f"  {role:<14} on {', '.join(guests):<24} {reason}", file=out)
+    partly = _render_only(lab.pillar)
+    if partly:
+        print("\nconverged in part: these components are rendered only, never counted as passed:", file=out)
+        for (role, part), reason in sorted(partly.items()):
+            guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
+            print(f"  {role}/{part:<14} on {', '.join(guests) or 'every guest':<24} {reason}", file=out)
     vms = [n for n in lab.guests if lab.pillar["site"]["guests"][n]["kind"] == "vm"]
     if vms:
         print(f"\nkind: vm guests run as containers in the lab (no KVM here): {', '.join(vms)}", file=out)
+
+
+def _render_only(pillar: dict) -> dict[tuple[str, str], str]:
+    """(role, component) -> why, for the components a converging role's parameters render only."""
+    from sitectl import roles as roles_of
+
+    out = {}
+    for role, params in roles_of.all_parameters(pillar).items():
+        if pillar["roles"].get(role, {}).get("converge", True) is False:
+            continue
+        for part, reason in (params.get("render_only") or {}).items():
+            out[(role, part)] = reason
+    return out
 
 
 # Before Vault's operator has initialised and unsealed it, the vault guest's highstate fails in this

@@ -18,6 +18,7 @@ import jsonschema
 import yaml
 
 from sitectl import apps as apps_of
+from sitectl import monitoring
 from sitectl import roles as roles_of
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -482,7 +483,8 @@ def _semantic_errors(pillar: dict) -> list[str]:
     site, roles = pillar["site"], pillar["roles"]
     return [*_network_errors(site), *_guest_errors(site, roles), *_unique_errors(site), *_master_errors(site),
             *_needs_errors(site, roles), *_admin_errors(pillar), *_route_errors(site), *_database_errors(pillar),
-            *_messaging_errors(pillar), *_catalog_errors(site, roles), *apps_of.errors(pillar)]
+            *_messaging_errors(pillar), *_catalog_errors(site, roles), *monitoring.exporter_errors(pillar),
+            *apps_of.errors(pillar)]
 
 
 def _key_errors(node, path: str) -> list[str]:
@@ -663,6 +665,7 @@ def platform_pillar(pillar: dict, minion_id: str) -> dict:
                          "edge": roles_of.edge(apps_of.site_with_app_routes(pillar), params["reverse_proxy"]),
                          "databases": roles_of.databases(site),
                          "secret_grants": roles_of.secret_grants(pillar),
+                         "monitoring": monitoring.plan(pillar, master_address(site)),
                          "apps": apps_of.app_facts(pillar),
                          "k3s": apps_of.cluster(pillar)}}
 

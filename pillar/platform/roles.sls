@@ -108,10 +108,12 @@ roles:
       - {name: gitlab-runner-metrics, port: 9252, from: ['role:monitoring']}
   monitoring:
     description: Prometheus, Alertmanager, Loki and Grafana
-    states: []
+    states: [monitoring]
     system_users: [grafana, loki, promtail, alertmanager]
     firewall:
       - {name: prometheus, port: 9090, from: [admin]}
       - {name: alertmanager, port: 9093, from: [admin]}
+      # Bound to loopback: only the monitoring guest's Prometheus asks it.
+      - {name: blackbox-exporter, port: 9115, from: ['role:monitoring']}
       - {name: grafana, port: 3000, from: [admin, 'role:reverse_proxy']}
       - {name: loki-push, port: 3100, from: [site]}

@@ -7,5 +7,6 @@ include:
   - common.sshd
   - common.firewall
   - common.node_exporter
+  - common.log_shipper
   - common.journald
   - common.minion

@@ -1,0 +1,111 @@
+{#- Prometheus from Debian: its configuration and alert rules, each checked by
+    promtool before it replaces the old one, then a reload (SIGHUP); its flags
+    (listen address, retention by time and by a share of the guest's disk)
+    restart it. #}
+{%- from 'monitoring/map.jinja' import site, watch, prometheus, own_ports, listen_ip, config_dir, rules_dir,
+                                       retention_size, blackbox_address, vault_ca_file %}
+{#- Vault's listeners have a certificate from Vault's own CA: Prometheus trusts
+    the CA this minion trusts Vault with. #}
+{%- set vault_pem = salt['vault_server.ca_certificate']() if watch.jobs.get('vault') else '' %}
+{%- set vault_ca = vault_ca_file if vault_pem else '' %}
+{%- set args = ['--config.file=' ~ config_dir ~ '/prometheus.yml',
+                 '--web.listen-address=' ~ listen_ip ~ ':' ~ own_ports.prometheus,
+                 '--storage.tsdb.path=' ~ prometheus.data_dir,
+                 '--storage.tsdb.retention.time=' ~ prometheus.retention_time,
+                 '--storage.tsdb.retention.size=' ~ retention_size] %}
+include:
+  - monitoring.alertmanager
+
+monitoring-prometheus-package-installed:
+  pkg.installed:
+    # curl: the reload waits until the daemon answers.
+    - pkgs: [prometheus, curl]
+
+monitoring-prometheus-args-managed:
+  file.managed:
+    - name: /etc/default/prometheus
+    - contents: |
+        # Managed by Salt (monitoring.prometheus)
+        ARGS="{{ args | join(' ') }}"
+    - require:
+      - pkg: monitoring-prometheus-package-installed
+
+monitoring-prometheus-rules-dir-managed:
+  file.directory:
+    - name: {{ rules_dir }}
+    - user: root
+    - group: root
+    - mode: '0755'
+    - clean: true
+    - require:
+      - pkg: monitoring-prometheus-package-installed
+
+monitoring-prometheus-rules-managed:
+  file.managed:
+    - name: {{ rules_dir }}/platform.yml
+    - source: salt://monitoring/files/platform.rules.yml
+    - user: root
+    - group: root
+    - mode: '0644'
+    - makedirs: true
+    - check_cmd: promtool check rules
+    - require:
+      - pkg: monitoring-prometheus-package-installed
+    - require_in:
+      - file: monitoring-prometheus-rules-dir-managed
+{%- if vault_pem %}
+
+monitoring-prometheus-vault-ca-managed:
+  file.managed:
+    - name: {{ vault_ca_file }}
+    - contents: {{ vault_pem | json }}
+    - user: root
+    - group: root
+    - mode: '0644'
+    - require:
+      - pkg: monitoring-prometheus-package-installed
+    - require_in:
+      - file: monitoring-prometheus-config-managed
+{%- endif %}
+
+monitoring-prometheus-config-managed:
+  file.managed:
+    - name: {{ config_dir }}/prometheus.yml
+    - source: salt://monitoring/files/prometheus.yml.j2
+    - template: jinja
+    - user: root
+    - group: root
+    - mode: '0644'
+    - check_cmd: promtool check config
+    - context:
+        site_name: {{ site.get('name', 'site') }}
+        prometheus: {{ prometheus | json }}
+        jobs: {{ watch.jobs | json }}
+        targets: {{ watch.targets | json }}
+        rules_dir: {{ rules_dir }}
+        blackbox_address: {{ blackbox_address }}
+        alertmanager_address: {{ listen_ip }}:{{ own_ports.alertmanager }}
+        vault_ca: {{ vault_ca | json }}
+    - require:
+      - file: monitoring-prometheus-rules-managed
+
+monitoring-prometheus-service-running:
+  service.running:
+    - name: prometheus
+    - enable: true
+    - watch:
+      - file: monitoring-prometheus-args-managed
+      - pkg: monitoring-prometheus-package-installed
+
+monitoring-prometheus-reloaded:
+  cmd.run:
+    # A reload right after a restart would reach the daemon before its SIGHUP handler: wait until it
+    # answers first.
+    - name: >-
+        timeout 60 sh -c 'until curl -sfo /dev/null "$0"; do sleep 1; done' {{ ('http://' ~ listen_ip ~ ':' ~ own_ports.prometheus ~ '/-/ready') | quote }}
+        && systemctl reload prometheus
+    - onchanges:
+      - file: monitoring-prometheus-config-managed
+      - file: monitoring-prometheus-rules-managed
+    - require:
+      - service: monitoring-prometheus-service-running
