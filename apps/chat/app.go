@@ -51,12 +51,22 @@ func (a *App) post(ctx context.Context, m Message) error {
 	return nil
 }
 
-func (a *App) Handler() http.Handler {
+// Handler serves the clients: /ws, /healthz, /rooms/<room>/messages, and /metrics when withMetrics
+// (otherwise MetricsHandler serves it on a listener of its own, kept off the public route).
+func (a *App) Handler(withMetrics bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", a.serveWS)
 	mux.HandleFunc("/healthz", a.serveHealth)
-	mux.Handle("/metrics", promhttp.Handler())
 	mux.HandleFunc("/rooms/", a.serveHistory)
+	if withMetrics {
+		mux.Handle("/metrics", promhttp.Handler())
+	}
+	return mux
+}
+
+func MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.Handler())
 	return mux
 }
 

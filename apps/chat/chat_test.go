@@ -108,7 +108,7 @@ func newInstance(t *testing.T, store *memStore, bus *memBus, name string) *insta
 	hub := NewHub()
 	broker := bus.attach(func(m Message) { hub.Deliver(m) })
 	app := NewApp(store, broker, hub, name, 10)
-	srv := httptest.NewServer(app.Handler())
+	srv := httptest.NewServer(app.Handler(true))
 	t.Cleanup(srv.Close)
 	return &instance{app: app, store: store, broker: broker, srv: srv}
 }

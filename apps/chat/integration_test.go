@@ -27,7 +27,7 @@ func TestIntegrationTwoInstancesOverRealPostgreSQLAndRabbitMQ(t *testing.T) {
 		hub := NewHub()
 		broker := NewAMQPBroker(uri, exchange, func(m Message) { hub.Deliver(m) })
 		app := NewApp(store, broker, hub, name, 10)
-		srv := httptest.NewServer(app.Handler())
+		srv := httptest.NewServer(app.Handler(false))
 		t.Cleanup(func() { srv.Close(); _ = broker.Close(); _ = store.Close() })
 		return app, broker, srv
 	}

@@ -4,6 +4,7 @@
 // Configuration is the environment (the role writes it to a 0600 file systemd reads):
 //
 //	CHAT_LISTEN        address to listen on (default :8080)
+//	CHAT_METRICS_LISTEN  address of a listener of its own for /metrics (default: /metrics on CHAT_LISTEN)
 //	PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGSSLMODE   libpq's own variables
 //	CHAT_AMQP_HOST, CHAT_AMQP_PORT, CHAT_AMQP_VHOST, CHAT_AMQP_USER, CHAT_AMQP_PASSWORD
 //	CHAT_EXCHANGE      the fanout exchange (default chat.messages)
@@ -66,16 +67,24 @@ func run() error {
 	broker := NewAMQPBroker(uri, env("CHAT_EXCHANGE", "chat.messages"), func(m Message) { hub.Deliver(m) })
 	app := NewApp(store, broker, hub, instance, history)
 
-	srv := &http.Server{Addr: env("CHAT_LISTEN", ":8080"), Handler: app.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	metricsAddr := os.Getenv("CHAT_METRICS_LISTEN")
+	servers := []*http.Server{{Addr: env("CHAT_LISTEN", ":8080"), Handler: app.Handler(metricsAddr == ""),
+		ReadHeaderTimeout: 10 * time.Second}}
+	if metricsAddr != "" {
+		servers = append(servers, &http.Server{Addr: metricsAddr, Handler: MetricsHandler(), ReadHeaderTimeout: 10 * time.Second})
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	failed := make(chan error, 1)
-	go func() {
-		log.Printf("chat %s (%s) listening on %s", version, instance, srv.Addr)
-		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-			failed <- err
-		}
-	}()
+	failed := make(chan error, len(servers))
+	for _, srv := range servers {
+		srv := srv
+		go func() {
+			log.Printf("chat %s (%s) listening on %s", version, instance, srv.Addr)
+			if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				failed <- err
+			}
+		}()
+	}
 	select {
 	case err := <-failed:
 		return err
@@ -84,8 +93,10 @@ func run() error {
 	log.Printf("shutting down: closing the listener and telling clients")
 	grace, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(grace); err != nil {
-		log.Printf("http: %v", err)
+	for _, srv := range servers {
+		if err := srv.Shutdown(grace); err != nil {
+			log.Printf("http %s: %v", srv.Addr, err)
+		}
 	}
 	if err := app.Shutdown(grace); err != nil {
 		log.Printf("clients: %v", err)
