@@ -89,10 +89,14 @@ roles:
       - {name: kubelet-metrics, port: 10250, from: ['role:monitoring']}
   chat:
     description: the Go chat microservice
-    states: []
+    states: [chat]
     needs: [postgresql, rabbitmq]
     system_users: [chat]
-    firewall: []
+    # The public route (site.routes) opens http to the reverse proxy; admins
+    # reach it directly, monitoring scrapes the metrics listener.
+    firewall:
+      - {name: http, port: 8080, from: [admin]}
+      - {name: metrics, port: 9464, from: ['role:monitoring', admin]}
   gitlab_runner:
     nesting: true
     description: GitLab Runner with the Docker executor

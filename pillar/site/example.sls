@@ -169,3 +169,9 @@ site:
       guest: mailcow
       port: 8080
       max_body: 64M
+    # The chat service's WebSocket clients come in here (upgrade passed on).
+    chat:
+      guest: microservices
+      port: 8080
+      websocket: true
+      timeout: 3600
