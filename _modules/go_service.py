@@ -420,7 +420,8 @@ def deploy(name, source, release_id, base_dir, unit, health_url, go, build_spec,
         if "go build failed" in str(exc):
             _mark_failed(base_dir, release_id, str(exc))
         serving = f"release {previous} still serves" if previous else "nothing was deployed"
-        raise CommandExecutionError(f"release {release_id} ({describe(source)}) was not built: {exc}; {serving}") from exc
+        raise CommandExecutionError(
+            f"release {release_id} ({describe(source)}) was not built: {exc}; {serving}") from exc
     switch(base_dir, release_id)
     restart(unit)
     ok, said = health(health_url, health_timeout)

@@ -116,6 +116,24 @@ def _parse(content):
     return out
 
 
+def _env_changes(name, entries, existing, stat, owner, owner_name, mode):
+    """What differs in the file: variable names added, removed or changed (never values), mode, owner."""
+    changes = {}
+    for label, keys in (("added", sorted(set(entries) - set(existing))),
+                        ("removed", sorted(set(existing) - set(entries))),
+                        ("changed", sorted(k for k in set(entries) & set(existing) if entries[k] != existing[k]))):
+        if keys:
+            changes.setdefault("variables", {})[label] = keys
+    if stat is None:
+        changes["file"] = {"old": None, "new": name}
+        return changes
+    if (stat.st_mode & 0o7777) != int(str(mode), 8):
+        changes["mode"] = {"old": oct(stat.st_mode & 0o7777)[2:].zfill(4), "new": str(mode)}
+    if (stat.st_uid, stat.st_gid) != owner:
+        changes["owner"] = {"old": f"{stat.st_uid}:{stat.st_gid}", "new": owner_name}
+    return changes
+
+
 def env_file(name, user, values=None, secrets=None, group=None, mode="0600"):
     """
     ``name`` is an environment file (systemd's ``EnvironmentFile=``) with exactly ``values``
@@ -141,20 +159,7 @@ def env_file(name, user, values=None, secrets=None, group=None, mode="0600"):
     except (CommandExecutionError, KeyError) as exc:
         return __utils__["platform_state.failed"](ret, f"{name}: {exc}")
 
-    changes = {}
-    added = sorted(set(entries) - set(existing))
-    removed = sorted(set(existing) - set(entries))
-    changed = sorted(k for k in set(entries) & set(existing) if entries[k] != existing[k])
-    for label, keys in (("added", added), ("removed", removed), ("changed", changed)):
-        if keys:
-            changes.setdefault("variables", {})[label] = keys
-    wanted_mode = int(str(mode), 8)
-    if stat is not None and (stat.st_mode & 0o7777) != wanted_mode:
-        changes["mode"] = {"old": oct(stat.st_mode & 0o7777)[2:].zfill(4), "new": str(mode)}
-    if stat is not None and (stat.st_uid, stat.st_gid) != (uid, gid):
-        changes["owner"] = {"old": f"{stat.st_uid}:{stat.st_gid}", "new": f"{user}:{group}"}
-    if stat is None:
-        changes["file"] = {"old": None, "new": name}
+    changes = _env_changes(name, entries, existing, stat, (uid, gid), f"{user}:{group}", mode)
 
     def write():
         folder = os.path.dirname(name)
@@ -165,7 +170,7 @@ def env_file(name, user, values=None, secrets=None, group=None, mode="0600"):
                 fh.write("# Managed by Salt (go_service.env_file); values from the role and Vault.\n")
                 fh.writelines(f"{key}={entries[key]}\n" for key in sorted(entries))
             os.chown(tmp, uid, gid)
-            os.chmod(tmp, wanted_mode)
+            os.chmod(tmp, int(str(mode), 8))
             os.replace(tmp, name)
         except OSError as exc:
             if os.path.exists(tmp):

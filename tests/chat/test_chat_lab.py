@@ -1,0 +1,323 @@
+"""The chat role in real LXC guests: PostgreSQL and RabbitMQ converged by their own roles, the chat
+guest built from a git repository served over HTTP with a token kept in Vault (a real git fetch,
+refs that move), checked from outside as a user would: WebSocket clients exchange a message that is
+in the database; the same ref changes nothing; a new ref rebuilds and restarts; a ref that does not
+build or whose health check fails leaves the previous release serving, and the state says so; with
+RabbitMQ stopped /healthz fails, and the service recovers by itself when RabbitMQ returns."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import shutil
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.chat import wsclient
+from tests.chat.gotool import APP
+from tests.openbao import free_port
+from tests.scratchlab import GATEWAY, guest_ip, guest_pillar, scratch_site
+
+pytestmark = pytest.mark.lab
+
+DB, MQ, CHAT = "postgresql", "rabbitmq", "microservices"
+SITE = scratch_site(
+    {DB: {"host": 103, "roles": ["postgresql"]},
+     MQ: {"host": 105, "roles": ["rabbitmq"]},
+     CHAT: {"host": 101, "roles": ["chat"], "uses": [DB, MQ]}},
+    databases={"chat": {"clients": [CHAT]}},
+    messaging={"vhosts": ["chat"], "users": {"chat": {"clients": [CHAT],
+                                                      "permissions": {"chat": {"configure": ".*", "write": ".*",
+                                                                               "read": ".*"}}}}},
+)
+CHAT_IP = guest_ip(SITE, CHAT)
+BASE = f"http://{CHAT_IP}:8080"
+GIT_TOKEN_PATH = "roles/chat/git"  # noqa: S105 (a path, not a token)
+# The chat guest's token: its own role's secrets and the credentials the site grants it, nothing else.
+CHAT_POLICY = """
+path "secret/data/roles/chat/*" { capabilities = ["read"] }
+path "secret/data/roles/postgresql/users/chat" { capabilities = ["read"] }
+path "secret/data/roles/rabbitmq/users/chat" { capabilities = ["read"] }
+"""
+
+
+# ------------------------------------------------------------------ the owner's git server
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=dev", "-c", "user.email=dev@lab", *args], cwd=cwd, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def make_repository(root: Path) -> tuple[Path, dict[str, str]]:
+    """A bare repository of the example service with four tags: v1, v2 (a new commit), broken (does
+    not compile) and unhealthy (its /healthz always fails). Returns its path and tag -> commit."""
+    work = root / "work"
+    shutil.copytree(APP, work)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "chat v1")
+    git(work, "tag", "v1")
+    (work / "CHANGES").write_text("v2: a new release\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "chat v2")
+    git(work, "tag", "v2")
+    (work / "broken.go").write_text("package main\n\nfunc broken() { undefinedFunction() }\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "does not build")
+    git(work, "tag", "broken")
+    git(work, "reset", "-q", "--hard", "v2")
+    app = (work / "app.go").read_text()
+    assert 'check("rabbitmq", a.Broker.Healthy())' in app
+    never = app.replace('check("rabbitmq", a.Broker.Healthy())', 'check("rabbitmq", errBrokerDown)')
+    (work / "app.go").write_text(never)
+    git(work, "commit", "-qam", "never healthy")
+    git(work, "tag", "unhealthy")
+    bare = root / "chat.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
+    subprocess.run(["git", "--git-dir", str(bare), "update-server-info"], check=True)
+    tags = {tag: git(work, "rev-parse", f"{tag}^{{commit}}") for tag in ("v1", "v2", "broken", "unhealthy")}
+    return bare, tags
+
+
+class GitServer:
+    """git's "dumb" HTTP protocol over ``root`` on the gateway, answering only requests that carry the
+    token as HTTP Basic credentials (as GitLab takes a deploy token); it records who asked."""
+
+    def __init__(self, root: Path, token: str):
+        expected = "Basic " + base64.b64encode(f"oauth2:{token}".encode()).decode()
+        requests_seen = self.requests = []
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                authorized = self.headers.get("Authorization") == expected
+                requests_seen.append((self.path, authorized))
+                if not authorized:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                    self.end_headers()
+                    return
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((GATEWAY, free_port()), partial(Handler, directory=str(root)))
+        self.url = f"http://{GATEWAY}:{self.server.server_address[1]}/chat.git"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ------------------------------------------------------------------ the lab
+
+class ChatLab:
+    def __init__(self, lab, repo_tags, git_server, token):
+        self.lab, self.tags, self.git, self.token = lab, repo_tags, git_server, token
+
+    def pillar(self, ref: str) -> dict:
+        return guest_pillar(SITE, CHAT, {"chat": {
+            "source": {"git": {"url": self.git.url, "ref": ref, "token": f"vault:{GIT_TOKEN_PATH}#token"}},
+            "health": {"timeout": 30}, "credentials_wait": {"attempts": 2, "interval": 5}}})
+
+    def apply(self, ref: str, test: bool = False):
+        self.lab.set_pillar(CHAT, self.pillar(ref))
+        return self.lab.apply(CHAT, "chat", test=test)
+
+    def sh(self, script: str, guest: str = CHAT) -> str:
+        return self.lab.sh(guest, script).stdout.strip()
+
+    def current(self) -> str:
+        return self.sh("basename \"$(readlink /opt/chat/current)\"")
+
+    def pid(self) -> str:
+        return self.sh("systemctl show -p MainPID --value chat.service")
+
+    def release(self, tag: str) -> str:
+        return self.tags[tag][:12]
+
+
+def health() -> tuple[int, dict]:
+    got = requests.get(f"{BASE}/healthz", timeout=10)
+    return got.status_code, got.json()
+
+
+def wait_health(status: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = health()
+            if last[0] == status:
+                return last[1]
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(1)
+    raise AssertionError(f"/healthz did not answer {status} in {timeout} s: {last}")
+
+
+@pytest.fixture(scope="module")
+def chat(scratch_lab, tmp_path_factory):
+    lab = scratch_lab
+    root = tmp_path_factory.mktemp("git")
+    bare, tags = make_repository(root)
+    token = secrets.token_urlsafe(24)
+    server = GitServer(root, token)
+    lab.start_guests(SITE, DB, MQ, CHAT)
+    bao = lab.start_vault()
+    bao.write(GIT_TOKEN_PATH, token=token)
+    bao.policy("chat_guest", CHAT_POLICY)
+    try:
+        t0 = time.monotonic()
+        lab.push_salt(DB, guest_pillar(SITE, DB), vault_token=bao.root_token)
+        lab.push_salt(MQ, guest_pillar(SITE, MQ), vault_token=bao.root_token)
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            servers = [pool.submit(lab.apply, DB, "postgresql"), pool.submit(lab.apply, MQ, "rabbitmq")]
+            for done in servers:
+                assert not done.result().failed, done.result().failed
+        data_tier = round(time.monotonic() - t0, 1)
+        state = ChatLab(lab, tags, server, token)
+        lab.push_salt(CHAT, state.pillar("v1"), vault_token=bao.token(["chat_guest"]))
+        state.first = state.apply("v1")
+        state.second = state.apply("v1")
+        print(f"\nchat lab: data tier {data_tier} s, chat first apply {state.first.seconds} s, "
+              f"second {state.second.seconds} s")
+        yield state
+    finally:
+        server.stop()
+
+
+def test_the_first_apply_builds_v1_from_git_and_the_second_changes_nothing(chat):
+    assert not chat.first.failed, chat.first.failed
+    deployed = chat.first.states["chat-release-deployed"]
+    assert deployed["changes"]["release"] == {"old": None, "new": chat.release("v1")}
+    assert "serves and is healthy" in deployed["comment"] and "go1.19.8" in deployed["comment"]
+    assert not chat.second.failed, chat.second.failed
+    assert chat.second.changed == {}, chat.second.changed
+    assert chat.current() == chat.release("v1")
+    meta = json.loads(chat.sh("cat /opt/chat/current/RELEASE.json"))
+    assert meta["source"] == f"{chat.git.url} at v1" and meta["go"] == "go1.19.8"
+    # every fetch carried the token from Vault; nothing was fetched without it
+    assert chat.git.requests and all(authorized for _, authorized in chat.git.requests)
+
+
+def test_no_secret_is_in_the_output_or_on_a_command_line_and_the_env_file_is_the_services_alone(chat):
+    secrets_ = [chat.lab.bao.read("roles/postgresql/users/chat"), chat.lab.bao.read("roles/rabbitmq/users/chat"),
+                chat.token]
+    for apply in chat.lab.applies:
+        for value in secrets_:
+            assert value not in apply.raw
+    assert chat.sh("stat -c '%a %U %G' /etc/chat/chat.env") == "600 chat chat"
+    assert chat.sh("stat -c '%a %U %G' /etc/chat") == "750 root chat"
+    env = chat.sh("cat /etc/chat/chat.env")
+    assert f'PGPASSWORD="{secrets_[0]}"' in env and f'CHAT_AMQP_PASSWORD="{secrets_[1]}"' in env
+    cmdline = chat.sh("tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value chat.service)/cmdline")
+    assert cmdline.strip() == "/opt/chat/current/bin/chat"
+    assert not any(value in chat.sh("cat /opt/chat/source.git/config") for value in secrets_)
+
+
+def test_the_service_runs_hardened_under_its_own_user(chat):
+    shown = dict(line.split("=", 1) for line in chat.sh(
+        "systemctl show chat.service -p User -p NoNewPrivileges -p ProtectSystem -p PrivateTmp "
+        "-p StateDirectory -p ActiveState -p UnitFileState -p CapabilityBoundingSet").splitlines())
+    assert shown == {"User": "chat", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes",
+                     "StateDirectory": "chat", "ActiveState": "active", "UnitFileState": "enabled",
+                     "CapabilityBoundingSet": ""}
+    pid = chat.pid()
+    assert chat.sh(f"stat -c %U /proc/{pid}") == "chat"
+    assert chat.sh(f"grep ^NoNewPrivs /proc/{pid}/status").split() == ["NoNewPrivs:", "1"]
+    root_mount = chat.sh(f"awk '$5 == \"/\" {{print $6}}' /proc/{pid}/mountinfo")
+    assert root_mount.split(",")[0] == "ro", f"the service sees / as {root_mount}"
+
+
+def test_two_clients_exchange_a_message_that_is_stored_and_metrics_are_served(chat):
+    got = wsclient.run(wsclient.exchange(f"ws://{CHAT_IP}:8080", f"ws://{CHAT_IP}:8080", "lab"))
+    assert got["bob"]["body"] == f"hello bob {got['tag']}" and got["bob"]["sender"] == "ann"
+    assert got["ann"]["body"] == f"hello ann {got['tag']}" and got["ann"]["instance"] == CHAT
+    query = "SELECT sender FROM messages WHERE body LIKE '%' || :'tag' ORDER BY id"  # tag: 8 hex digits
+    rows = chat.lab.attach(DB, ["runuser", "-u", "postgres", "--", "psql", "-XAt", "-d", "chat",
+                                f"--set=tag={got['tag']}"], input=query).stdout
+    assert rows.split() == ["ann", "bob"]
+    metrics = requests.get(f"http://{CHAT_IP}:9464/metrics", timeout=10).text
+    assert "chat_messages_received_total" in metrics and 'chat_dependency_up{dependency="postgresql"}' in metrics
+    assert requests.get(f"{BASE}/metrics", timeout=10).status_code == 404, "metrics stay off the public port"
+
+
+def test_test_mode_shows_a_new_ref_and_changes_nothing(chat):
+    pid = chat.pid()
+    planned = chat.apply("v2", test=True)
+    assert planned.states["chat-release-deployed"]["result"] is None
+    assert planned.states["chat-release-deployed"]["changes"]["release"] == {
+        "old": chat.release("v1"), "new": chat.release("v2")}
+    assert chat.current() == chat.release("v1") and chat.pid() == pid
+
+
+def test_a_new_ref_is_built_switched_to_and_restarted(chat):
+    pid = chat.pid()
+    applied = chat.apply("v2")
+    assert not applied.failed, applied.failed
+    assert applied.changed["chat-release-deployed"]["release"] == {"old": chat.release("v1"), "new": chat.release("v2")}
+    assert chat.current() == chat.release("v2") and chat.pid() != pid
+    assert wait_health(200)["checks"] == {"postgresql": "ok", "rabbitmq": "ok"}
+    again = chat.apply("v2")
+    assert not again.failed and again.changed == {}
+
+
+def test_a_ref_that_does_not_build_leaves_the_previous_release_serving(chat):
+    pid = chat.pid()
+    applied = chat.apply("broken")
+    comment = applied.failed["chat-release-deployed"]
+    assert "go build failed" in comment and "undefinedFunction" in comment
+    assert f"release {chat.release('v2')} still serves" in comment
+    assert applied.changed == {}
+    assert chat.current() == chat.release("v2") and chat.pid() == pid
+    wait_health(200, timeout=5)
+
+
+def test_a_ref_whose_health_check_fails_is_rolled_back_and_the_state_says_so(chat):
+    applied = chat.apply("unhealthy")
+    comment = applied.failed["chat-release-deployed"]
+    assert f"release {chat.release('unhealthy')}" in comment and "failed its health check" in comment
+    assert f"rolled back to release {chat.release('v2')}, which serves again" in comment
+    assert chat.current() == chat.release("v2")
+    wait_health(200, timeout=10)
+    # refused once, refused at once afterwards, naming why, without building or restarting
+    pid = chat.pid()
+    again = chat.apply("unhealthy")
+    assert "was refused before (health check: 503" in again.failed["chat-release-deployed"]
+    assert again.seconds < applied.seconds and chat.pid() == pid
+    back = chat.apply("v2")
+    assert not back.failed and back.changed == {}
+
+
+def test_healthz_fails_with_rabbitmq_stopped_and_the_service_recovers_by_itself(chat):
+    pid = chat.pid()
+    chat.lab.sh(MQ, "systemctl stop rabbitmq-server")
+    try:
+        down = wait_health(503, timeout=30)
+        assert down["checks"]["rabbitmq"].startswith("down") and down["checks"]["postgresql"] == "ok"
+    finally:
+        chat.lab.sh(MQ, "systemctl start rabbitmq-server")
+    assert wait_health(200, timeout=60)["checks"]["rabbitmq"] == "ok"
+    assert chat.pid() == pid, "recovered without a restart"
+    got = wsclient.run(wsclient.exchange(f"ws://{CHAT_IP}:8080", f"ws://{CHAT_IP}:8080", "after-outage"))
+    assert got["bob"]["body"].startswith("hello bob")
+
+
+def test_stored_messages_survive_a_restart(chat):
+    got = wsclient.run(wsclient.exchange(f"ws://{CHAT_IP}:8080", f"ws://{CHAT_IP}:8080", "durable"))
+    chat.lab.sh(CHAT, "systemctl restart chat.service")
+    wait_health(200)
+    bodies = [m["body"] for m in wsclient.run(wsclient.history(f"ws://{CHAT_IP}:8080", "durable"))]
+    assert f"hello bob {got['tag']}" in bodies and f"hello ann {got['tag']}" in bodies
