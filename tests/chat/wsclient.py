@@ -84,3 +84,10 @@ async def history(base: str, room: str, pins=None, cafile=None) -> list[dict]:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+async def get_json(url: str, pins=None, cafile=None) -> tuple[int, dict]:
+    """GET ``url``: its status and JSON body (the health check, through the proxy or directly)."""
+    async with session(pins, cafile) as http:
+        async with http.get(url) as resp:
+            return resp.status, await resp.json(content_type=None)
