@@ -1,7 +1,7 @@
 {#- The release built from chat.source is current and healthy: a new source is
     built, switched to and restarted, and rolled back if its health check
     fails; the same source builds and restarts nothing (go_service.released). #}
-{%- from 'chat/map.jinja' import chat, unit, health_url %}
+{%- from 'chat/map.jinja' import chat, unit, health_url, source %}
 include:
   - chat.toolchain
   - chat.config
@@ -9,7 +9,7 @@ include:
 chat-release-deployed:
   go_service.released:
     - name: {{ chat.name }}
-    - source: {{ chat.source | json }}
+    - source: {{ source | json }}
     - base_dir: {{ chat.base_dir }}
     - unit: {{ unit }}
     - binary: {{ chat.binary }}

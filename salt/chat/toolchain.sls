@@ -2,8 +2,8 @@
     tarball checked against its sha256, unpacked so that go.root is its go/
     folder) and what the build needs: Debian's
     packaged Go libraries for a GOPATH build, git for a git source. #}
-{%- from 'chat/map.jinja' import chat %}
-{%- set packages = chat.build.packages + (['git'] if chat.source.get('git') else []) %}
+{%- from 'chat/map.jinja' import chat, source %}
+{%- set packages = chat.build.packages + (['git'] if source.get('git') else []) %}
 {%- if chat.go.archive %}
 
 chat-toolchain-go-extracted:
