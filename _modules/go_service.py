@@ -415,7 +415,8 @@ def deploy(name, source, release_id, base_dir, unit, health_url, go, build_spec,
     Returns what happened; raises with what happened when the release was refused."""
     previous = current(base_dir)
     try:
-        meta = build(name, source, release_id, base_dir, go, build_spec, binary)
+        # A release still kept (the one before last, say) is switched back to without a rebuild.
+        meta = releases(base_dir).get(release_id) or build(name, source, release_id, base_dir, go, build_spec, binary)
     except CommandExecutionError as exc:
         if "go build failed" in str(exc):
             _mark_failed(base_dir, release_id, str(exc))
