@@ -416,7 +416,8 @@ def deploy(name, source, release_id, base_dir, unit, health_url, go, build_spec,
     previous = current(base_dir)
     try:
         # A release still kept (the one before last, say) is switched back to without a rebuild.
-        meta = releases(base_dir).get(release_id) or build(name, source, release_id, base_dir, go, build_spec, binary)
+        kept = releases(base_dir).get(release_id)
+        meta = kept or build(name, source, release_id, base_dir, go, build_spec, binary)
     except CommandExecutionError as exc:
         if "go build failed" in str(exc):
             _mark_failed(base_dir, release_id, str(exc))
@@ -428,7 +429,8 @@ def deploy(name, source, release_id, base_dir, unit, health_url, go, build_spec,
     ok, said = health(health_url, health_timeout)
     if ok:
         removed = prune(base_dir, keep, protect=(release_id, previous))
-        return {"release": release_id, "previous": previous, "build": meta, "health": said, "pruned": removed}
+        return {"release": release_id, "previous": previous, "build": meta, "reused": bool(kept), "health": said,
+                "pruned": removed}
     _mark_failed(base_dir, release_id, f"health check: {said}")
     if not previous:
         raise CommandExecutionError(f"release {release_id} ({describe(source)}) failed its health check "

@@ -86,8 +86,9 @@ def released(name, source, base_dir, unit, health_url, go, build=None, binary=No
         out = dict(changes)
         if outcome["pruned"]:
             out["pruned"] = outcome["pruned"]
-        return (f"{name}: release {wanted} ({where}) serves and is healthy "
-                f"(built in {outcome['build']['build_seconds']} s with {outcome['build']['go']})"), out
+        how = ("the kept release, not rebuilt" if outcome["reused"]
+               else f"built in {outcome['build']['build_seconds']} s with {outcome['build']['go']}")
+        return f"{name}: release {wanted} ({where}) serves and is healthy ({how})", out
 
     return __utils__["platform_state.converge"](
         ret, __opts__["test"], changes,
