@@ -51,7 +51,8 @@ def test_an_env_file_gets_its_values_and_vault_passwords_owned_by_the_service(go
                                "file": {"old": None, "new": str(target)}},
               testmode, secret_values=(password,))
     # systemd reads it back as written
-    shown = subprocess.run(["bash", "-c", f'set -a; . "{target}"; printf %s "$NOTE"'], capture_output=True, text=True)
+    shown = subprocess.run(["bash", "-c", f'set -a; . "{target}"; printf %s "$NOTE"'], capture_output=True,
+                           text=True, check=True)
     assert shown.stdout == 'a "quoted" \\ value'
 
     rotated = secrets.token_urlsafe(24)
@@ -97,7 +98,8 @@ def test_a_git_ref_resolves_to_its_commit_and_builds_into_a_release_that_current
     meta = go_caller.cmd("go_service.build", "chat", source, release, str(base), GO, BUILD, "chat")
     assert meta["id"] == release and meta["go"] == "go1.19.8" and meta["source"] == f"file://{work} at v1"
     binary = base / "releases" / release / "bin" / "chat"
-    assert subprocess.run([str(binary), "-version"], capture_output=True, text=True).stdout.strip() == release
+    version = subprocess.run([str(binary), "-version"], capture_output=True, text=True, check=True).stdout
+    assert version.strip() == release
     assert not (base / "build" / release).exists(), "the sources are removed after the build"
     go_caller.cmd("go_service.switch", str(base), release)
     assert os.readlink(base / "current") == f"releases/{release}"
