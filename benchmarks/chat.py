@@ -1,18 +1,20 @@
-"""Benchmark of the chat service in a running lab (`make lab`): delivery through the reverse proxy
-against the same clients connected to the service directly, and the time of a redeploy.
+"""Benchmark of the chat service in the scratch lab: delivery through the reverse proxy against the
+same clients connected to the service directly, and the time of a redeploy of a new git ref.
 
-Prints, for each path (proxy: wss://chat.<domain> through nginx with the lab pebble's certificate
-verified; direct: ws://<microservices>:8080 from the lab host, an admin source):
+Brings up the chat role's scratch lab with a reverse proxy (tests/chat/chatlab.py: PostgreSQL,
+RabbitMQ, the chat guest built from a git repository served by the gateway, nginx with a pebble
+certificate for chat.your-domain.com) and prints, for each path (proxy: wss://chat.<domain> through
+nginx, the certificate verified; direct: ws://<chat guest>:8080 from the lab host, an admin source):
 
 - latency: one message at a time from Ann to Bob in one room, p50 and p99 of the time from Ann's
   send to Bob's receive (the message is stored in PostgreSQL and fanned out through RabbitMQ);
 - throughput: Ann sends a burst of messages, messages per second received by Bob;
 
-then their ratio (proxy / direct), and the time of a redeploy of a new release (a changed copy of
-the example service served from the lab's file root: fetch, build, switch, restart, health check),
-then of the redeploy back. Figures are measured in this one run on this machine.
+then their ratio (proxy / direct), and the time of a redeploy: v1 -> v2 (fetch, build, switch,
+restart, health check), v2 again (no-op), back to v1 (a kept release, no rebuild). Figures are
+measured in this one run on this machine; everything is torn down at the end.
 
-    sudo .venv/bin/python benchmarks/chat.py [--messages 300] [--burst 1000]
+    sudo SITECTL_SCRATCH_SLOT=<n> .venv/bin/python benchmarks/chat.py [--messages 300] [--burst 1000]
 """
 
 from __future__ import annotations
@@ -22,16 +24,14 @@ import asyncio
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sitectl import labctl  # noqa: E402
 from tests.chat import wsclient  # noqa: E402
-
-BENCH_TREE = "bench/chat"
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -79,23 +79,11 @@ async def drain(ws) -> None:
             return
 
 
-def redeploy(lab: labctl.Lab, tree: str | None) -> tuple[float, dict]:
-    """Apply the chat state on its guest through the master with the source ``tree`` (None: the site's
-    own), timed; returns the seconds and the release state's result."""
-    import salt.client
-
-    client = salt.client.LocalClient(mopts=lab.master_opts())
-    kwargs = {"pillar": {"chat": {"source": {"tree": {"url": f"salt://{tree}"}}}}} if tree else {}
-    start = time.monotonic()
-    ret = client.cmd("microservices", "state.apply", ["chat"], kwarg=kwargs, timeout=900)
-    seconds = time.monotonic() - start
-    states = ret["microservices"]
-    if not isinstance(states, dict):
-        raise SystemExit(f"state.apply chat did not run: {states}")
-    release = next(v for k, v in states.items() if "chat-release-deployed" in k)
-    if release["result"] is not True:
-        raise SystemExit(f"the redeploy failed: {release['comment']}")
-    return seconds, release
+def timed(state, ref: str) -> tuple[float, str]:
+    applied = state.apply(ref)
+    if applied.failed:
+        raise SystemExit(f"the redeploy of {ref} failed: {applied.failed}")
+    return applied.seconds, applied.states["chat-release-deployed"]["comment"]
 
 
 def main() -> int:
@@ -103,41 +91,50 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=300, help="messages of the latency run")
     parser.add_argument("--burst", type=int, default=1000, help="messages of the throughput run")
     args = parser.parse_args()
-    lab = labctl.Lab()
-    lab.configure()
-    if lab.master_pid() is None:
-        print("no lab is running here: `make lab` first", file=sys.stderr)
-        return 2
-    site = lab.pillar["site"]
-    proxy = site["guests"]["reverse-proxy"]["address"].split("/")[0]
-    chat = site["guests"]["microservices"]["address"].split("/")[0]
-    fqdn = f"chat.{site['domain']}"
-    cafile = str(lab.settings.state_dir / "lab-acme" / "pebble-root.pem")
-    results = {
-        "direct": asyncio.run(measure(f"ws://{chat}:8080", "bench-direct", args.messages, args.burst)),
-        "proxy": asyncio.run(measure(f"wss://{fqdn}", "bench-proxy", args.messages, args.burst,
-                                     {fqdn: proxy}, cafile)),
-    }
-    print(f"{'path':8} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'msg/s':>8}")
-    for path, r in results.items():
-        print(f"{path:8} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['mean_ms']:8.2f} {r['msgs_per_s']:8.0f}")
-    d, p = results["direct"], results["proxy"]
-    print(f"{'ratio':8} {p['p50_ms'] / d['p50_ms']:8.2f} {p['p99_ms'] / d['p99_ms']:8.2f} "
-          f"{p['mean_ms'] / d['mean_ms']:8.2f} {p['msgs_per_s'] / d['msgs_per_s']:8.2f}  (proxy / direct)")
+    from sitectl.lab import host
+    from sitectl.lab.pebble import Pebble
+    from tests import scratchlab
+    from tests.chat import chatlab
 
-    staged = lab.settings.state_dir / "lab-files" / BENCH_TREE
-    shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(ROOT / "apps" / "chat", staged)
-    (staged / "BENCHMARK").write_text(f"a new release made at {time.time()}\n")
+    host.ensure_host_packages([*host.HOST_PACKAGES, "pebble", "openssl", "curl"])
+    template = host.build_template()
+    scratch = (scratchlab.LAB_DIR, scratchlab.BRIDGE, scratchlab.TABLE)
+    host.teardown(*scratch)
+    net = host.network_up(scratchlab.BRIDGE, f"{scratchlab.GATEWAY}/{scratchlab.SUBNET.prefixlen}",
+                          table=scratchlab.TABLE)
+    workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    lab = scratchlab.ScratchLab(template=template, nameserver=net["dns_ips"][0], workdir=workdir)
+    proxy_ip = scratchlab.address(100).split("/")[0]  # chatlab.site's reverse proxy
+    pebble = Pebble(workdir / "acme", scratchlab.GATEWAY, answer=proxy_ip).start()
+    state = None
     try:
-        seconds, release = redeploy(lab, BENCH_TREE)
-        print(f"redeploy of a new release: {seconds:.1f} s ({release['comment']})")
-        seconds, release = redeploy(lab, None)
-        print(f"redeploy back to the site's release: {seconds:.1f} s ({release['comment']})")
-        seconds, release = redeploy(lab, None)
-        print(f"the same release again (no-op): {seconds:.1f} s ({release['comment']})")
+        t0 = time.monotonic()
+        state = chatlab.start(lab, workdir, pebble)
+        print(f"lab up in {time.monotonic() - t0:.0f} s (data tier and proxy {state.data_tier_seconds} s, "
+              f"chat first apply {state.first.seconds} s, second {state.second.seconds} s)")
+        results = {
+            "direct": asyncio.run(measure(f"ws://{chatlab.CHAT_IP}:8080", "bench-direct", args.messages,
+                                          args.burst)),
+            "proxy": asyncio.run(measure(f"wss://{chatlab.FQDN}", "bench-proxy", args.messages, args.burst,
+                                         {chatlab.FQDN: proxy_ip}, str(pebble.root))),
+        }
+        print(f"{'path':8} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'msg/s':>8}")
+        for path, r in results.items():
+            print(f"{path:8} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['mean_ms']:8.2f} {r['msgs_per_s']:8.0f}")
+        d, p = results["direct"], results["proxy"]
+        print(f"{'ratio':8} {p['p50_ms'] / d['p50_ms']:8.2f} {p['p99_ms'] / d['p99_ms']:8.2f} "
+              f"{p['mean_ms'] / d['mean_ms']:8.2f} {p['msgs_per_s'] / d['msgs_per_s']:8.2f}  (proxy / direct)")
+        for label, ref in (("redeploy of a new ref (v1 -> v2)", "v2"), ("the same ref again (no-op)", "v2"),
+                           ("back to v1 (a kept release)", "v1")):
+            seconds, comment = timed(state, ref)
+            print(f"{label}: {seconds:.1f} s — {comment}")
     finally:
-        shutil.rmtree(staged, ignore_errors=True)
+        if state is not None:
+            state.git.stop()
+        pebble.stop()
+        lab.stop()
+        host.teardown(*scratch)
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

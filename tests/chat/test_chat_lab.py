@@ -7,145 +7,18 @@ RabbitMQ stopped /healthz fails, and the service recovers by itself when RabbitM
 
 from __future__ import annotations
 
-import base64
 import json
-import secrets
-import shutil
-import subprocess
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.chat import wsclient
-from tests.chat.gotool import APP
-from tests.openbao import free_port
-from tests.scratchlab import GATEWAY, guest_ip, guest_pillar, scratch_site
+from tests.chat import chatlab, wsclient
+from tests.chat.chatlab import CHAT, CHAT_IP, DB, MQ
 
 pytestmark = pytest.mark.lab
 
-DB, MQ, CHAT = "postgresql", "rabbitmq", "microservices"
-SITE = scratch_site(
-    {DB: {"host": 103, "roles": ["postgresql"]},
-     MQ: {"host": 105, "roles": ["rabbitmq"]},
-     CHAT: {"host": 101, "roles": ["chat"], "uses": [DB, MQ]}},
-    databases={"chat": {"clients": [CHAT]}},
-    messaging={"vhosts": ["chat"], "users": {"chat": {"clients": [CHAT],
-                                                      "permissions": {"chat": {"configure": ".*", "write": ".*",
-                                                                               "read": ".*"}}}}},
-)
-CHAT_IP = guest_ip(SITE, CHAT)
 BASE = f"http://{CHAT_IP}:8080"
-GIT_TOKEN_PATH = "roles/chat/git"  # noqa: S105 (a path, not a token)
-# The chat guest's token: its own role's secrets and the credentials the site grants it, nothing else.
-CHAT_POLICY = """
-path "secret/data/roles/chat/*" { capabilities = ["read"] }
-path "secret/data/roles/postgresql/users/chat" { capabilities = ["read"] }
-path "secret/data/roles/rabbitmq/users/chat" { capabilities = ["read"] }
-"""
-
-
-# ------------------------------------------------------------------ the owner's git server
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=dev", "-c", "user.email=dev@lab", *args], cwd=cwd, check=True,
-                          capture_output=True, text=True).stdout.strip()
-
-
-def make_repository(root: Path) -> tuple[Path, dict[str, str]]:
-    """A bare repository of the example service with four tags: v1, v2 (a new commit), broken (does
-    not compile) and unhealthy (its /healthz always fails). Returns its path and tag -> commit."""
-    work = root / "work"
-    shutil.copytree(APP, work)
-    git(work, "init", "-q", "-b", "main")
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "chat v1")
-    git(work, "tag", "v1")
-    (work / "CHANGES").write_text("v2: a new release\n")
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "chat v2")
-    git(work, "tag", "v2")
-    (work / "broken.go").write_text("package main\n\nfunc broken() { undefinedFunction() }\n")
-    git(work, "add", "-A")
-    git(work, "commit", "-qm", "does not build")
-    git(work, "tag", "broken")
-    git(work, "reset", "-q", "--hard", "v2")
-    app = (work / "app.go").read_text()
-    assert 'check("rabbitmq", a.Broker.Healthy())' in app
-    never = app.replace('check("rabbitmq", a.Broker.Healthy())', 'check("rabbitmq", errBrokerDown)')
-    (work / "app.go").write_text(never)
-    git(work, "commit", "-qam", "never healthy")
-    git(work, "tag", "unhealthy")
-    bare = root / "chat.git"
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(bare)], check=True)
-    subprocess.run(["git", "--git-dir", str(bare), "update-server-info"], check=True)
-    tags = {tag: git(work, "rev-parse", f"{tag}^{{commit}}") for tag in ("v1", "v2", "broken", "unhealthy")}
-    return bare, tags
-
-
-class GitServer:
-    """git's "dumb" HTTP protocol over ``root`` on the gateway, answering only requests that carry the
-    token as HTTP Basic credentials (as GitLab takes a deploy token); it records who asked."""
-
-    def __init__(self, root: Path, token: str):
-        expected = "Basic " + base64.b64encode(f"oauth2:{token}".encode()).decode()
-        requests_seen = self.requests = []
-
-        class Handler(SimpleHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                authorized = self.headers.get("Authorization") == expected
-                requests_seen.append((self.path, authorized))
-                if not authorized:
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate", 'Basic realm="git"')
-                    self.end_headers()
-                    return
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer((GATEWAY, free_port()), partial(Handler, directory=str(root)))
-        self.url = f"http://{GATEWAY}:{self.server.server_address[1]}/chat.git"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-# ------------------------------------------------------------------ the lab
-
-class ChatLab:
-    def __init__(self, lab, repo_tags, git_server, token):
-        self.lab, self.tags, self.git, self.token = lab, repo_tags, git_server, token
-
-    def pillar(self, ref: str) -> dict:
-        return guest_pillar(SITE, CHAT, {"chat": {
-            "source": {"git": {"url": self.git.url, "ref": ref, "token": f"vault:{GIT_TOKEN_PATH}#token"}},
-            "health": {"timeout": 30}, "credentials_wait": {"attempts": 2, "interval": 5}}})
-
-    def apply(self, ref: str, test: bool = False):
-        self.lab.set_pillar(CHAT, self.pillar(ref))
-        return self.lab.apply(CHAT, "chat", test=test)
-
-    def sh(self, script: str, guest: str = CHAT) -> str:
-        return self.lab.sh(guest, script).stdout.strip()
-
-    def current(self) -> str:
-        return self.sh("basename \"$(readlink /opt/chat/current)\"")
-
-    def pid(self) -> str:
-        return self.sh("systemctl show -p MainPID --value chat.service")
-
-    def release(self, tag: str) -> str:
-        return self.tags[tag][:12]
 
 
 def health() -> tuple[int, dict]:
@@ -168,34 +41,14 @@ def wait_health(status: int, timeout: float = 60) -> dict:
 
 
 @pytest.fixture(scope="module")
-def chat(scratch_lab, tmp_path_factory):
-    lab = scratch_lab
-    root = tmp_path_factory.mktemp("git")
-    bare, tags = make_repository(root)
-    token = secrets.token_urlsafe(24)
-    server = GitServer(root, token)
-    lab.start_guests(SITE, DB, MQ, CHAT)
-    bao = lab.start_vault()
-    bao.write(GIT_TOKEN_PATH, token=token)
-    bao.policy("chat_guest", CHAT_POLICY)
+def chat(scratch_lab):
+    state = chatlab.start(scratch_lab, scratch_lab.workdir)
+    print(f"\nchat lab: data tier {state.data_tier_seconds} s, chat first apply {state.first.seconds} s, "
+          f"second {state.second.seconds} s")
     try:
-        t0 = time.monotonic()
-        lab.push_salt(DB, guest_pillar(SITE, DB), vault_token=bao.root_token)
-        lab.push_salt(MQ, guest_pillar(SITE, MQ), vault_token=bao.root_token)
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            servers = [pool.submit(lab.apply, DB, "postgresql"), pool.submit(lab.apply, MQ, "rabbitmq")]
-            for done in servers:
-                assert not done.result().failed, done.result().failed
-        data_tier = round(time.monotonic() - t0, 1)
-        state = ChatLab(lab, tags, server, token)
-        lab.push_salt(CHAT, state.pillar("v1"), vault_token=bao.token(["chat_guest"]))
-        state.first = state.apply("v1")
-        state.second = state.apply("v1")
-        print(f"\nchat lab: data tier {data_tier} s, chat first apply {state.first.seconds} s, "
-              f"second {state.second.seconds} s")
         yield state
     finally:
-        server.stop()
+        state.git.stop()
 
 
 def test_the_first_apply_builds_v1_from_git_and_the_second_changes_nothing(chat):
