@@ -137,7 +137,7 @@ class ChatLab:
     def pillar(self, ref: str) -> dict:
         return guest_pillar(self.site, CHAT, {"chat": {
             "source": {"git": {"url": self.git.url, "ref": ref, "token": f"vault:{GIT_TOKEN_PATH}#token"}},
-            "health": {"timeout": 30}, "credentials_wait": {"attempts": 2, "interval": 5}}})
+            "health": {"timeout": 15}, "credentials_wait": {"attempts": 2, "interval": 5}}})
 
     def apply(self, ref: str, test: bool = False):
         self.lab.set_pillar(CHAT, self.pillar(ref))
