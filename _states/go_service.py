@@ -149,7 +149,12 @@ def env_file(name, user, values=None, secrets=None, group=None, mode="0600"):
         for key, ref in (secrets or {}).items():
             entries[key] = _quote(__salt__["vault_server.secret_read"](ref["path"], ref.get("field", "password"),
                                                                          mount=ref.get("mount", "secret")))
-        uid, gid = pwd.getpwnam(user).pw_uid, __salt__["file.group_to_gid"](group)
+        try:
+            uid, gid = pwd.getpwnam(user).pw_uid, __salt__["file.group_to_gid"](group)
+        except KeyError:
+            if not __opts__["test"]:
+                raise
+            uid = gid = None  # a dry run before the account exists: the file would be new anyway
         if gid == "":
             raise CommandExecutionError(f"no group {group!r}")
         existing, stat = {}, None
