@@ -112,12 +112,13 @@ def main() -> int:
         state = chatlab.start(lab, workdir, pebble)
         print(f"lab up in {time.monotonic() - t0:.0f} s (data tier and proxy {state.data_tier_seconds} s, "
               f"chat first apply {state.first.seconds} s, second {state.second.seconds} s)")
-        results = {
-            "direct": asyncio.run(measure(f"ws://{chatlab.CHAT_IP}:8080", "bench-direct", args.messages,
-                                          args.burst)),
-            "proxy": asyncio.run(measure(f"wss://{chatlab.FQDN}", "bench-proxy", args.messages, args.burst,
-                                         {chatlab.FQDN: proxy_ip}, str(pebble.root))),
-        }
+        paths = {"direct": (f"ws://{chatlab.CHAT_IP}:8080", None, None),
+                 "proxy": (f"wss://{chatlab.FQDN}", {chatlab.FQDN: proxy_ip}, str(pebble.root))}
+        results = {}
+        for rnd in ("warm-up", "measured"):  # each path twice, alternating; the second round counts
+            for path, (base, pins, cafile) in paths.items():
+                results[path] = asyncio.run(measure(base, f"bench-{path}-{rnd}", args.messages, args.burst,
+                                                    pins, cafile))
         print(f"{'path':8} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'msg/s':>8}")
         for path, r in results.items():
             print(f"{path:8} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['mean_ms']:8.2f} {r['msgs_per_s']:8.0f}")

@@ -74,6 +74,8 @@ def make_repository(root: Path) -> tuple[Path, dict[str, str]]:
     git(work, "commit", "-qm", "chat v1")
     git(work, "tag", "v1")
     (work / "CHANGES").write_text("v2: a new release\n")
+    main = (work / "main.go").read_text()
+    (work / "main.go").write_text(main + "\n// v2: the main package changes, so it is recompiled.\n")
     git(work, "add", "-A")
     git(work, "commit", "-qm", "chat v2")
     git(work, "tag", "v2")
