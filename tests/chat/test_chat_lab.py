@@ -1,9 +1,11 @@
-"""The chat role in real LXC guests: PostgreSQL and RabbitMQ converged by their own roles, the chat
-guest built from a git repository served over HTTP with a token kept in Vault (a real git fetch,
-refs that move), checked from outside as a user would: WebSocket clients exchange a message that is
-in the database; the same ref changes nothing; a new ref rebuilds and restarts; a ref that does not
-build or whose health check fails leaves the previous release serving, and the state says so; with
-RabbitMQ stopped /healthz fails, and the service recovers by itself when RabbitMQ returns."""
+"""The chat role in real LXC guests: PostgreSQL, RabbitMQ and the reverse proxy converged by their own
+roles (the proxy's certificate from a pebble on the gateway), the chat guest built from a git
+repository served over HTTP with a token kept in Vault (a real git fetch, refs that move), checked
+from outside as a user would: WebSocket clients exchange a message that is in the database, directly
+and through the proxy over verified HTTPS; the same ref changes nothing; a new ref rebuilds and
+restarts; a ref that does not build or whose health check fails leaves the previous release serving,
+and the state says so; with RabbitMQ stopped /healthz fails (through the proxy too), and the service
+recovers by itself when RabbitMQ returns."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ import requests
 
 from tests.chat import chatlab, wsclient
 from tests.chat.chatlab import CHAT, CHAT_IP, DB, MQ
+from tests.scratchlab import GATEWAY, address
 
 pytestmark = pytest.mark.lab
 
 BASE = f"http://{CHAT_IP}:8080"
+PROXY_IP = address(100).split("/")[0]  # chatlab.site's reverse proxy
 
 
 def health() -> tuple[int, dict]:
@@ -41,8 +45,23 @@ def wait_health(status: int, timeout: float = 60) -> dict:
 
 
 @pytest.fixture(scope="module")
-def chat(scratch_lab):
-    state = chatlab.start(scratch_lab, scratch_lab.workdir)
+def pebble(scratch_lab):
+    """The ACME server of the route's certificate, on the gateway (tests/reverse_proxy's way)."""
+    from sitectl.lab import host
+    from sitectl.lab.pebble import Pebble
+
+    host.ensure_host_packages([*host.HOST_PACKAGES, "pebble", "openssl", "curl"])
+    acme = Pebble(scratch_lab.workdir / "acme", GATEWAY, answer=PROXY_IP).start()
+    try:
+        yield acme
+    finally:
+        acme.stop()
+
+
+@pytest.fixture(scope="module")
+def chat(scratch_lab, pebble):
+    state = chatlab.start(scratch_lab, scratch_lab.workdir, pebble)
+    state.public = {"pins": {chatlab.FQDN: PROXY_IP}, "cafile": str(pebble.root), "base": f"wss://{chatlab.FQDN}"}
     print(f"\nchat lab: data tier {state.data_tier_seconds} s, chat first apply {state.first.seconds} s, "
           f"second {state.second.seconds} s")
     try:
@@ -107,6 +126,19 @@ def test_two_clients_exchange_a_message_that_is_stored_and_metrics_are_served(ch
     assert requests.get(f"{BASE}/metrics", timeout=10).status_code == 404, "metrics stay off the public port"
 
 
+def public_health(chat) -> tuple[int, dict]:
+    return wsclient.run(wsclient.get_json(f"https://{chatlab.FQDN}/healthz", chat.public["pins"],
+                                          chat.public["cafile"]))
+
+
+def test_two_clients_through_the_proxy_over_verified_https_exchange_a_message(chat):
+    public = chat.public
+    got = wsclient.run(wsclient.exchange(public["base"], public["base"], "public", public["pins"], public["cafile"]))
+    assert got["bob"]["body"] == f"hello bob {got['tag']}" and got["ann"]["body"] == f"hello ann {got['tag']}"
+    assert public_health(chat) == (200, {"status": "ok", "checks": {"postgresql": "ok", "rabbitmq": "ok"},
+                                         "instance": CHAT})
+
+
 def test_test_mode_shows_a_new_ref_and_changes_nothing(chat):
     pid = chat.pid()
     planned = chat.apply("v2", test=True)
@@ -160,6 +192,8 @@ def test_healthz_fails_with_rabbitmq_stopped_and_the_service_recovers_by_itself(
     try:
         down = wait_health(503, timeout=30)
         assert down["checks"]["rabbitmq"].startswith("down") and down["checks"]["postgresql"] == "ok"
+        status, through_proxy = public_health(chat)
+        assert status == 503 and through_proxy["checks"]["rabbitmq"].startswith("down"), "the proxy reports it"
     finally:
         chat.lab.sh(MQ, "systemctl start rabbitmq-server")
     assert wait_health(200, timeout=60)["checks"]["rabbitmq"] == "ok"
