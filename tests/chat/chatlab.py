@@ -136,12 +136,15 @@ class ChatLab:
         self.lab, self.site, self.tags, self.git, self.token = lab, site_data, repo_tags, git_server, token
         self.first = self.second = None
 
-    def pillar(self, ref: str) -> dict:
-        return guest_pillar(self.site, CHAT, {"chat": {
-            "source": {"git": {"url": self.git.url, "ref": ref, "token": f"vault:{GIT_TOKEN_PATH}#token"}},
-            "health": {"timeout": 15}, "credentials_wait": {"attempts": 2, "interval": 5}}})
+    def pillar(self, ref: str | None) -> dict:
+        """The chat guest's pillar building ``ref`` of the git repository; None: the role's default source
+        (the example service shipped with the state tree)."""
+        settings = {"health": {"timeout": 15}, "credentials_wait": {"attempts": 2, "interval": 5}}
+        if ref is not None:
+            settings["source"] = {"git": {"url": self.git.url, "ref": ref, "token": f"vault:{GIT_TOKEN_PATH}#token"}}
+        return guest_pillar(self.site, CHAT, {"chat": settings})
 
-    def apply(self, ref: str, test: bool = False):
+    def apply(self, ref: str | None, test: bool = False):
         self.lab.set_pillar(CHAT, self.pillar(ref))
         return self.lab.apply(CHAT, "chat", test=test)
 

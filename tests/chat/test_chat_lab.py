@@ -208,3 +208,14 @@ def test_stored_messages_survive_a_restart(chat):
     wait_health(200)
     bodies = [m["body"] for m in wsclient.run(wsclient.history(f"ws://{CHAT_IP}:8080", "durable"))]
     assert f"hello bob {got['tag']}" in bodies and f"hello ann {got['tag']}" in bodies
+
+
+def test_the_default_source_the_example_shipped_with_the_state_tree_replaces_the_git_release(chat):
+    pid = chat.pid()
+    applied = chat.apply(None)
+    assert not applied.failed, applied.failed
+    change = applied.changed["chat-release-deployed"]
+    assert change["source"] == "salt://chat/example" and change["release"]["old"] == chat.release("v2")
+    assert chat.pid() != pid and wait_health(200, timeout=10)["checks"]["rabbitmq"] == "ok"
+    again = chat.apply(None)
+    assert not again.failed and again.changed == {}
