@@ -87,7 +87,12 @@ def run(coro):
 
 
 async def get_json(url: str, pins=None, cafile=None) -> tuple[int, dict]:
-    """GET ``url``: its status and JSON body (the health check, through the proxy or directly)."""
+    """GET ``url``: its status and JSON body (the health check, through the proxy or directly); a body
+    that is not JSON (the proxy's 502 page while the service restarts) comes back as ``{"text": ...}``."""
     async with session(pins, cafile) as http:
         async with http.get(url) as resp:
-            return resp.status, await resp.json(content_type=None)
+            text = await resp.text()
+    try:
+        return resp.status, json.loads(text)
+    except ValueError:
+        return resp.status, {"text": text}
