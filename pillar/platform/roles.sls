@@ -94,10 +94,14 @@ roles:
       - {name: flannel-vxlan, proto: udp, port: 8472, from: ['role:k3s']}
   chat:
     description: the Go chat microservice
-    states: []
+    states: [chat]
     needs: [postgresql, rabbitmq]
     system_users: [chat]
-    firewall: []
+    # The public route (site.routes) opens http to the reverse proxy; admins
+    # reach it directly, monitoring scrapes the metrics listener.
+    firewall:
+      - {name: http, port: 8080, from: [admin]}
+      - {name: metrics, port: 9464, from: ['role:monitoring', admin]}
   gitlab_runner:
     nesting: true
     description: GitLab Runner with the Docker executor

@@ -169,6 +169,12 @@ site:
       guest: mailcow
       port: 8080
       max_body: 64M
+    # The chat service's WebSocket clients come in here (upgrade passed on).
+    chat:
+      guest: microservices
+      port: 8080
+      websocket: true
+      timeout: 3600
 
   # The owner's apps on k3s: Go and Nest.js backends and Angular SPAs. Each gets
   # a namespace, a Deployment, a Service, an Ingress on Traefik when it has a
