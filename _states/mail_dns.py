@@ -100,7 +100,7 @@ def _snippet(ret, name, wanted, snippet_path, ttl):
 
 
 def records_published(name, mail_host, dmarc_report, dmarc_policy="quarantine", server=None, port=53, zone=None,
-                      tsig_name=None, tsig_algorithm="hmac-sha256", tsig_secret_path=None, tsig_secret_field="secret",
+                      tsig_name=None, tsig_algorithm="hmac-sha256", tsig_secret_path=None, tsig_secret_field="secret",  # noqa: S107
                       mount="secret", ttl=3600, dkim=None, snippet_path=None, timeout=10):
     """
     The DNS records of mail domain ``name`` are published on ``server`` (RFC 2136, TSIG key
