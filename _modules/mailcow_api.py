@@ -6,7 +6,8 @@ The API key is read from Vault (``vault_server.secret_read``) on each call and s
 ``X-API-Key`` header; mailbox passwords are passed in by the caller (the state read them from
 Vault) and sent only in request bodies. Nothing secret is returned or logged.
 
-Settings (minion config ``mailcow_api``, or arguments): ``url`` (mailcow's web server as the guest
+Settings (minion config ``mailcow_api``; else the pillar ``platform:mail:api`` the master derives
+from the site, ``sitectl.roles.mail``; or arguments): ``url`` (mailcow's web server as the guest
 reaches it), ``key_path`` / ``key_field`` / ``mount`` (where the read-write key lives in Vault),
 ``verify``, ``timeout``.
 
@@ -42,7 +43,7 @@ def __virtual__():
 
 
 def _settings(url=None):
-    conf = __salt__["config.get"]("mailcow_api", {}) or {}
+    conf = (__salt__["config.get"]("mailcow_api", {}) or __salt__["pillar.get"]("platform:mail:api", {})) or {}
     settings = {
         "url": (url or conf.get("url") or "").rstrip("/"),
         "key_path": conf.get("key_path", "roles/mailcow/api"),

@@ -254,3 +254,24 @@ def only_declared(name, domains, mailboxes, aliases):
         unchanged="mailcow has no mail domain, mailbox or alias the site does not declare",
         planned=f"undeclared {what} would be deleted", apply=delete, done=f"undeclared {what} deleted",
         failure="undeclared mail objects: ")
+
+
+def ready(name, timeout=600, interval=5):
+    """
+    mailcow's API answers with the key from Vault within ``timeout`` seconds (after the stack first
+    starts, its PHP and database take a while). Changes nothing; ``name`` only labels the state.
+    """
+    import time  # pylint: disable=import-outside-toplevel
+
+    ret = __utils__["platform_state.new"](name)
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        try:
+            count = len(__salt__["mailcow_api.domains"]())
+        except CommandExecutionError as exc:
+            if "refused" in str(exc) or time.monotonic() >= deadline:
+                return _fail(ret, "mailcow's API", exc)
+            time.sleep(float(interval))
+            continue
+        ret["comment"] = f"mailcow's API answers ({count} mail domain(s))"
+        return ret

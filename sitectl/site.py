@@ -461,6 +461,37 @@ def _database_errors(pillar: dict) -> list[str]:
     return errors
 
 
+def _mail_errors(pillar: dict) -> list[str]:
+    """site.mail: one mailcow guest to serve it, no address both a mailbox and an alias (mailcow refuses
+    it), a TSIG secret the mailcow guest may read."""
+    site = pillar["site"]
+    mail = site.get("mail")
+    if mail is None:
+        return []
+    errors = []
+    servers = roles_of.guests_with_role(site, "mailcow")
+    if len(servers) != 1:
+        who = "no guest has" if not servers else f"{', '.join(servers)} all have"
+        errors.append(f"site.mail: {who} the role mailcow; expected exactly one guest with the role mailcow to "
+                      f"serve the mail domains")
+    route = roles_of.parameters(pillar, "reverse_proxy")["mail_certificate"]["route"]
+    if len(servers) == 1 and (site.get("routes") or {}).get(route, {}).get("guest") != servers[0]:
+        errors.append(f"site.routes.{route}: missing or not to {servers[0]}; expected the route {route} to the "
+                      f"mailcow guest {servers[0]} (its web UI, its API, and the mail certificate's name)")
+    for domain, spec in mail["domains"].items():
+        for local in sorted(set(spec.get("mailboxes") or {}) & set(spec.get("aliases") or {})):
+            errors.append(f"site.mail.domains.{domain}.aliases.{local}: {local}@{domain} is also a mailbox; "
+                          f"expected an alias whose address is not a mailbox (mailcow refuses it)")
+    dns = mail.get("dns")
+    if dns:
+        prefix = f"{roles_of.parameters(pillar, 'mailcow')['vault']['path']}/"
+        path, _ = roles_of.vault_ref(dns["tsig_secret"])
+        if not path.startswith(prefix):
+            errors.append(f"site.mail.dns.tsig_secret: {path} is outside {prefix}, which only the mailcow guest's "
+                          f"policy reads; expected a Vault reference under {prefix}")
+    return errors
+
+
 def _role_pillar_errors(pillar: dict, roles: dict) -> list[str]:
     """The roles' own pillar keys: each checked against sitectl/schemas/<key>.yaml; a role that takes no
     parameters has no pillar key."""
@@ -481,7 +512,7 @@ def _semantic_errors(pillar: dict) -> list[str]:
     site, roles = pillar["site"], pillar["roles"]
     return [*_network_errors(site), *_guest_errors(site, roles), *_unique_errors(site), *_master_errors(site),
             *_needs_errors(site, roles), *_admin_errors(pillar), *_route_errors(site), *_database_errors(pillar),
-            *_messaging_errors(pillar), *_catalog_errors(site, roles)]
+            *_messaging_errors(pillar), *_mail_errors(pillar), *_catalog_errors(site, roles)]
 
 
 def _key_errors(node, path: str) -> list[str]:
@@ -648,7 +679,8 @@ def platform_pillar(pillar: dict, minion_id: str) -> dict:
     role's ports; ``params``: every role's parameters (defaults merged with its pillar key); ``edge``:
     the routes and certificate lineages; ``databases``: owners and clients; ``secret_grants``: the
     credentials each client may read (paths only, no secret: salt/vault/configure.sls turns them into
-    policies). ``salt/lib/platform.jinja`` is how the templates read them.
+    policies); ``mail``: the mail host, domains, mailboxes, aliases, DMARC and DNS server of
+    ``site.mail``. ``salt/lib/platform.jinja`` is how the templates read them.
     """
     site, catalog = pillar["site"], pillar["roles"]
     params = roles_of.all_parameters(pillar)
@@ -657,7 +689,8 @@ def platform_pillar(pillar: dict, minion_id: str) -> dict:
                          "params": params,
                          "edge": roles_of.edge(site, params["reverse_proxy"]),
                          "databases": roles_of.databases(site),
-                         "secret_grants": roles_of.secret_grants(pillar)}}
+                         "secret_grants": roles_of.secret_grants(pillar),
+                         "mail": roles_of.mail(site, params["mailcow"], params["reverse_proxy"])}}
 
 
 def cloud_map(pillar: dict) -> dict[str, list[str]]:
