@@ -10,9 +10,8 @@ import json
 import pytest
 import yaml
 
-from sitectl import ROOT, render
+from sitectl import ROOT, render, sitefile
 from sitectl import site as site_of
-from sitectl import sitefile
 from tests.conftest import make_checkout, state_args
 
 pytestmark = pytest.mark.render
@@ -89,7 +88,7 @@ def test_the_checkout_is_pinned_and_the_stack_moves_with_the_pin(high):
 
 def test_mailboxes_get_vault_passwords_and_aliases_come_from_the_site(high):
     box = state_args(high["mailcow-mail-mailbox-ops@your-domain.com-present"], "mailcow_api")
-    assert box["password_path"] == "roles/mailcow/mailboxes/your-domain.com/ops"
+    assert box["password_path"] == "roles/mailcow/mailboxes/your-domain.com/ops"  # noqa: S105 - a path
     generated = state_args(high["mailcow-mail-mailbox-ops@your-domain.com-secret-generated"], "vault_server")
     assert generated["name"] == box["password_path"]
     alias = state_args(high["mailcow-mail-alias-abuse@your-domain.com-present"], "mailcow_api")
@@ -145,7 +144,7 @@ def test_site_mail_is_checked(tmp_path):
     pillar["roles"] = sitefile.load(ROOT / "pillar/platform/roles.sls")["roles"]
     mail = pillar["site"]["mail"]
     mail["domains"]["your-domain.com"]["aliases"]["ops"] = ["postmaster@your-domain.com"]
-    mail["dns"]["tsig_secret"] = "vault:roles/reverse_proxy/acme-tsig#secret"
+    mail["dns"]["tsig_secret"] = "vault:roles/reverse_proxy/acme-tsig#secret"  # noqa: S105 - a reference
     errors = site_of.validate(pillar)
     assert "site.mail.domains.your-domain.com.aliases.ops: ops@your-domain.com is also a mailbox" in "\n".join(errors)
     assert any(e.startswith("site.mail.dns.tsig_secret: roles/reverse_proxy/acme-tsig is outside roles/mailcow/")
