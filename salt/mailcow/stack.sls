@@ -4,14 +4,14 @@
     merge: pull the images of the checked-out compose file, then recreate what
     changed (`up -d --remove-orphans`). A changed mailcow.conf recreates the
     containers it concerns the same way. #}
-{%- from 'mailcow/map.jinja' import mc, compose %}
+{%- from 'mailcow/map.jinja' import mc %}
 include:
   - mailcow.checkout
   - mailcow.config
 
 mailcow-stack-images-pulled:
   cmd.run:
-    - name: {{ (compose + ['pull', '--quiet']) | map('quote') | join(' ') }}
+    - name: docker compose --project-directory {{ mc.dir | quote }} pull --quiet
     - cwd: {{ mc.dir }}
     - onchanges:
       - git: mailcow-checkout-latest
@@ -20,7 +20,7 @@ mailcow-stack-images-pulled:
 
 mailcow-stack-up:
   cmd.run:
-    - name: {{ (compose + ['up', '--detach', '--remove-orphans']) | map('quote') | join(' ') }}
+    - name: docker compose --project-directory {{ mc.dir | quote }} up --detach --remove-orphans
     - cwd: {{ mc.dir }}
     - onchanges:
       - git: mailcow-checkout-latest

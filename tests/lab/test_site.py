@@ -12,7 +12,6 @@ import json
 import re
 import socket
 import subprocess
-from types import SimpleNamespace
 
 import pytest
 
@@ -25,21 +24,6 @@ CONNECT = ("python3 -c \"import socket,sys; s=socket.socket(); s.settimeout(3);\
            "try: s.connect((sys.argv[1], int(sys.argv[2]))); print('open')\n"
            "except ConnectionRefusedError: print('refused')\n"
            "except OSError as e: print('dropped', type(e).__name__)\" {} {}")
-
-
-@pytest.fixture(scope="module")
-def site_lab(tmp_path_factory):
-    state = tmp_path_factory.mktemp("lab-state")
-    labctl.down()  # a developer's lab (.salt): its master holds the lab address's ports
-    labctl.down(state_dir=state)
-    try:
-        rc = labctl.up(state_dir=state)
-        report = json.loads((state / labctl.REPORT).read_text())
-        lab = labctl.Lab(state_dir=state)
-        lab.configure()
-        yield SimpleNamespace(rc=rc, report=report, lab=lab, state=state)
-    finally:  # a failed `lab up` leaves a master, pebble and guests: they go too
-        labctl.down(state_dir=state)
 
 
 def ip(site_lab, guest: str) -> str:
