@@ -96,7 +96,8 @@ roles:
   gitlab_runner:
     nesting: true
     description: GitLab Runner with the Docker executor
-    states: []
+    # docker until the role's own SLS (which includes docker) lands; docs/docker.md
+    states: [docker]
     system_users: [gitlab-runner, docker]
     firewall:
       - {name: gitlab-runner-metrics, port: 9252, from: ['role:monitoring']}
