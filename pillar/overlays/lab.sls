@@ -38,8 +38,8 @@ vault:
     binary_source: salt://lab/openbao/bao
 
 # mailcow's stack does not run in the lab (its images are unreachable): the
-# mailcow role installs the mail certificate only, with nothing to reload
-# (roles:mailcow:partial below says so in the lab's report).
+# mailcow role converges Docker and installs the mail certificate, with
+# nothing to reload (roles:mailcow:partial below says so in the lab's report).
 reverse_proxy:
   mail_certificate:
     reload_cmd: null
@@ -60,9 +60,10 @@ roles:
     reason: the Nextcloud server code is not packaged by Debian and its download site is unreachable
   mailcow:
     partial: >-
+      Docker Engine (Debian's docker.io) and the mail certificate converge;
       mailcow's stack (checkout, mailcow.conf, containers, mail domains through its
-      API, DNS records with its DKIM keys) does not run: its images come from a
-      registry that is unreachable here; the mail certificate is installed
+      API, DNS records with its DKIM keys) does NOT: its images come from a
+      registry that is unreachable here
   gitlab_runner:
     converge: false
     reason: GitLab Runner comes from GitLab's apt repository, unreachable here

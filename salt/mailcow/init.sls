@@ -4,9 +4,12 @@
     domains, mailboxes and aliases through its API, the DNS records of each
     domain published as code, and the mail certificate the proxy issues.
     With `mailcow:stack: false` (the lab, where mailcow's images are
-    unreachable) only what needs no image runs: the certificate. #}
+    unreachable) only what needs no image runs: Docker itself and the
+    certificate. mailcow needs Docker 24 or later with compose v2: the docker
+    state's docker-ce flavour (production), not Debian's docker.io. #}
 {%- from 'mailcow/map.jinja' import mc %}
 include:
+  - docker
   - mailcow.certificate
 {%- if mc.stack %}
   - mailcow.python

@@ -6,6 +6,7 @@
     containers it concerns the same way. #}
 {%- from 'mailcow/map.jinja' import mc %}
 include:
+  - docker
   - mailcow.checkout
   - mailcow.config
 
@@ -16,6 +17,7 @@ mailcow-stack-images-pulled:
     - onchanges:
       - git: mailcow-checkout-latest
     - require:
+      - sls: docker
       - file: mailcow-config-file-managed
 
 mailcow-stack-up:
