@@ -5,7 +5,7 @@
 {%- from 'mailcow/map.jinja' import mc, mail, mailboxes_path %}
 {%- set limits = mc.domain_limits %}
 include:
-  - mailcow.stack
+  - mailcow.api
 {%- for domain, spec in (mail.get('domains') or {}) | dictsort %}
 
 mailcow-mail-domain-{{ domain }}-present:
@@ -18,7 +18,7 @@ mailcow-mail-domain-{{ domain }}-present:
     - maxquota: {{ limits.maxquota }}
     - defquota: {{ limits.defquota }}
     - require:
-      - mailcow_api: mailcow-stack-api-ready
+      - mailcow_api: mailcow-api-ready
 
 mailcow-mail-domain-{{ domain }}-dkim-present:
   mailcow_api.dkim_present:
@@ -68,5 +68,5 @@ mailcow-mail-undeclared-absent:
     - mailboxes: {{ domains.values() | map(attribute='mailboxes') | map('list') | sum(start=[]) | sort | json }}
     - aliases: {{ domains.values() | map(attribute='aliases') | map('list') | sum(start=[]) | sort | json }}
     - require:
-      - mailcow_api: mailcow-stack-api-ready
+      - mailcow_api: mailcow-api-ready
 {%- endif %}

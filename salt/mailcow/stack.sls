@@ -29,9 +29,3 @@ mailcow-stack-up:
       - file: mailcow-config-file-managed
     - require:
       - cmd: mailcow-stack-images-pulled
-
-mailcow-stack-api-ready:
-  mailcow_api.ready:
-    - name: mailcow-api
-    - require:
-      - cmd: mailcow-stack-up
