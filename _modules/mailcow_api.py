@@ -43,7 +43,9 @@ def __virtual__():
 
 
 def _settings(url=None):
-    conf = (__salt__["config.get"]("mailcow_api", {}) or __salt__["pillar.get"]("platform:mail:api", {})) or {}
+    # unmask: Salt 3008 masks pillar values for a call from the command line, the state run included.
+    conf = (__salt__["config.get"]("mailcow_api", {})
+            or __salt__["pillar.get"]("platform:mail:api", default={}, unmask=True)) or {}
     settings = {
         "url": (url or conf.get("url") or "").rstrip("/"),
         "key_path": conf.get("key_path", "roles/mailcow/api"),

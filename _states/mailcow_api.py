@@ -269,7 +269,10 @@ def ready(name, timeout=600, interval=5):
         try:
             count = len(__salt__["mailcow_api.domains"]())
         except CommandExecutionError as exc:
-            if "refused" in str(exc) or time.monotonic() >= deadline:
+            # Only a web server that is not up yet is waited for; a refused key or a missing
+            # secret will not change by waiting.
+            starting = any(sign in str(exc) for sign in ("unreachable", "not JSON", "HTTP 5"))
+            if not starting or time.monotonic() >= deadline:
                 return _fail(ret, "mailcow's API", exc)
             time.sleep(float(interval))
             continue

@@ -45,7 +45,7 @@ class MailcowDouble:
     """The API on 127.0.0.1 (or ``host``), one read-write key, an ``allow_from`` list of addresses."""
 
     def __init__(self, api_key: str, host: str = "127.0.0.1", allow_from: tuple[str, ...] = ("127.0.0.1",),
-                 split_dkim: bool = False):
+                 split_dkim: bool = False, port: int = 0):
         self.api_key = api_key
         self.allow_from = set(allow_from)
         self.split_dkim = split_dkim
@@ -88,7 +88,7 @@ class MailcowDouble:
             def do_POST(self):  # noqa: N802
                 self._handle("POST")
 
-        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.url = f"http://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -100,9 +100,20 @@ class MailcowDouble:
         self.server.shutdown()
         self.server.server_close()
 
+    def state(self) -> dict:
+        """What the double holds, for a test that runs it in a guest (``GET /_double/state`` with the key):
+        mailboxes with the SHA-256 of their password, never the password."""
+        import hashlib
+
+        return {"domains": sorted(self.domains), "aliases": {a["address"]: a["goto"] for a in self.aliases.values()},
+                "mailboxes": {u: hashlib.sha256(m["password"].encode()).hexdigest() for u, m in self.mailboxes.items()},
+                "dkim": {d: k["pubkey"] for d, k in self.dkim.items()}}
+
     # -- the API ---------------------------------------------------------------------------------
     def handle(self, method: str, path: str, key: str | None, remote: str, body) -> tuple[int, object]:
         self.requests.append({"method": method, "path": path, "body": body})
+        if path == "/_double/state" and key == self.api_key:
+            return 200, self.state()
         if key is not None:
             key = re.sub(r"[^a-zA-Z0-9-]", "", key)
         if key != self.api_key:
@@ -313,3 +324,12 @@ class MailcowDouble:
         der = private.public_key().public_bytes(serialization.Encoding.DER,
                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
         return {"selector": selector, "length": bits, "pubkey": base64.b64encode(der).decode(), "private": private}
+
+
+if __name__ == "__main__":  # in a lab guest: the API on <address>:<port>, the key from the environment
+    import os
+    import sys
+
+    address, port = sys.argv[1], int(sys.argv[2])
+    double = MailcowDouble(os.environ["MAILCOW_DOUBLE_KEY"], host=address, allow_from=(address,), port=port)
+    double.server.serve_forever()
