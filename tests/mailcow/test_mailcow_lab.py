@@ -78,8 +78,9 @@ def lab(scratch_lab, tmp_path_factory):
 def double_state(lab) -> dict:
     """The double's view, asked from inside the guest (the API's port is the proxy's only)."""
     script = ("import json,os,urllib.request\n"
-              "r=urllib.request.Request('http://%s:8080/_double/state',headers={'X-API-Key':os.environ['K']})\n"
-              "print(urllib.request.urlopen(r,timeout=10).read().decode())" % lab["ip"])
+              f"r=urllib.request.Request('http://{lab['ip']}:8080/_double/state',"
+              "headers={'X-API-Key':os.environ['K']})\n"
+              "print(urllib.request.urlopen(r,timeout=10).read().decode())")
     out = lab["lab"].attach(GUEST, ["python3", "-c", script], env={"K": lab["api_key"]}).stdout
     return json.loads(out)
 
