@@ -7,16 +7,16 @@ path lets a published port through only if the role catalog opens it (issue 13, 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import time
 
 import pytest
+import yaml
 
-from sitectl import render
+from sitectl import ROOT, render
 from tests.conftest import state_args
-from tests.scratchlab import guest_ip, guest_pillar, scratch_site
+from tests.scratchlab import LAB_DIR, guest_ip, guest_pillar, scratch_site
 
 # The box runs Docker for two nesting roles: mailcow opens its mail ports to anyone, gitlab_runner its
 # metrics port to the monitoring guest only. The outsider is any other guest of the site.
@@ -112,8 +112,6 @@ def _gpg(home, *args: str, input: str | None = None) -> str:
 @pytest.fixture(scope="module")
 def two_keys(tmp_path_factory):
     """Two throwaway OpenPGP keys (primary + signing subkey): (fingerprint, armored) each, and both in one file."""
-    if not shutil.which("gpg"):
-        pytest.skip("gpg is not installed")
     home = tmp_path_factory.mktemp("gnupg")
     home.chmod(0o700)
     keys = []
@@ -141,6 +139,37 @@ def test_the_repository_key_is_installed_only_with_the_pinned_primary_fingerprin
                             check=False)
         assert cp.returncode == expected, f"{name}: {cp.returncode} {cp.stderr}"
     assert other_fpr not in script
+
+
+@pytest.mark.render
+def test_on_guests_with_containers_stopping_the_firewall_keeps_docker_s_tables(example_config):
+    def firewall(guest):
+        high = render.caller(example_config, guest).cmd("state.show_sls", "common.firewall")
+        assert isinstance(high, dict), high
+        return high
+
+    drop_in = state_args(firewall("mailcow")["common-firewall-stop-keeps-container-tables"], "file")
+    assert drop_in["name"] == "/etc/systemd/system/nftables.service.d/platform.conf"
+    assert drop_in["contents"].splitlines() == ["[Service]", "ExecStop=",
+                                                "ExecStop=-/usr/sbin/nft delete table inet platform"]
+    assert "common-firewall-stop-keeps-container-tables" not in firewall("postgresql")
+
+
+@pytest.mark.render
+def test_the_nested_profile_makes_a_nested_lab_guest_and_the_plain_one_does_not():
+    from sitectl.lab import guests, host
+
+    profiles = yaml.safe_load((ROOT / "cloud.profiles.d/platform.conf").read_text())
+    assert host.nesting_requested(profiles["debian12-lxc-nested"]["features"])
+    assert not host.nesting_requested(profiles["debian12-lxc"].get("features"))
+    assert not host.nesting_requested("keyctl=1,nesting=0")
+    args = ("box", "/lab", "/tpl", "10.0.0.4/24", "10.0.0.1", "br0")
+    nested, plain = guests.render_config(*args, nesting=True), guests.render_config(*args)
+    for data_dir in ("var/lib/docker", "var/lib/containerd", "var/lib/rancher"):
+        assert f"lxc.mount.entry = /lab/box/nested/{data_dir.replace('/', '-')} {data_dir} none bind,create=dir 0 0" \
+            in nested.splitlines()
+    assert "devices.allow = c 10:200 rwm" in nested
+    assert "nested" not in plain and "10:200" not in plain
 
 
 # ------------------------------------------------------------------ a real nested guest
@@ -172,13 +201,24 @@ def serving(lab, converged):
             - {IMAGE} >/dev/null
         rm -rf "$root"
         docker rm -f web >/dev/null 2>&1 || true
-        docker run -d --name web {" ".join(f"-p {p}:{CONTAINER_PORT}" for p in PUBLISHED.values())} {IMAGE} >/dev/null
+        docker run -d --restart unless-stopped --name web \
+            {" ".join(f"-p {p}:{CONTAINER_PORT}" for p in PUBLISHED.values())} {IMAGE} >/dev/null
         mkdir -p /srv/www && echo served-by-the-box > /srv/www/index.html
-        for port in {" ".join(str(p) for p in ON_THE_BOX.values())}; do
-            systemd-run --unit "box-httpd-$port" busybox httpd -f -p "$port" -h /srv/www
-        done
         """)
+    _serve_on_the_box(lab)
     return lab
+
+
+def _serve_on_the_box(lab) -> None:
+    for port in ON_THE_BOX.values():
+        lab.attach(BOX, ["systemd-run", "--unit", f"box-httpd-{port}", "busybox", "httpd", "-f", "-p", str(port),
+                         "-h", "/srv/www"])
+
+
+def _wait_until_published(lab) -> None:
+    deadline = time.monotonic() + 60
+    while not _reaches(lab, "host", PUBLISHED["submission"]) and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def _reaches(lab, source: str, port: int) -> bool:
@@ -243,16 +283,30 @@ def test_published_ports_are_reachable_only_as_the_role_catalog_opens_them(servi
 
 
 @pytest.mark.lab
-def test_the_filter_holds_after_the_firewall_is_reloaded_and_docker_restarted(serving):
+def test_the_filter_holds_after_the_firewall_and_docker_restart(serving):
     # The control: without the platform's forward chain, Docker's own rules publish 8080 to anyone.
     serving.sh(BOX, "nft delete chain inet platform forward")
     assert _reaches(serving, OUTSIDER, PUBLISHED["uncatalogued"])
-    serving.sh(BOX, "systemctl reload nftables && systemctl restart docker")
-    deadline = time.monotonic() + 30
-    while not _reaches(serving, "host", PUBLISHED["submission"]) and time.monotonic() < deadline:
-        time.sleep(1)
+    # Restarting the firewall brings the chain back and leaves Docker's tables (its DNAT) in place.
+    serving.sh(BOX, "systemctl restart nftables")
     assert _reachability(serving) == EXPECTED
-    assert serving.sh(BOX, "docker inspect -f '{{.State.Running}}' web").stdout.strip() == "true"
+    container = serving.sh(BOX, "docker inspect -f '{{.Id}}' web").stdout.strip()
+    serving.sh(BOX, "systemctl restart docker")
+    _wait_until_published(serving)
+    assert _reachability(serving) == EXPECTED
+    # live-restore: the same container ran through the engine's restart
+    assert serving.sh(BOX, "docker inspect -f '{{.Id}} {{.RestartCount}}' web").stdout.split() == [container, "0"]
+
+
+@pytest.mark.lab
+def test_the_filter_holds_after_the_guest_restarts(serving):
+    from sitectl.lab import host
+
+    host.stop_guest(BOX, lab_dir=LAB_DIR)
+    host.start_guest(BOX, timeout=90, lab_dir=LAB_DIR, allow_degraded=True)
+    _serve_on_the_box(serving)
+    _wait_until_published(serving)
+    assert _reachability(serving) == EXPECTED
 
 
 @pytest.mark.lab
