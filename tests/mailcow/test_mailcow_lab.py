@@ -68,7 +68,9 @@ def lab(scratch_lab, tmp_path_factory):
         ip = guest_ip(SITE, GUEST)
         scratch_lab.attach(GUEST, ["systemd-run", "--unit", "mailcow-double", f"--setenv=MAILCOW_DOUBLE_KEY={api_key}",
                                    "python3", "/root/mailcow_double.py", ip, "8080"])
-        scratch_lab.push_salt(GUEST, guest_pillar(SITE, GUEST, extra={"mailcow": {"stack": False}}),
+        # As the lab overlay: no stack, Debian's Docker Engine.
+        scratch_lab.push_salt(GUEST, guest_pillar(SITE, GUEST, extra={"mailcow": {"stack": False},
+                                                                     "docker": {"flavor": "debian"}}),
                               vault_token=bao.root_token)
         yield {"lab": scratch_lab, "bind": bind, "bao": bao, "api_key": api_key, "ip": ip}
     finally:
@@ -118,3 +120,31 @@ def test_the_mailbox_password_lives_in_vault_and_reached_mailcow(lab):
     applies = json.dumps([a.raw for a in lab["lab"].applies])
     assert password not in applies and lab["bind"].key_secret not in applies and lab["api_key"] not in applies
 
+
+
+def test_the_role_as_the_lab_runs_it_converges_docker_and_installs_the_published_certificate(lab):
+    """The role with the lab's `stack: false`: Docker Engine (Debian's docker.io) and the mail certificate
+    the proxy published in Vault (read with a saltext-vault token, as the master would issue one)."""
+    import yaml
+
+    from tests.scratchlab import SALT_CONFIG_DIR
+
+    scratch, bao = lab["lab"], lab["bao"]
+    minion = yaml.safe_load(scratch.attach(GUEST, ["cat", f"{SALT_CONFIG_DIR}/minion"]).stdout)
+    minion["vault"] = {"config_location": "local", "auth": {"method": "token", "token": bao.root_token},
+                       "server": {"url": bao.url}}
+    scratch.write_file(GUEST, f"{SALT_CONFIG_DIR}/minion", yaml.safe_dump(minion), mode=0o600)
+    cert = {"cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            "key": "-----BEGIN PRIVATE KEY-----\n" + secrets.token_hex(32) + "\n-----END PRIVATE KEY-----\n"}
+    bao.client().secrets.kv.v2.create_or_update_secret(path=f"roles/reverse_proxy/certificates/{MAIL_HOST}",
+                                                       secret=cert)
+    first = scratch.apply(GUEST, "mailcow")
+    assert not first.failed, first.failed
+    assert "mailcow-certificate-installed" in first.changed
+    second = scratch.apply(GUEST, "mailcow")
+    assert not second.failed and second.changed == {}, second.changed
+    ssl = "/opt/mailcow-dockerized/data/assets/ssl"
+    assert scratch.attach(GUEST, ["cat", f"{ssl}/key.pem"]).stdout == cert["key"]
+    assert scratch.attach(GUEST, ["stat", "-c", "%a", f"{ssl}/key.pem"]).stdout.strip() == "600"
+    assert scratch.attach(GUEST, ["systemctl", "is-active", "docker"]).stdout.strip() == "active"
+    assert cert["key"] not in json.dumps([first.raw, second.raw])
