@@ -73,7 +73,7 @@ roles:
   mailcow:
     nesting: true
     description: mailcow with SPF, DKIM and DMARC
-    states: [mailcow]
+    states: [docker, mailcow]
     system_users: [vmail, postfix, dovecot, dovenull, _rspamd, opendkim]
     firewall:
       - {name: smtp, port: 25, from: [any]}
