@@ -37,11 +37,14 @@ def test_docker_runs_on_the_mail_guest(site_lab):
     assert mail.check_output("docker info --format '{{.Driver}}'") == "overlay2"
 
 
-def test_the_report_says_mailcow_converged_only_partly(site_lab, capsys):
+def test_the_report_says_mailcow_converged_only_partly(site_lab):
+    import io
+
     from sitectl import labctl
 
-    labctl.print_table(site_lab.lab, {}, {})
-    out = capsys.readouterr().out
+    table = io.StringIO()
+    labctl.print_table(site_lab.lab, {}, {}, out=table)
+    out = table.getvalue()
     partly = out.split("converged only partly in the lab", 1)[1]
     assert "mailcow" in partly and "does NOT" in partly and "unreachable" in partly
     first = site_lab.report["first"]["mailcow"]
