@@ -181,3 +181,39 @@ def install(path, version, destinations, reload_cmd=None, mount="secret"):
     log.info("certificate_handover: %s version %s: installed %s", where, result["version"],
              ", ".join(changed) or "nothing (unchanged)")
     return result
+
+
+def current_version(path, mount="secret"):
+    """
+    The current version of the KV v2 secret ``path`` and its field names, read with this minion's
+    token; None when nothing is published there yet. Never the values.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt mailcow certificate_handover.current_version roles/reverse_proxy/certificates/mail.example.org
+    """
+    where = f"{mount}/{path}"
+    secret = _read(where)
+    if secret is None or secret.get("data") is None:
+        return None
+    return {"path": where, "version": secret["metadata"]["version"], "fields": sorted(secret["data"])}
+
+
+def pending(path, destinations, mount="secret"):
+    """
+    Which files of ``destinations`` (name -> {path, mode}) differ from the current version of
+    ``path``: ``{"version": N, "differ": [paths]}``, or None when nothing is published yet. Reads the
+    secret with this minion's token and compares on this minion; returns no content.
+    """
+    where = f"{mount}/{path}"
+    secret = _read(where)
+    if secret is None or secret.get("data") is None:
+        return None
+    missing = set(destinations) - set(secret["data"])
+    if missing:
+        raise CommandExecutionError(f"{where}: the current version has no field {', '.join(sorted(missing))}")
+    differ = sorted(dest["path"] for name, dest in destinations.items()
+                    if _differs(dest["path"], secret["data"][name], int(str(dest.get("mode", "0600")), 8)))
+    return {"version": secret["metadata"]["version"], "differ": differ}

@@ -24,6 +24,12 @@ is the mail route's, the proxy writes the certificate and key into Vault under i
 ``sitectl.roles.secret_grants``) and the mail guest reads that version, installs it and reloads the
 services using it (``_modules/certificate_handover.py``, ``reverse_proxy:mail_certificate``). The
 master passes paths and versions only; the files travel between each minion and Vault.
+
+A lineage's first issuance counts as a renewal: certbot runs no deploy hook then, so the proxy's
+certificate state runs the same hook once it has issued (``salt/reverse_proxy/certificates.sls``),
+and the mail guest gets its certificate from the first day. The guest may still be starting then
+(created with the proxy): the runner waits for it, bounded, and syncs its modules first; a guest
+that missed it installs the published version on its own highstate (``mailcow.certificate``).
 """
 
 import datetime
@@ -31,6 +37,7 @@ import json
 import logging
 import os
 import re
+import time
 
 import salt.client
 import salt.utils.minions
@@ -211,11 +218,28 @@ def renewed(minion=None, lineage=None, timeout=120):
     return result
 
 
+def _ready(client, guest, timeout, interval=3):
+    """Wait, bounded, for ``guest`` to answer, then give it this tree's modules: on a certificate's
+    first issuance the mail guest may have been created with the proxy and still be booting or
+    starting its first highstate (which is what syncs them)."""
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        answered = client.cmd(_guest_target(guest), "test.ping", tgt_type="compound", timeout=5)
+        if answered.get(guest) is True:
+            break
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"the mail guest {guest} did not answer within {timeout} s")
+        time.sleep(interval)
+    _one(client.cmd(_guest_target(guest), "saltutil.sync_all", tgt_type="compound", timeout=timeout,
+                    full_return=True), guest, "saltutil.sync_all")
+
+
 def _hand_over(client, proxy, guest, lineage, ctx, mail, timeout):
     """The proxy writes the lineage into Vault; ``guest`` reads that version and installs it."""
     ckminions = salt.utils.minions.CkMinions(__opts__)
     if guest not in ckminions.check_minions(_guest_target(guest), "compound", greedy=False)["minions"]:
         raise RuntimeError(f"the mail guest {guest} is not an accepted minion of the site")
+    _ready(client, guest, timeout)
     live = f"{ctx['acme']['config_dir']}/live/{lineage}"
     # Under the secrets mount; the proxy's salt_role_reverse_proxy policy covers it, and read on this
     # path is granted to the mail route's guest alone (the same function derives the grant).

@@ -275,6 +275,13 @@ def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResu
         for (role, part), reason in sorted(partly.items()):
             guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
             print(f"  {role}/{part:<14} on {', '.join(guests) or 'every guest':<24} {reason}", file=out)
+    partly = {role: spec["partial"] for role, spec in lab.pillar["roles"].items()
+              if spec.get("converge", True) is not False and spec.get("partial")}
+    if partly:
+        print("\nconverged only partly in the lab (the rest is NOT converged, never counted as passed):", file=out)
+        for role, what in sorted(partly.items()):
+            guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
+            print(f"  {role:<14} on {', '.join(guests):<24} {what}", file=out)
     vms = [n for n in lab.guests if lab.pillar["site"]["guests"][n]["kind"] == "vm"]
     if vms:
         print(f"\nkind: vm guests run as containers in the lab (no KVM here): {', '.join(vms)}", file=out)

@@ -194,3 +194,56 @@ def secret_grants(pillar: dict) -> dict[str, list[str]]:
     if mail:
         grants.setdefault(mail["guest"], set()).add(mail_certificate_path(rp, mail["lineage"]))
     return {guest: sorted(paths) for guest, paths in sorted(grants.items())}
+
+
+# -- mailcow ----------------------------------------------------------------------------------------
+
+def vault_ref(ref: str) -> tuple[str, str]:
+    """``vault:<path>#<field>`` -> (path, field)."""
+    path, _, field = ref.removeprefix("vault:").partition("#")
+    return path, field
+
+
+def mail(site: dict, mc: dict, rp: dict) -> dict:
+    """The site's mail (``site.mail``) as the mailcow role uses it: the mail host (the name of the
+    proxy's mail route, which is also the mail certificate's), each domain's mailboxes and aliases by
+    full address with the mailbox quota defaulted, DMARC, and the DNS server with the Vault path of
+    its TSIG secret (None: the records become a zone snippet)."""
+    spec = site.get("mail") or {}
+    domains = {}
+    for domain, dspec in sorted((spec.get("domains") or {}).items()):
+        domains[domain] = {
+            "description": dspec.get("description", ""),
+            "mailboxes": {f"{local}@{domain}": {"name": box.get("name", ""),
+                                                "quota": box.get("quota", mc["mailbox_quota"])}
+                          for local, box in sorted((dspec.get("mailboxes") or {}).items())},
+            "aliases": {f"{local}@{domain}": sorted(targets)
+                        for local, targets in sorted((dspec.get("aliases") or {}).items())},
+        }
+    servers = guests_with_role(site, "mailcow")
+    route = (site.get("routes") or {}).get(rp["mail_certificate"]["route"]) or {}
+    web = None
+    if len(servers) == 1 and route.get("guest") == servers[0]:
+        web = {"guest": servers[0], "ip": ip(site["guests"][servers[0]]), "port": route["port"]}
+    api = None
+    if web:
+        api = {"url": f"http://{web['ip']}:{web['port']}", "mount": mc["vault"]["mount"],
+               "key_path": f"{mc['vault']['path']}/{mc['api_key']['name']}", "key_field": mc["api_key"]["field"]}
+    dns = spec.get("dns")
+    if dns:
+        path, field = vault_ref(dns["tsig_secret"])
+        dns = {"server": dns["server"], "port": dns.get("port", 53), "tsig_name": dns["tsig_name"],
+               "tsig_algorithm": dns.get("tsig_algorithm", "hmac-sha256"), "tsig_secret_path": path,
+               "tsig_field": field}
+    return {
+        "host": f"{rp['mail_certificate']['route']}.{site.get('domain', 'localhost')}",
+        "domains": domains,
+        "dmarc": {"report": (spec.get("dmarc") or {}).get("report"),
+                  "policy": (spec.get("dmarc") or {}).get("policy", "quarantine")},
+        "dns": dns or None,
+        # mailcow's web server on the guest's internal address (the proxy's upstream), and its API
+        # as the mailcow_api module calls it from the guest (key from Vault).
+        "web": web,
+        "api": api,
+        "remove_undeclared": bool(spec.get("remove_undeclared", False)),
+    }

@@ -463,6 +463,37 @@ def _database_errors(pillar: dict) -> list[str]:
     return errors
 
 
+def _mail_errors(pillar: dict) -> list[str]:
+    """site.mail: one mailcow guest to serve it, no address both a mailbox and an alias (mailcow refuses
+    it), a TSIG secret the mailcow guest may read."""
+    site = pillar["site"]
+    mail = site.get("mail")
+    if mail is None:
+        return []
+    errors = []
+    servers = roles_of.guests_with_role(site, "mailcow")
+    if len(servers) != 1:
+        who = "no guest has" if not servers else f"{', '.join(servers)} all have"
+        errors.append(f"site.mail: {who} the role mailcow; expected exactly one guest with the role mailcow to "
+                      f"serve the mail domains")
+    route = roles_of.parameters(pillar, "reverse_proxy")["mail_certificate"]["route"]
+    if len(servers) == 1 and (site.get("routes") or {}).get(route, {}).get("guest") != servers[0]:
+        errors.append(f"site.routes.{route}: missing or not to {servers[0]}; expected the route {route} to the "
+                      f"mailcow guest {servers[0]} (its web UI, its API, and the mail certificate's name)")
+    for domain, spec in mail["domains"].items():
+        for local in sorted(set(spec.get("mailboxes") or {}) & set(spec.get("aliases") or {})):
+            errors.append(f"site.mail.domains.{domain}.aliases.{local}: {local}@{domain} is also a mailbox; "
+                          f"expected an alias whose address is not a mailbox (mailcow refuses it)")
+    dns = mail.get("dns")
+    if dns:
+        prefix = f"{roles_of.parameters(pillar, 'mailcow')['vault']['path']}/"
+        path, _ = roles_of.vault_ref(dns["tsig_secret"])
+        if not path.startswith(prefix):
+            errors.append(f"site.mail.dns.tsig_secret: {path} is outside {prefix}, which only the mailcow guest's "
+                          f"policy reads; expected a Vault reference under {prefix}")
+    return errors
+
+
 def _role_pillar_errors(pillar: dict, roles: dict) -> list[str]:
     """The roles' own pillar keys: each checked against sitectl/schemas/<key>.yaml; a role that takes no
     parameters has no pillar key."""
@@ -483,7 +514,8 @@ def _semantic_errors(pillar: dict) -> list[str]:
     site, roles = pillar["site"], pillar["roles"]
     return [*_network_errors(site), *_guest_errors(site, roles), *_unique_errors(site), *_master_errors(site),
             *_needs_errors(site, roles), *_admin_errors(pillar), *_route_errors(site), *_database_errors(pillar),
-            *_messaging_errors(pillar), *_catalog_errors(site, roles), *monitoring.exporter_errors(pillar),
+            *_messaging_errors(pillar), *_catalog_errors(site, roles), *_mail_errors(pillar),
+            *monitoring.exporter_errors(pillar),
             *apps_of.errors(pillar)]
 
 
@@ -654,7 +686,8 @@ def platform_pillar(pillar: dict, minion_id: str) -> dict:
     the routes and certificate lineages; ``databases``: owners and clients; ``secret_grants``: the
     credentials each client may read (paths only, no secret: salt/vault/configure.sls turns them into
     policies); ``apps`` and ``k3s``: the apps' facts and the k3s cluster with its manifest sets
-    (``sitectl/apps.py``; the edge's routes include the apps'). ``salt/lib/platform.jinja`` is how the
+    (``sitectl/apps.py``; the edge's routes include the apps'); ``mail``: the mail host, domains,
+    mailboxes, aliases, DMARC and DNS server of ``site.mail``. ``salt/lib/platform.jinja`` is how the
     templates read them.
     """
     site, catalog = pillar["site"], pillar["roles"]
@@ -667,7 +700,8 @@ def platform_pillar(pillar: dict, minion_id: str) -> dict:
                          "secret_grants": roles_of.secret_grants(pillar),
                          "monitoring": monitoring.plan(pillar, master_address(site)),
                          "apps": apps_of.app_facts(pillar),
-                         "k3s": apps_of.cluster(pillar)}}
+                         "k3s": apps_of.cluster(pillar),
+                         "mail": roles_of.mail(site, params["mailcow"], params["reverse_proxy"])}}
 
 
 def cloud_map(pillar: dict) -> dict[str, list[str]]:

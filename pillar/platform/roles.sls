@@ -73,8 +73,7 @@ roles:
   mailcow:
     nesting: true
     description: mailcow with SPF, DKIM and DMARC
-    # docker until the role's own SLS (which includes docker) lands; docs/docker.md
-    states: [docker]
+    states: [docker, mailcow]
     system_users: [vmail, postfix, dovecot, dovenull, _rspamd, opendkim]
     firewall:
       - {name: smtp, port: 25, from: [any]}

@@ -204,3 +204,31 @@ site:
       image: registry.your-domain.com/apps/web:1.0.0
       port: 8080
       route: app
+
+  # Mail on the guest with the role mailcow, served as mail.<domain> (its web UI
+  # is the route `mail` above). Mailbox passwords are generated into Vault
+  # (roles/mailcow/mailboxes/<address>, field password), never written here.
+  # The DNS records of each domain (MX, SPF, DKIM, DMARC, autoconfig,
+  # autodiscover, SRV) are sent to `dns.server` by RFC 2136 signed with the TSIG
+  # key in Vault; without `dns`, they are written as a zone snippet on the mail
+  # guest (/etc/mailcow-platform/dns/<domain>.zone) for the registrar.
+  # Domains, mailboxes and aliases dropped from here are deleted from mailcow
+  # only with `remove_undeclared: true` (a mailbox goes with its mail).
+  mail:
+    domains:
+      your-domain.com:
+        mailboxes:
+          ops: {name: Operations}
+          postmaster: {name: Postmaster, quota: 1024}
+        aliases:
+          abuse: [postmaster@your-domain.com]
+          hostmaster: [ops@your-domain.com]
+          dmarc-reports: [ops@your-domain.com]
+    dmarc:
+      report: dmarc-reports@your-domain.com
+      policy: quarantine
+    dns:
+      server: 10.10.10.1
+      tsig_name: mailcow-update
+      tsig_secret: vault:roles/mailcow/dns-tsig#secret
+    remove_undeclared: false

@@ -3,12 +3,17 @@
     from the webroot nginx serves on port 80, so the first certificate of a
     route is requested once nginx runs; the configuration is then rendered
     again, now with that route's HTTPS server, checked and reloaded. A second
-    run finds every lineage and changes nothing. #}
+    run finds every lineage and changes nothing. certbot runs its deploy hooks
+    on renewals only, so a lineage's first issuance runs the deploy hook here:
+    the master hears of it as of a renewal, and hands the mail certificate over
+    from the first day. #}
 {%- from 'reverse_proxy/map.jinja' import rp, acme, routes, resolvers, lineages, wildcard, ca_bundle_pem, certbot_env %}
 {%- set credentials = acme.config_dir ~ '/rfc2136.ini' %}
+{%- set deploy_hook = acme.config_dir ~ '/renewal-hooks/deploy/salt-event' %}
 include:
   - reverse_proxy.config
   - reverse_proxy.service
+  - reverse_proxy.renewal
 
 {%- if ca_bundle_pem %}
 
@@ -94,6 +99,16 @@ reverse-proxy-certificate-{{ lineage }}-issued:
       - service: reverse-proxy-nginx-running
       - file: reverse-proxy-webroot-managed
 {%-   endif %}
+
+reverse-proxy-certificate-{{ lineage }}-first-issuance-announced:
+  cmd.run:
+    - name: {{ deploy_hook | quote }}
+    - env:
+        RENEWED_LINEAGE: {{ acme.config_dir }}/live/{{ lineage }}
+    - onchanges:
+      - cmd: reverse-proxy-certificate-{{ lineage }}-issued
+    - require:
+      - file: reverse-proxy-renewal-deploy-hook-managed
 {%- endfor %}
 
 {#- The routes' HTTPS servers: a route's server is rendered once its

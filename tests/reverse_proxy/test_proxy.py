@@ -157,6 +157,17 @@ def test_first_apply_converges_and_the_second_changes_nothing(converged):
     assert second.changed == {}, f"the second apply changed: {sorted(second.changed)}"
 
 
+def test_a_first_issuance_runs_the_deploy_hook_as_a_renewal_does(lab, converged):
+    """certbot runs deploy hooks on renewals only: the state that first issued a lineage runs the hook
+    itself, so the master hears of it (and hands the mail certificate over) from the first day."""
+    first, second = converged
+    events = lab.sh(PROXY, f"cat {EVENT_LOG}").stdout.splitlines()
+    for route in ROUTES:
+        assert f"reverse-proxy-certificate-{fqdn(route)}-first-issuance-announced" in first.changed
+        assert f'--retcode-passthrough event.send platform/acme/renewed {{"lineage": "{fqdn(route)}"}}' in events
+    assert len(events) == len(ROUTES), "announced once per lineage, not again on the second apply"
+
+
 @pytest.mark.parametrize("route", sorted(ROUTES))
 def test_each_route_is_served_over_https_verified_against_pebbles_root(pebble, converged, route):
     cp = curl(pebble, f"https://{fqdn(route)}/some/path?q=1")
