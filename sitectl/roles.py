@@ -131,10 +131,38 @@ def reserved_broker_users(pillar: dict) -> dict[str, str]:
 
 # -- reverse_proxy ----------------------------------------------------------------------------------
 
-def edge(site: dict, rp: dict) -> dict:
-    """The proxy's routes resolved to their guests' addresses, the ACME settings (the role's merged
-    with the site's), and the certificate lineages that cover the routes: one per route over
-    http-01, one wildcard lineage (the domain) over dns-01."""
+ROUTE_OPTIONS = ("redirects", "headers", "request_buffering")
+
+
+def route_presets(pillar: dict) -> dict[tuple[str, str], dict]:
+    """``(role, port) -> route options`` an application asks of the proxy for a route to its HTTP port:
+    each role whose parameters have a ``proxy`` section (Nextcloud's redirects and headers), for the
+    port its catalog entry names ``http``."""
+    out = {}
+    for role, spec in (pillar.get("roles") or {}).items():
+        if role in parameter_keys() and ports(pillar["roles"], role).get("http"):
+            proxy = parameters(pillar, role).get("proxy")
+            if proxy:
+                out[(role, ports(pillar["roles"], role)["http"])] = proxy
+    return out
+
+
+def _route_options(site: dict, route: dict, presets: dict) -> dict:
+    """A route's redirects, headers and request buffering: the preset of the application its guest
+    serves on that port, with the site's own per-route options over it."""
+    roles = site["guests"][route["guest"]].get("roles", [])
+    preset = next((presets[(role, str(route["port"]))] for role in roles if (role, str(route["port"])) in presets),
+                  {})
+    options = merge({"redirects": {}, "headers": {}, "request_buffering": True},
+                    {key: preset[key] for key in ROUTE_OPTIONS if key in preset})
+    return merge(options, {key: route[key] for key in ROUTE_OPTIONS if key in route})
+
+
+def edge(site: dict, rp: dict, presets: dict | None = None) -> dict:
+    """The proxy's routes resolved to their guests' addresses with their options (``route_presets``
+    merged with the site's), the ACME settings (the role's merged with the site's), and the
+    certificate lineages that cover the routes: one per route over http-01, one wildcard lineage
+    (the domain) over dns-01."""
     domain = site.get("domain", "localhost")
     acme = merge(rp["acme"], site.get("acme"))
     wildcard = acme.get("challenge") == "dns-01"
@@ -158,6 +186,7 @@ def edge(site: dict, rp: dict) -> dict:
             "cert": f"{live}/fullchain.pem",
             "key": f"{live}/privkey.pem",
             "chain": f"{live}/chain.pem",
+            **_route_options(site, route, presets or {}),
         })
     # A list, not a mapping: a pillar merge replaces lists, so a lineage the site no longer has
     # cannot linger from an earlier compile.

@@ -655,7 +655,7 @@ def platform_pillar(pillar: dict, minion_id: str) -> dict:
     return {"platform": {"guest": guest_view(pillar, minion_id),
                          "ports": roles_of.all_ports(catalog),
                          "params": params,
-                         "edge": roles_of.edge(site, params["reverse_proxy"]),
+                         "edge": roles_of.edge(site, params["reverse_proxy"], roles_of.route_presets(pillar)),
                          "databases": roles_of.databases(site),
                          "secret_grants": roles_of.secret_grants(pillar)}}
 
