@@ -61,6 +61,17 @@ def all_parameters(pillar: dict) -> dict[str, dict]:
     return {key: parameters(pillar, key) for key in parameter_keys()}
 
 
+def parts_not_converged(pillar: dict) -> dict[str, dict[str, str]]:
+    """``role -> part -> reason`` for the parts of a converging role its parameters switch off
+    (``<role>: {<part>: {converge: false, reason: ...}}``, as the lab does with Nextcloud's server)."""
+    out: dict[str, dict[str, str]] = {}
+    for key in parameter_keys():
+        for part, spec in sorted(parameters(pillar, key).items()):
+            if isinstance(spec, dict) and spec.get("converge") is False:
+                out.setdefault(key, {})[part] = spec.get("reason") or "switched off"
+    return out
+
+
 def ports(catalog: dict, role: str) -> dict[str, str]:
     """``name -> port`` of ``role``'s firewall rules in the role catalog (ports as strings: a rule may
     name a range, ``'low-high'``)."""

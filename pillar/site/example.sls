@@ -169,3 +169,10 @@ site:
       guest: mailcow
       port: 8080
       max_body: 64M
+    # Nextcloud Office: Collabora Online on the Nextcloud guest (nextcloud:collabora:route).
+    office:
+      guest: nextcloud
+      port: 9980
+      websocket: true
+      max_body: 100M
+      timeout: 3600
