@@ -25,6 +25,7 @@ Configuration, minion config key ``nextcloud_occ`` (defaults: Debian's PHP 8.2, 
       # command: [/path/to/occ]   # replaces "php [wrapper] root/occ" (the render tier's fake occ)
 """
 
+import getpass
 import json
 import logging
 import os
@@ -80,7 +81,7 @@ def run(args, env=None, check=True, secrets=False):
     argv = _argv([*args, "--no-interaction", "--no-ansi"], secrets=secrets)
     ret = __salt__["cmd.run_all"](
         argv,
-        runas=conf["user"],
+        runas=None if conf["user"] == getpass.getuser() else conf["user"],
         env=env or {},
         python_shell=False,
         output_loglevel="quiet",

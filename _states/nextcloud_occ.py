@@ -57,6 +57,7 @@ def _copy_kept(old, new):
     the app store (Nextcloud's manual upgrade keeps these)."""
     config = os.path.join(old, "config", "config.php")
     if os.path.exists(config):
+        os.makedirs(os.path.join(new, "config"), exist_ok=True)
         shutil.copy2(config, os.path.join(new, "config", "config.php"))
         stat = os.stat(config)
         os.chown(os.path.join(new, "config", "config.php"), stat.st_uid, stat.st_gid)
@@ -125,10 +126,13 @@ def release_present(name, version, base_url, key_url, fingerprint, cache_dir, ow
         _fetch(**fetch, into=staged)
         if installed:
             _occ("maintenance", True)
-        _copy_kept(name, staged)
-        shutil.rmtree(previous, ignore_errors=True)
-        os.rename(name, previous)
-        os.rename(staged, name)
+        try:
+            _copy_kept(name, staged)
+            shutil.rmtree(previous, ignore_errors=True)
+            os.rename(name, previous)
+            os.rename(staged, name)
+        except OSError as exc:
+            raise CommandExecutionError(f"swapping the code: {exc}") from None
         if installed:
             _occ("upgrade")
             _occ("maintenance", False)
