@@ -52,4 +52,4 @@ def test_the_proxys_lineages_are_the_ones_its_certificates_are_issued_for(exampl
     issued = sorted(sid[len("reverse-proxy-certificate-"):-len("-issued")] for sid in high
                     if sid.startswith("reverse-proxy-certificate-") and sid.endswith("-issued"))
     lineages = [item["name"] for item in edge["lineages"]]
-    assert issued == lineages == ["mail.your-domain.com", "nextcloud.your-domain.com"]
+    assert issued == lineages == ["mail.your-domain.com", "nextcloud.your-domain.com", "office.your-domain.com"]
