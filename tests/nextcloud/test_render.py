@@ -99,6 +99,8 @@ def test_the_pool_is_sized_from_the_guests_memory_and_checked_before_it_goes_liv
                  "pm.min_spare_servers = 4", "pm.max_spare_servers = 16", "request_terminate_timeout = 3600s",
                  "env[PATH] = /usr/local/bin:/usr/bin:/bin", "ping.path = /fpm-ping"):
         assert line in text.splitlines(), line
+    check = rendered(example_config, high, "nextcloud-php-fpm-check-managed")
+    assert check.startswith("#!/bin/sh\n") and "exec /usr/sbin/php-fpm8.2 --test --fpm-config" in check
     small = show(example_config, pillar={"nextcloud": {"php": {"pool": {"child_mb": 256}}}})
     assert state_args(small["nextcloud-php-fpm-pool-managed"], "file")["context"]["pool"] == {
         "max_children": 8, "start_servers": 2, "min_spare_servers": 1, "max_spare_servers": 4, "max_requests": 500}
