@@ -70,6 +70,24 @@ def _copy_kept(old, new):
                     os.lchown(entry, stat.st_uid, stat.st_gid)
 
 
+def _refusal(current, version, approved):
+    """Why the code ``current`` may not become ``version`` now, or None: a downgrade never, a jump of
+    more than one major release never, an upgrade only once approved (test mode only plans)."""
+    have, want = _occ("version_tuple", current), _occ("version_tuple", version)
+    if want < have:
+        return (f"refusing to downgrade Nextcloud from {current} to {version}: Nextcloud only upgrades. Pin "
+                f"{current} (or newer) again; going back means restoring the web root, the data directory and "
+                f"the database from the backups taken before the upgrade (docs/nextcloud.md, Upgrades)")
+    if want[0] > have[0] + 1:
+        return (f"Nextcloud {current} cannot upgrade to {version} at once: it upgrades one major release at a "
+                f"time; pin the latest {have[0] + 1}.x first")
+    if str(approved) != version and not __opts__["test"]:
+        return (f"Nextcloud {current} -> {version} is an upgrade and runs only after the database backup: run "
+                f"`salt-run nextcloud.upgrade` on the master (it backs the database up on the postgresql guest, "
+                f"then applies this state with the upgrade approved); nothing was changed")
+    return None
+
+
 def release_present(name, version, base_url, key_url, fingerprint, cache_dir, owner, fetch_script,
                     sha512="", approved=""):
     """
@@ -100,24 +118,12 @@ def release_present(name, version, base_url, key_url, fingerprint, cache_dir, ow
             done=f"Nextcloud {version} downloaded, verified (SHA-512, signature by {fingerprint}) and unpacked "
                  f"into {name}",
             failure=f"Nextcloud {version}: ")
-    have, want = _occ("version_tuple", current), _occ("version_tuple", version)
-    if want < have:
-        return __utils__["platform_state.failed"](
-            ret, f"refusing to downgrade Nextcloud from {current} to {version}: Nextcloud only upgrades. Pin "
-                 f"{current} (or newer) again; going back means restoring the web root, the data directory and "
-                 f"the database from the backups taken before the upgrade (docs/nextcloud.md, Upgrades)")
-    if want == have:
+    if _occ("version_tuple", version) == _occ("version_tuple", current):
         ret["comment"] = f"Nextcloud {current} is in {name}"
         return ret
-    if want[0] > have[0] + 1:
-        return __utils__["platform_state.failed"](
-            ret, f"Nextcloud {current} cannot upgrade to {version} at once: it upgrades one major release at a "
-                 f"time; pin the latest {have[0] + 1}.x first")
-    if str(approved) != version and not __opts__["test"]:
-        return __utils__["platform_state.failed"](
-            ret, f"Nextcloud {current} -> {version} is an upgrade and runs only after the database backup: run "
-                 f"`salt-run nextcloud.upgrade` on the master (it backs the database up on the postgresql guest, "
-                 f"then applies this state with the upgrade approved); nothing was changed")
+    refusal = _refusal(current, version, approved)
+    if refusal:
+        return __utils__["platform_state.failed"](ret, refusal)
 
     def upgrade():
         installed = bool(_occ("status").get("installed"))

@@ -150,7 +150,7 @@ def route_presets(pillar: dict) -> dict[tuple[str, str], dict]:
     each role whose parameters have a ``proxy`` section (Nextcloud's redirects and headers), for the
     port its catalog entry names ``http``."""
     out = {}
-    for role, spec in (pillar.get("roles") or {}).items():
+    for role in pillar.get("roles") or {}:
         if role in parameter_keys() and ports(pillar["roles"], role).get("http"):
             proxy = parameters(pillar, role).get("proxy")
             if proxy:

@@ -6,11 +6,13 @@
     timer; the calendar and contacts apps. A newer pinned version is an
     upgrade the master's `nextcloud.upgrade` runner approves after the
     database backup; an older one is refused. #}
-{%- from 'nextcloud/map.jinja' import nextcloud, database, system_config, php_bin %}
+{%- from 'nextcloud/map.jinja' import nextcloud, guest, database, system_config, php_bin %}
 {%- set release = nextcloud.release %}
 {%- set fetch_script = '/usr/local/sbin/nextcloud-fetch-release' %}
-{%- if not database.get('name') or not database.get('host') %}
-{{ raise('nextcloud: no database of site.databases lists this guest as a client (or no guest has the role postgresql); expected one, e.g. site.databases.nextcloud.clients: [<this guest>]') }}
+{%- if 'nextcloud' in guest.get('roles', []) and not (database.get('name') and database.get('host')) %}
+{%-   set why = 'nextcloud: no database of site.databases lists this guest as a client (or no guest has the '
+                ~ 'role postgresql); expected one, e.g. site.databases.nextcloud.clients: [<this guest>]' %}
+{{ raise(why) }}
 {%- endif %}
 include:
   - nextcloud.data

@@ -4,7 +4,7 @@
     pointed at it, its WOPI allow-list limited to this guest (Collabora's
     callbacks reach Nextcloud through the proxy, which names this guest in
     X-Forwarded-For). #}
-{%- from 'nextcloud/map.jinja' import nextcloud, guest, fqdn, office, collabora_port, php_bin %}
+{%- from 'nextcloud/map.jinja' import nextcloud, guest, fqdn, office_fqdn, collabora_port, php_bin %}
 {%- set cb = nextcloud.collabora %}
 {%- set key_script = '/usr/local/sbin/fetch-signing-key' %}
 include:
@@ -51,7 +51,11 @@ nextcloud-collabora-service-options-managed:
         # Managed by Salt (nextcloud.collabora)
         [Service]
         ExecStart=
-        ExecStart=/usr/bin/coolwsd --version --o:sys_template_path=/opt/cool/systemplate --o:child_root_path=/opt/cool/child-roots --o:file_server_root_path=/usr/share/coolwsd --o:net.listen=any --o:port={{ collabora_port }} --o:ssl.enable=false --o:ssl.termination=true --o:server_name={{ office.fqdn }} --o:storage.wopi.alias_groups[@mode]=groups --o:storage.wopi.alias_groups.group[0].host=https://{{ fqdn }}:443
+        ExecStart=/usr/bin/coolwsd --version --o:sys_template_path=/opt/cool/systemplate \
+          --o:child_root_path=/opt/cool/child-roots --o:file_server_root_path=/usr/share/coolwsd \
+          --o:net.listen=any --o:port={{ collabora_port }} --o:ssl.enable=false --o:ssl.termination=true \
+          --o:server_name={{ office_fqdn }} --o:storage.wopi.alias_groups[@mode]=groups \
+          --o:storage.wopi.alias_groups.group[0].host=https://{{ fqdn }}:443
     - require:
       - pkg: nextcloud-collabora-packages-installed
 
@@ -73,8 +77,8 @@ nextcloud-office-app-config:
   nextcloud_occ.app_config:
     - name: richdocuments
     - values:
-        wopi_url: https://{{ office.fqdn }}
-        public_wopi_url: https://{{ office.fqdn }}
+        wopi_url: https://{{ office_fqdn }}
+        public_wopi_url: https://{{ office_fqdn }}
         wopi_allowlist: {{ guest.ip }}
     - require:
       - nextcloud_occ: nextcloud-office-app-enabled

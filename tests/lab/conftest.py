@@ -6,9 +6,11 @@ subnet); only the template cache is shared (building it takes minutes, reusing i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -77,3 +79,23 @@ def lab(lab_host):
         started[name] = info
     yield {"net": net, "guests": started, "nameserver": nameserver, **lab_host}
     host.teardown(LAB_DIR, BRIDGE, TABLE)
+
+
+@pytest.fixture(scope="session")
+def site_lab(tmp_path_factory):
+    """The example site through `sitectl lab up`'s own code path, once for every module that checks it
+    (test_site.py and the roles' test_site_<role>.py); any lab already running is replaced, and
+    everything is torn down at the end."""
+    from sitectl import labctl
+
+    state = tmp_path_factory.mktemp("lab-state")
+    labctl.down()  # a developer's lab (.salt): its master holds the lab address's ports
+    labctl.down(state_dir=state)
+    try:
+        rc = labctl.up(state_dir=state)
+        report = json.loads((state / labctl.REPORT).read_text())
+        lab = labctl.Lab(state_dir=state)
+        lab.configure()
+        yield SimpleNamespace(rc=rc, report=report, lab=lab, state=state)
+    finally:  # a failed `lab up` leaves a master, pebble and guests: they go too
+        labctl.down(state_dir=state)

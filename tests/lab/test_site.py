@@ -12,7 +12,6 @@ import json
 import re
 import socket
 import subprocess
-from types import SimpleNamespace
 
 import pytest
 
@@ -25,21 +24,6 @@ CONNECT = ("python3 -c \"import socket,sys; s=socket.socket(); s.settimeout(3);\
            "try: s.connect((sys.argv[1], int(sys.argv[2]))); print('open')\n"
            "except ConnectionRefusedError: print('refused')\n"
            "except OSError as e: print('dropped', type(e).__name__)\" {} {}")
-
-
-@pytest.fixture(scope="module")
-def site_lab(tmp_path_factory):
-    state = tmp_path_factory.mktemp("lab-state")
-    labctl.down()  # a developer's lab (.salt): its master holds the lab address's ports
-    labctl.down(state_dir=state)
-    try:
-        rc = labctl.up(state_dir=state)
-        report = json.loads((state / labctl.REPORT).read_text())
-        lab = labctl.Lab(state_dir=state)
-        lab.configure()
-        yield SimpleNamespace(rc=rc, report=report, lab=lab, state=state)
-    finally:  # a failed `lab up` leaves a master, pebble and guests: they go too
-        labctl.down(state_dir=state)
 
 
 def ip(site_lab, guest: str) -> str:
@@ -336,16 +320,14 @@ def served(site_lab, name: str, path: str = "/") -> tuple[int, str, int]:
 
 @pytest.fixture(scope="module")
 def upstream(site_lab):
-    """A real upstream on the nextcloud guest (the Nextcloud server itself is not buildable here)."""
-    script = ("mkdir -p /srv/lab-upstream && echo 'upstream: nextcloud guest' > /srv/lab-upstream/index.html && "
-              "systemd-run --unit=lab-upstream python3 -m http.server 80 --directory /srv/lab-upstream")
+    """A page in the nextcloud guest's web root, served by the role's own nginx (the Nextcloud server
+    itself is not buildable here)."""
+    script = "mkdir -p /var/www/nextcloud && echo 'upstream: nextcloud guest' > /var/www/nextcloud/index.html"
     started = attach(site_lab, "nextcloud", ["sh", "-c", script])
     assert started.returncode == 0, started.stderr
-    for _ in range(50):
-        if connect_from(site_lab, "reverse-proxy", "nextcloud", 80) == "open":
-            break
+    assert connect_from(site_lab, "reverse-proxy", "nextcloud", 80) == "open"
     yield "upstream: nextcloud guest"
-    attach(site_lab, "nextcloud", ["systemctl", "stop", "lab-upstream"])
+    attach(site_lab, "nextcloud", ["rm", "-f", "/var/www/nextcloud/index.html"])
 
 
 def test_each_route_is_served_over_https_with_a_certificate_from_the_labs_acme_server(site_lab, upstream):

@@ -40,12 +40,12 @@ def set_path(tree: dict, path: list[str], value):
     for i, part in enumerate(path[:-1]):
         nxt = path[i + 1]
         if isinstance(node, list):
-            part = int(part)
-            while len(node) <= part:
+            index = int(part)
+            while len(node) <= index:
                 node.append(None)
-            if not isinstance(node[part], (dict, list)):
-                node[part] = [] if nxt.isdigit() else {}
-            node = node[part]
+            if not isinstance(node[index], (dict, list)):
+                node[index] = [] if nxt.isdigit() else {}
+            node = node[index]
         else:
             if not isinstance(node.get(part), (dict, list)):
                 node[part] = [] if nxt.isdigit() else {}
@@ -75,72 +75,94 @@ def typed(value: str, kind: str):
     return {"boolean": lambda v: v == "true", "integer": int, "double": float}.get(kind, str)(value)
 
 
+class Refused(Exception):
+    """occ's own failure: its message on stderr, exit 1."""
+
+
+def status(state, positional, opts):
+    return json.dumps({k: state[k] for k in ("installed", "version", "versionstring", "maintenance")}
+                      | {"needsDbUpgrade": False, "edition": "", "productname": "Nextcloud"})
+
+
+def install(state, positional, opts):
+    secrets = {k: os.environ.get(k, "") for k in ("NC_DATABASE_PASS", "NC_ADMIN_PASS")}
+    if not all(secrets.values()):
+        raise Refused("Database password / admin password not provided.")
+    if state["installed"]:
+        raise Refused('Command "maintenance:install" is not defined.')
+    state.update(installed=True, install=opts, install_secrets=secrets)  # kept to check the values, never printed
+    state["system"].update({"datadirectory": opts["data-dir"], "dbtype": opts["database"],
+                            "dbname": opts["database-name"], "dbhost": opts["database-host"],
+                            "dbuser": opts["database-user"], "dbpassword": "***REMOVED SENSITIVE VALUE***",
+                            "trusted_domains": ["localhost"], "overwrite.cli.url": "http://localhost"})
+    return "Nextcloud was successfully installed"
+
+
+def system_set(state, positional, opts):
+    set_path(state["system"], positional, typed(opts["value"], opts.get("type", "string")))
+    return f"System config value {' => '.join(positional)} set to {opts['value']}"
+
+
+def app_config_get(state, positional, opts):
+    value = state["app_config"].get(positional[0], {}).get(positional[1])
+    if value is None:
+        raise Refused("")
+    return value
+
+
+def app_install(state, positional, opts):
+    if positional[0] not in state["store"]:
+        raise Refused(f"Could not download app {positional[0]}")
+    return app_enable(state, positional, opts)
+
+
+def app_enable(state, positional, opts):
+    state["apps"]["disabled"].pop(positional[0], None)
+    state["apps"]["enabled"][positional[0]] = "1.0.0"
+    return ""
+
+
+def upgrade(state, positional, opts):
+    if not state["maintenance"]:
+        raise Refused("maintenance mode is off")
+    return "Update successful"
+
+
+COMMANDS = {
+    "status": status,
+    "maintenance:install": install,
+    "config:list": lambda state, positional, opts: json.dumps({"system": state["system"]}),
+    "config:system:set": system_set,
+    "config:system:delete": lambda state, positional, opts: delete_path(state["system"], positional) or "",
+    "config:app:get": app_config_get,
+    "config:app:set": lambda state, positional, opts: state["app_config"].setdefault(positional[0], {}).update(
+        {positional[1]: opts["value"]}) or "",
+    "app:list": lambda state, positional, opts: json.dumps(state["apps"]),
+    "app:install": app_install,
+    "app:enable": app_enable,
+    "maintenance:mode": lambda state, positional, opts: state.update(maintenance="on" in opts) or "",
+    "upgrade": upgrade,
+    "db:add-missing-indices": lambda state, positional, opts: "",
+}
+BEFORE_INSTALL = {"status", "maintenance:install"}
+
+
 def main() -> int:
     state_file = Path(sys.argv[1])
     state = load(state_file)
     args = sys.argv[2:]
     state["calls"].append([a for a in args if a not in ("--no-interaction", "--no-ansi")])
     command, (positional, opts) = args[0], options(args[1:])
-    out, code = "", 0
-    if command == "status":
-        out = json.dumps({k: state[k] for k in ("installed", "version", "versionstring", "maintenance")}
-                         | {"needsDbUpgrade": False, "edition": "", "productname": "Nextcloud"})
-    elif command == "maintenance:install":
-        secrets = {k: os.environ.get(k, "") for k in ("NC_DATABASE_PASS", "NC_ADMIN_PASS")}
-        if not all(secrets.values()):
-            print("Database password / admin password not provided.", file=sys.stderr)
-            code = 1
-        elif state["installed"]:
-            print("Command \"maintenance:install\" is not defined.", file=sys.stderr)
-            code = 1
-        else:
-            state["installed"] = True
-            state["install"] = opts
-            state["env_seen"] = {k: len(v) for k, v in secrets.items()}
-            state["system"].update({"datadirectory": opts["data-dir"], "dbtype": opts["database"],
-                                    "dbname": opts["database-name"], "dbhost": opts["database-host"],
-                                    "dbuser": opts["database-user"], "dbpassword": "***REMOVED SENSITIVE VALUE***",
-                                    "trusted_domains": ["localhost"], "overwrite.cli.url": "http://localhost"})
-            state["install_secrets"] = secrets  # kept to check the values, never printed
-            out = "Nextcloud was successfully installed"
-    elif not state["installed"]:
-        print("Nextcloud is not installed - only a limited number of commands are available", file=sys.stderr)
-        code = 1
-    elif command == "config:list":
-        out = json.dumps({"system": state["system"]})
-    elif command == "config:system:set":
-        set_path(state["system"], positional, typed(opts["value"], opts.get("type", "string")))
-        out = f"System config value {' => '.join(positional)} set to {opts['value']}"
-    elif command == "config:system:delete":
-        delete_path(state["system"], positional)
-    elif command == "config:app:get":
-        value = state["app_config"].get(positional[0], {}).get(positional[1])
-        code = 0 if value is not None else 1
-        out = value or ""
-    elif command == "config:app:set":
-        state["app_config"].setdefault(positional[0], {})[positional[1]] = opts["value"]
-    elif command == "app:list":
-        out = json.dumps(state["apps"])
-    elif command in ("app:install", "app:enable"):
-        app = positional[0]
-        if command == "app:install" and app not in state["store"]:
-            print(f"Could not download app {app}", file=sys.stderr)
-            code = 1
-        else:
-            state["apps"]["disabled"].pop(app, None)
-            state["apps"]["enabled"][app] = "1.0.0"
-    elif command == "maintenance:mode":
-        state["maintenance"] = "on" in opts
-    elif command == "upgrade":
-        if not state["maintenance"]:
-            print("maintenance mode is off", file=sys.stderr)
-            code = 1
-        state["upgraded_to"] = state.get("code_version")
-    elif command == "db:add-missing-indices":
-        pass
-    else:
-        print(f"Command \"{command}\" is not defined.", file=sys.stderr)
-        code = 1
+    try:
+        if command not in COMMANDS:
+            raise Refused(f'Command "{command}" is not defined.')
+        if command not in BEFORE_INSTALL and not state["installed"]:
+            raise Refused("Nextcloud is not installed - only a limited number of commands are available")
+        out, code = COMMANDS[command](state, positional, opts), 0
+    except Refused as exc:
+        out, code = "", 1
+        if str(exc):
+            print(exc, file=sys.stderr)
     state_file.write_text(json.dumps(state))
     if out:
         print(out)
