@@ -13,6 +13,7 @@ import getpass
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -247,3 +248,38 @@ def test_a_release_is_installed_upgraded_only_once_approved_and_never_downgraded
     skip = present("33.0.0", approved="33.0.0")
     assert skip["result"] is False and "one major release at a time" in skip["comment"]
     assert occ.writes(before) == [] and "31.0.10" in (Path(root) / "version.php").read_text()
+
+
+# ------------------------------------------------------------------ the wrapper, under real PHP
+
+CONSOLE = """<?php
+// What Nextcloud's console.php would see: its argv (Symfony's ArgvInput reads $_SERVER['argv']), the
+// environment, and this process's command line as the process list shows it.
+echo json_encode(['server_argv' => $_SERVER['argv'], 'argv' => $GLOBALS['argv'],
+                  'env' => [getenv('NC_DATABASE_PASS'), getenv('NC_ADMIN_PASS')],
+                  'cmdline' => str_replace("\\0", ' ', file_get_contents('/proc/self/cmdline')),
+                  'cwd' => getcwd()]);
+"""
+
+
+def test_the_env_wrapper_gives_occ_the_passwords_inside_php_never_on_its_command_line(tmp_path):
+    php = shutil.which("php8.2") or pytest.fail("php8.2-cli is not installed (make setup installs it)")
+    root = tmp_path / "nextcloud"
+    root.mkdir()
+    (root / "occ").write_text("#!/usr/bin/env php\n<?php\nrequire_once __DIR__ . '/console.php';\n")
+    (root / "console.php").write_text(CONSOLE)
+    wrapper = ROOT / "salt/nextcloud/files/occ-env.php"
+    env = {"PATH": "/usr/bin:/bin", "NC_DATABASE_PASS": "db secret 'quoted'", "NC_ADMIN_PASS": "admin$secret"}
+    ran = subprocess.run([php, str(wrapper), str(root / "occ"), "maintenance:install", "--database=pgsql"],
+                         capture_output=True, text=True, check=False, env=env, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    seen = json.loads(ran.stdout)
+    expected = [str(root / "occ"), "maintenance:install", "--database=pgsql",
+                "--database-pass=db secret 'quoted'", "--admin-pass=admin$secret"]
+    assert seen["server_argv"] == expected and seen["argv"] == expected, "occ's own options, exact"
+    assert seen["env"] == [False, False], "gone from the environment before occ runs"
+    assert "secret" not in seen["cmdline"], "never on the command line"
+    assert seen["cwd"] == str(root)
+    plain = subprocess.run([php, str(wrapper), str(root / "occ"), "status"], capture_output=True, text=True,
+                           check=False, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert json.loads(plain.stdout)["argv"] == [str(root / "occ"), "status"], "no secret options without secrets"
