@@ -9,17 +9,25 @@
 {%- from 'nextcloud/map.jinja' import nextcloud, guest, database, system_config, php_bin %}
 {%- set release = nextcloud.release %}
 {%- set fetch_script = '/usr/local/sbin/nextcloud-fetch-release' %}
-{%- if 'nextcloud' in guest.get('roles', []) and not (database.get('name') and database.get('host')) %}
-{%-   set why = 'nextcloud: no database of site.databases lists this guest as a client (or no guest has the '
-                ~ 'role postgresql); expected one, e.g. site.databases.nextcloud.clients: [<this guest>]' %}
-{{ raise(why) }}
-{%- endif %}
 include:
   - nextcloud.data
   - nextcloud.redis
   - nextcloud.php
   - nextcloud.cron
   - nextcloud.secrets
+{%- set has_database = database.get('name') and database.get('host') %}
+{%- if not has_database %}
+
+{#- A site may list the guest nowhere in site.databases: nothing can be
+    installed, and the apply says why (the site still renders). #}
+nextcloud-database-declared:
+  test.fail_without_changes:
+    - name: >-
+        nextcloud: no database of site.databases lists this guest as a client (or no guest has the role
+        postgresql); expected one, e.g. site.databases.nextcloud.clients: [{{ guest.get('name', '<this guest>') }}]
+    - require_in:
+      - nextcloud_occ: nextcloud-installed
+{%- endif %}
 
 nextcloud-release-tools-managed:
   file.managed:
