@@ -262,3 +262,9 @@ def upgrade():
     run(["upgrade"])
     run(["db:add-missing-indices"])
     return True
+
+
+def setup_checks():
+    """``occ setupchecks`` (Nextcloud 28 and later): ``{category: {check: {severity, description}}}``
+    as the admin overview shows them."""
+    return _json(["setupchecks"])

@@ -249,3 +249,27 @@ def app_config(name, values):
         apply=apply,
         done=f"occ set {name}'s {', '.join(sorted(changes))}",
         failure=f"occ config:app:set {name}: ")
+
+
+def setup_checks_pass(name, fail_on=("error",)):
+    """
+    The admin overview's setup checks (``occ setupchecks``) report nothing of a severity in
+    ``fail_on``: the state fails naming each such check; the others' warnings are in its comment. It
+    only reads: it never changes anything, in test mode or not.
+    """
+    ret = __utils__["platform_state.new"](name)
+    try:
+        checks = _occ("setup_checks")
+    except CommandExecutionError as exc:
+        return __utils__["platform_state.failed"](ret, f"occ setupchecks: {exc}")
+    found = {severity: [f"{category}: {check} ({(result or {}).get('description') or 'no details'})"
+                        for category, results in sorted(checks.items())
+                        for check, result in sorted((results or {}).items())
+                        if (result or {}).get("severity") == severity]
+             for severity in ("error", "warning")}
+    failing = [line for severity in fail_on for line in found.get(severity, [])]
+    if failing:
+        return __utils__["platform_state.failed"](ret, "Nextcloud's setup checks fail: " + "; ".join(failing))
+    ret["comment"] = "Nextcloud's setup checks pass" + (
+        f" (warnings: {'; '.join(found['warning'])})" if found["warning"] else "")
+    return ret

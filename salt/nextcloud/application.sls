@@ -94,3 +94,13 @@ nextcloud-apps-enabled:
     - apps: {{ nextcloud.apps | json }}
     - require:
       - nextcloud_occ: nextcloud-system-config
+
+{#- What the admin overview checks (occ setupchecks): an error fails the
+    apply, warnings are listed in the comment; it only reads. #}
+nextcloud-setup-checks-pass:
+  nextcloud_occ.setup_checks_pass:
+    - name: {{ nextcloud.root }}
+    - require:
+      - nextcloud_occ: nextcloud-apps-enabled
+      - nextcloud_occ: nextcloud-background-jobs-cron
+      - service: nextcloud-nginx-running

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.render
 
 FAKE_OCC = Path(__file__).with_name("fake_occ.py")
 DB_PATH, ADMIN_PATH = "roles/postgresql/users/nextcloud", "roles/nextcloud/admin"
-READS = {"status", "config:list", "app:list", "config:app:get"}
+READS = {"status", "config:list", "app:list", "config:app:get", "setupchecks"}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,8 @@ def run(caller, high: dict, state_id: str, test: bool = False, **override) -> di
 
 
 SEQUENCE = ("nextcloud-installed", "nextcloud-system-config", "nextcloud-background-jobs-cron",
-            "nextcloud-apps-enabled", "nextcloud-office-app-enabled", "nextcloud-office-app-config")
+            "nextcloud-apps-enabled", "nextcloud-office-app-enabled", "nextcloud-office-app-config",
+            "nextcloud-setup-checks-pass")
 
 
 def test_the_example_site_gives_occ_this_sequence_and_a_second_run_only_reads(minion, high, bao, tmp_path, caplog):
@@ -283,3 +284,19 @@ def test_the_env_wrapper_gives_occ_the_passwords_inside_php_never_on_its_command
     plain = subprocess.run([php, str(wrapper), str(root / "occ"), "status"], capture_output=True, text=True,
                            check=False, env={"PATH": "/usr/bin:/bin"}, timeout=60)
     assert json.loads(plain.stdout)["argv"] == [str(root / "occ"), "status"], "no secret options without secrets"
+
+
+def test_a_setup_check_in_error_fails_the_apply_and_warnings_are_said(minion, high):
+    caller, occ = minion
+    run(caller, high, "nextcloud-installed")
+    state = occ.state
+    state["setupchecks"] = {
+        "security": {"HTTP headers": {"severity": "error", "description": "X-Robots-Tag is not set"}},
+        "config": {"Email test": {"severity": "warning", "description": "no mail server"}}}
+    occ.path.write_text(json.dumps(state))
+    failed = run(caller, high, "nextcloud-setup-checks-pass")
+    assert failed["result"] is False and "security: HTTP headers (X-Robots-Tag is not set)" in failed["comment"]
+    state["setupchecks"]["security"]["HTTP headers"]["severity"] = "success"
+    occ.path.write_text(json.dumps(state))
+    passed = run(caller, high, "nextcloud-setup-checks-pass")
+    assert passed["result"] is True and passed["changes"] == {} and "no mail server" in passed["comment"]

@@ -149,7 +149,8 @@ def test_the_lab_converges_up_to_the_download_and_says_what_it_does_not(lab_conf
     lab = show(lab_config)
     assert isinstance(lab, dict), lab
     assert not [s for s in lab if s.startswith(("nextcloud-release", "nextcloud-installed", "nextcloud-system",
-                                                "nextcloud-apps", "nextcloud-collabora", "nextcloud-office"))]
+                                                "nextcloud-apps", "nextcloud-collabora", "nextcloud-office",
+                                                "nextcloud-setup-checks"))]
     for state_id in ("nextcloud-php-fpm-running", "nextcloud-nginx-running", "nextcloud-redis-running",
                      "nextcloud-cron-timer-running", "nextcloud-data-dir-managed", "nextcloud-admin-secret-generated"):
         assert state_id in lab, state_id
