@@ -29,11 +29,29 @@ def _refuse(comment):
     return {"result": False, "comment": comment}
 
 
-def _answer(returned, minion, what):
-    ret = (returned or {}).get(minion)
-    if not isinstance(ret, dict) or ret.get("retcode", 1) != 0:
-        raise RuntimeError(f"{what} failed on {minion}: {ret.get('ret') if isinstance(ret, dict) else 'no answer'}")
-    return ret.get("ret")
+def _backup(client, database, unit, timeout):
+    """Run the postgresql role's backup unit to its end on ``database``; an error message, or None."""
+    returned = client.cmd(database, "cmd.run_all", [["systemctl", "start", unit]], timeout=timeout,
+                          full_return=True, kwarg={"python_shell": False}).get(database)
+    ran = returned.get("ret") if isinstance(returned, dict) else None
+    if not isinstance(ran, dict):
+        return f"the database backup ({unit}) did not run on {database}: {ran or 'no answer'}"
+    if ran.get("retcode") != 0:
+        return f"the database backup ({unit}) failed on {database}: {(ran.get('stderr') or '').strip()}"
+    return None
+
+
+def _apply(client, guest, version, timeout):
+    """Apply the nextcloud role on ``guest`` with the upgrade to ``version`` approved; an error
+    message, or None."""
+    returned = client.cmd(guest, "state.apply", ["nextcloud"], timeout=timeout, full_return=True,
+                          kwarg={"pillar": {"nextcloud": {"upgrade": {"approved": version}}}}).get(guest)
+    states = returned.get("ret") if isinstance(returned, dict) else None
+    if not isinstance(states, dict):
+        return f"the nextcloud role did not run on {guest}: {states or 'no answer'}"
+    failed = {r.get("__id__", sid): r.get("comment") for sid, r in states.items()
+              if isinstance(r, dict) and r.get("result") is False}
+    return f"the upgrade of {guest} to {version} failed after the backup: {failed}" if failed else None
 
 
 def upgrade(minion=None, timeout=3600):
@@ -60,19 +78,12 @@ def upgrade(minion=None, timeout=3600):
             params = ((pillar.get("platform") or {}).get("params") or {}).get("nextcloud") or {}
             version = str((params.get("release") or {}).get("version", ""))
             unit = (params.get("upgrade") or {}).get("backup_unit", "postgresql-backup.service")
-            try:
-                _answer(client.cmd(databases[0], "cmd.run_all", [["systemctl", "start", unit]], timeout=timeout,
-                                   full_return=True, kwarg={"python_shell": False}), databases[0],
-                        f"the database backup ({unit})")
-                backup = {"guest": databases[0], "unit": unit}
-                applied = _answer(client.cmd(guest, "state.apply", ["nextcloud"], timeout=timeout, full_return=True,
-                                             kwarg={"pillar": {"nextcloud": {"upgrade": {"approved": version}}}}),
-                                  guest, f"the upgrade to {version}")
-            except RuntimeError as exc:
-                return _refuse(f"{exc}; the upgrade of {guest} did not run" if "backup" in str(exc) else str(exc))
-            failed = {sid: r.get("comment") for sid, r in (applied or {}).items()
-                      if isinstance(r, dict) and r.get("result") is False}
-            if failed:
-                return _refuse(f"the upgrade of {guest} to {version} failed after the backup: {failed}")
+            refusal = _backup(client, databases[0], unit, timeout)
+            if refusal:
+                return _refuse(f"{refusal}; the upgrade of {guest} did not run")
+            refusal = _apply(client, guest, version, timeout)
+            if refusal:
+                return _refuse(refusal)
+            backup = {"guest": databases[0], "unit": unit}
             results[guest] = {"version": version, "backup": backup}
     return {"result": True, "upgraded": results}
