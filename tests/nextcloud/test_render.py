@@ -208,3 +208,22 @@ def test_the_nextcloud_pillar_is_validated_with_the_site(example_site):
     assert "nextcloud.release.base_url: got 'http://download.nextcloud.com'; expected an https URL" in errors
     assert "nextcloud.php.version: got '7.4'; expected '8.2' (Debian bookworm's PHP)" in errors
     assert "nextcloud.cron_minutes: got 0; expected minutes between background job runs (1-60)" in errors
+
+
+def test_the_lab_report_lists_what_of_nextcloud_it_did_not_converge(lab_config):
+    import io
+    from types import SimpleNamespace
+
+    from sitectl import labctl
+
+    pillar = render.pillar(lab_config, GUEST)
+    guests = sorted(pillar["site"]["guests"])
+    lab = SimpleNamespace(pillar=pillar, guests=guests,
+                          converges=lambda role: pillar["roles"][role].get("converge", True) is not False)
+    out = io.StringIO()
+    labctl.print_table(lab, {}, {}, out=out)
+    off, partly = out.getvalue().split("not converged in the lab")[1].split("converged in part")
+    assert "nextcloud" not in off, "the role converges: it is not listed as switched off"
+    lines = [line.split() for line in partly.splitlines() if line.strip().startswith("nextcloud.")]
+    assert [(line[0], line[2]) for line in lines] == [("nextcloud.application", "nextcloud"),
+                                                      ("nextcloud.collabora", "nextcloud")]
