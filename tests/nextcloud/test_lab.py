@@ -3,35 +3,42 @@ the download (the server's code has no build reachable here, so `application` an
 switched off as the lab overlay does), applied twice, and checked from the host as the proxy would
 reach it: nginx answers with Nextcloud's redirects, denied paths and headers; PHP-FPM's pool runs PHP
 with the route's limits, OPcache, APCu and the Redis extension; Redis answers on its socket to the
-Nextcloud account only; the cron timer is active; the admin's password is in Vault, never in output."""
+Nextcloud account only; the cron timer is active; the admin's password is in Vault, never in output.
+A reverse proxy guest (the reverse_proxy role, certificates from this run's pebble) is put in front:
+through it, over verified HTTPS from the host, the CalDAV/CardDAV redirects, each security header
+once, and PHP with the route's limits."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 import requests
 import yaml
 
 from sitectl import ROOT
-from tests.scratchlab import guest_ip, guest_pillar, scratch_site
+from sitectl.lab.pebble import Pebble
+from tests.scratchlab import GATEWAY, guest_ip, guest_pillar, scratch_site
 
 pytestmark = pytest.mark.lab
 
-GUEST = "nextcloud"
+GUEST, PROXY = "nextcloud", "proxy"
+DOMAIN = "your-domain.com"
+NAME = f"cloud.{DOMAIN}"
 SITE = scratch_site(
     {
         GUEST: {"host": 102, "roles": ["nextcloud"], "uses": ["db"], "memory": 1024},
         # The database guest the role needs in the site; never started (nothing reaches it before install).
         "db": {"host": 103, "roles": ["postgresql"]},
-        "proxy": {"host": 100, "roles": ["reverse_proxy"]},
+        PROXY: {"host": 100, "roles": ["reverse_proxy"]},
     },
-    domain="your-domain.com",
+    network={"nameservers": [GATEWAY]},
+    domain=DOMAIN,
     databases={"nextcloud": {"clients": [GUEST]}},
     routes={"cloud": {"guest": GUEST, "port": 80, "max_body": "2G", "timeout": 1800}},
-    acme={"directory": "https://acme.invalid/dir", "email": "hostmaster@your-domain.com"},
 )
-IP = guest_ip(SITE, GUEST)
+IP, PROXY_IP = guest_ip(SITE, GUEST), guest_ip(SITE, PROXY)
 # As pillar/overlays/lab.sls switches them off.
 LAB_PARTS = {key: value for key, value in
              yaml.safe_load((ROOT / "pillar/overlays/lab.sls").read_text())["nextcloud"].items()}
@@ -54,16 +61,47 @@ echo json_encode([
 
 
 @pytest.fixture(scope="module")
-def lab(scratch_lab):
-    scratch_lab.start_guests(SITE, GUEST)
+def pebble(scratch_lab):
+    from sitectl.lab import host
+
+    host.ensure_host_packages([*host.HOST_PACKAGES, "pebble", "openssl", "curl"])
+    acme = Pebble(scratch_lab.workdir / "acme", GATEWAY, answer=PROXY_IP).start()
+    try:
+        yield acme
+    finally:
+        acme.stop()
+
+
+@pytest.fixture(scope="module")
+def lab(scratch_lab, pebble):
+    """The Nextcloud guest applied twice as the lab applies it, and a reverse proxy in front of it with
+    certificates from this run's pebble."""
+    site_data = {**SITE, "acme": {"directory": pebble.directory, "email": f"hostmaster@{DOMAIN}",
+                                  "ca_bundle": pebble.tls_cert.read_text()}}
+    scratch_lab.start_guests(site_data, GUEST, PROXY)
     bao = scratch_lab.start_vault()
-    scratch_lab.push_salt(GUEST, guest_pillar(SITE, GUEST, {"nextcloud": LAB_PARTS}), vault_token=bao.root_token)
+    scratch_lab.push_salt(GUEST, guest_pillar(site_data, GUEST, {"nextcloud": LAB_PARTS}), vault_token=bao.root_token)
+    scratch_lab.push_salt(PROXY, guest_pillar(site_data, PROXY))
     first = scratch_lab.apply(GUEST, "nextcloud")
     second = scratch_lab.apply(GUEST, "nextcloud")
+    proxy = scratch_lab.apply(PROXY, "reverse_proxy")
+    assert proxy.failed == {}, proxy.failed
     # A stand-in front controller (status.php is one) that reports what PHP runs with.
     scratch_lab.write_file(GUEST, "/var/www/nextcloud/status.php", PROBE)
     yield scratch_lab, first, second
     scratch_lab.sh(GUEST, "rm -f /var/www/nextcloud/status.php", check=False)
+
+
+def through_proxy(pebble, path: str) -> tuple[int, list[tuple[str, str]], str]:
+    """GET https://cloud.<domain><path> from the host through the proxy, verified against pebble's
+    root: (status, headers as sent, repeated ones repeated, body)."""
+    cp = subprocess.run(["curl", "-sS", "--max-time", "10", "--resolve", f"{NAME}:443:{PROXY_IP}", "--cacert",
+                         str(pebble.root), "-D", "-", f"https://{NAME}{path}"],
+                        capture_output=True, text=True, check=True)
+    head, _, body = cp.stdout.partition("\n\n")
+    lines = head.splitlines()
+    return (int(lines[0].split()[1]), [(k.strip().lower(), v.strip()) for k, _, v in
+                                       (line.partition(":") for line in lines[1:])], body)
 
 
 def test_converges_up_to_the_download_and_the_second_apply_changes_nothing(lab):
@@ -142,3 +180,19 @@ def test_the_admin_password_is_generated_into_vault_and_never_shown(lab):
     assert len(password) >= 32
     assert all(password not in run.raw for run in (first, second))
     assert json.dumps(first.states).find(password) == -1
+
+
+def test_the_proxys_route_redirects_caldav_and_carddav_and_sends_each_header_once(lab, pebble):
+    for path in ("/.well-known/caldav", "/.well-known/carddav"):
+        status, headers, _ = through_proxy(pebble, path)
+        assert status == 301 and dict(headers)["location"] == f"https://{NAME}/remote.php/dav/", path
+    status, headers, body = through_proxy(pebble, "/status.php")
+    assert status == 200, body
+    php = json.loads(body)
+    assert php["upload_max_filesize"] == "2G" and php["max_execution_time"] == "1800"
+    names = [name for name, _ in headers]
+    for header, value in {"x-robots-tag": "noindex, nofollow", "x-frame-options": "SAMEORIGIN",
+                          "referrer-policy": "no-referrer", "x-content-type-options": "nosniff"}.items():
+        assert names.count(header) == 1, f"{header} sent {names.count(header)} times"
+        assert dict(headers)[header] == value
+    assert dict(headers)["strict-transport-security"].startswith("max-age=")
