@@ -11,6 +11,7 @@ DEBS += nodejs  # k3s: node and npm check ESO's resources against ESO's CRD sche
 DEBS     += prometheus prometheus-alertmanager prometheus-blackbox-exporter  # monitoring: promtool/amtool check and unit-test the rules and configs
 DEBS += golang-go golang-github-gorilla-websocket-dev golang-github-lib-pq-dev golang-github-rabbitmq-amqp091-go-dev golang-github-prometheus-client-golang-dev  # chat: the example Go service built offline (GOPATH mode over /usr/share/gocode)
 DEBS     += bind9  # mailcow: a real DNS server receiving the mail records by RFC 2136 with TSIG (tests)
+DEBS += php8.2-cli  # nextcloud: the occ wrapper runs under real PHP in the render tier
 YAML     := pillar/site/*.sls pillar/platform/*.sls $(filter-out %_generated.sls,$(wildcard pillar/overlays/*.sls)) \
             tests/fixtures/sites/*/*/site.sls \
             sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from sitectl import ROOT
+from sitectl import roles as roles_of
 from sitectl.config import SaltSettings, write_config
 
 REPORT = "lab-report.json"
@@ -282,6 +283,13 @@ def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResu
         for role, what in sorted(partly.items()):
             guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
             print(f"  {role:<14} on {', '.join(guests):<24} {what}", file=out)
+    partly = {role: parts for role, parts in roles_of.parts_not_converged(lab.pillar).items() if lab.converges(role)}
+    if partly:
+        print("\nconverged in part (the rest has no build reachable here; never counted as passed):", file=out)
+        for role, parts in sorted(partly.items()):
+            guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
+            for part, reason in parts.items():
+                print(f"  {role + '.' + part:<14} on {', '.join(guests):<24} {reason}", file=out)
     vms = [n for n in lab.guests if lab.pillar["site"]["guests"][n]["kind"] == "vm"]
     if vms:
         print(f"\nkind: vm guests run as containers in the lab (no KVM here): {', '.join(vms)}", file=out)

@@ -61,6 +61,17 @@ def all_parameters(pillar: dict) -> dict[str, dict]:
     return {key: parameters(pillar, key) for key in parameter_keys()}
 
 
+def parts_not_converged(pillar: dict) -> dict[str, dict[str, str]]:
+    """``role -> part -> reason`` for the parts of a converging role its parameters switch off
+    (``<role>: {<part>: {converge: false, reason: ...}}``, as the lab does with Nextcloud's server)."""
+    out: dict[str, dict[str, str]] = {}
+    for key in parameter_keys():
+        for part, spec in sorted(parameters(pillar, key).items()):
+            if isinstance(spec, dict) and spec.get("converge") is False:
+                out.setdefault(key, {})[part] = spec.get("reason") or "switched off"
+    return out
+
+
 def ports(catalog: dict, role: str) -> dict[str, str]:
     """``name -> port`` of ``role``'s firewall rules in the role catalog (ports as strings: a rule may
     name a range, ``'low-high'``)."""
@@ -131,10 +142,38 @@ def reserved_broker_users(pillar: dict) -> dict[str, str]:
 
 # -- reverse_proxy ----------------------------------------------------------------------------------
 
-def edge(site: dict, rp: dict) -> dict:
-    """The proxy's routes resolved to their guests' addresses, the ACME settings (the role's merged
-    with the site's), and the certificate lineages that cover the routes: one per route over
-    http-01, one wildcard lineage (the domain) over dns-01."""
+ROUTE_OPTIONS = ("redirects", "headers", "request_buffering")
+
+
+def route_presets(pillar: dict) -> dict[tuple[str, str], dict]:
+    """``(role, port) -> route options`` an application asks of the proxy for a route to its HTTP port:
+    each role whose parameters have a ``proxy`` section (Nextcloud's redirects and headers), for the
+    port its catalog entry names ``http``."""
+    out = {}
+    for role in pillar.get("roles") or {}:
+        if role in parameter_keys() and ports(pillar["roles"], role).get("http"):
+            proxy = parameters(pillar, role).get("proxy")
+            if proxy:
+                out[(role, ports(pillar["roles"], role)["http"])] = proxy
+    return out
+
+
+def _route_options(site: dict, route: dict, presets: dict) -> dict:
+    """A route's redirects, headers and request buffering: the preset of the application its guest
+    serves on that port, with the site's own per-route options over it."""
+    roles = site["guests"][route["guest"]].get("roles", [])
+    preset = next((presets[(role, str(route["port"]))] for role in roles if (role, str(route["port"])) in presets),
+                  {})
+    options = merge({"redirects": {}, "headers": {}, "request_buffering": True},
+                    {key: preset[key] for key in ROUTE_OPTIONS if key in preset})
+    return merge(options, {key: route[key] for key in ROUTE_OPTIONS if key in route})
+
+
+def edge(site: dict, rp: dict, presets: dict | None = None) -> dict:
+    """The proxy's routes resolved to their guests' addresses with their options (``route_presets``
+    merged with the site's), the ACME settings (the role's merged with the site's), and the
+    certificate lineages that cover the routes: one per route over http-01, one wildcard lineage
+    (the domain) over dns-01."""
     domain = site.get("domain", "localhost")
     acme = merge(rp["acme"], site.get("acme"))
     wildcard = acme.get("challenge") == "dns-01"
@@ -158,6 +197,7 @@ def edge(site: dict, rp: dict) -> dict:
             "cert": f"{live}/fullchain.pem",
             "key": f"{live}/privkey.pem",
             "chain": f"{live}/chain.pem",
+            **_route_options(site, route, presets or {}),
         })
     # A list, not a mapping: a pillar merge replaces lists, so a lineage the site no longer has
     # cannot linger from an earlier compile.

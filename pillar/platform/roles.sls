@@ -66,10 +66,14 @@ roles:
       - {name: nginx-exporter, port: 9113, from: ['role:monitoring']}
   nextcloud:
     description: Nextcloud (files, calendar, contacts, office)
-    states: []
+    states: [nextcloud]
     needs: [postgresql]
-    system_users: [nextcloud, redis]
-    firewall: []
+    system_users: [nextcloud, redis, cool]
+    # Plain HTTP inside the network: the proxy is the only client (routes to
+    # these ports open them too; the rule names the port for salt/nextcloud).
+    firewall:
+      - {name: http, port: 80, from: ['role:reverse_proxy']}
+      - {name: collabora, port: 9980, from: ['role:reverse_proxy']}
   mailcow:
     nesting: true
     description: mailcow with SPF, DKIM and DMARC

@@ -175,6 +175,13 @@ site:
       port: 8080
       websocket: true
       timeout: 3600
+    # Nextcloud Office: Collabora Online on the Nextcloud guest (nextcloud:collabora:route).
+    office:
+      guest: nextcloud
+      port: 9980
+      websocket: true
+      max_body: 100M
+      timeout: 3600
 
   # The owner's apps on k3s: Go and Nest.js backends and Angular SPAs. Each gets
   # a namespace, a Deployment, a Service, an Ingress on Traefik when it has a

@@ -320,16 +320,14 @@ def served(site_lab, name: str, path: str = "/") -> tuple[int, str, int]:
 
 @pytest.fixture(scope="module")
 def upstream(site_lab):
-    """A real upstream on the nextcloud guest (the Nextcloud server itself is not buildable here)."""
-    script = ("mkdir -p /srv/lab-upstream && echo 'upstream: nextcloud guest' > /srv/lab-upstream/index.html && "
-              "systemd-run --unit=lab-upstream python3 -m http.server 80 --directory /srv/lab-upstream")
+    """A page in the nextcloud guest's web root, served by the role's own nginx (the Nextcloud server
+    itself is not buildable here)."""
+    script = "mkdir -p /var/www/nextcloud && echo 'upstream: nextcloud guest' > /var/www/nextcloud/index.html"
     started = attach(site_lab, "nextcloud", ["sh", "-c", script])
     assert started.returncode == 0, started.stderr
-    for _ in range(50):
-        if connect_from(site_lab, "reverse-proxy", "nextcloud", 80) == "open":
-            break
+    assert connect_from(site_lab, "reverse-proxy", "nextcloud", 80) == "open"
     yield "upstream: nextcloud guest"
-    attach(site_lab, "nextcloud", ["systemctl", "stop", "lab-upstream"])
+    attach(site_lab, "nextcloud", ["rm", "-f", "/var/www/nextcloud/index.html"])
 
 
 def test_each_route_is_served_over_https_with_a_certificate_from_the_labs_acme_server(site_lab, upstream):

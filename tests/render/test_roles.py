@@ -54,4 +54,5 @@ def test_the_proxys_lineages_are_the_ones_its_certificates_are_issued_for(exampl
     lineages = [item["name"] for item in edge["lineages"]]
     # The apps' routes (site.apps.*.route) are the proxy's too (sitectl/apps.py).
     assert issued == lineages == ["api.your-domain.com", "app.your-domain.com", "chat.your-domain.com",
-                                  "mail.your-domain.com", "nextcloud.your-domain.com"]
+                                  "mail.your-domain.com", "nextcloud.your-domain.com",
+                                  "office.your-domain.com"]
