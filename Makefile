@@ -7,6 +7,9 @@ PYTHON   ?= python3
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 DEBS     := nftables lxc debootstrap bridge-utils rsync iproute2 gnupg openssh-client nginx pebble openssl curl postgresql rabbitmq-server
+DEBS     += nodejs npm  # ci: gitlab-ci-local runs .gitlab-ci.yml in tests/ci
+# The pipeline runner of tests/ci, project-local (Node 20: its last release that runs there).
+GITLAB_CI_LOCAL := .ci/node_modules/.bin/gitlab-ci-local
 YAML     := pillar/site/*.sls pillar/platform/*.sls $(filter-out %_generated.sls,$(wildcard pillar/overlays/*.sls)) \
             tests/fixtures/sites/*/*/site.sls \
             sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint
@@ -14,7 +17,10 @@ SLS      := $(shell find salt reactor -name '*.sls' | sort)
 
 .PHONY: setup lint test test-fast lab lab-down lab-status bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(GITLAB_CI_LOCAL)
+
+$(GITLAB_CI_LOCAL): $(STAMP)
+	npm install --prefix .ci --no-save --no-package-lock --no-audit --no-fund gitlab-ci-local@4.72.0
 
 $(STAMP): pyproject.toml
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

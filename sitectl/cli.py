@@ -109,6 +109,19 @@ def cmd_lab(args) -> int:
     return labctl.apply(args.guest, args.site)
 
 
+def cmd_deploy(args) -> int:
+    """The deploy job (.gitlab-ci.yml): move the checkout to the pushed commit, a test=True highstate,
+    then the highstate (sitectl/deploy.py)."""
+    from sitectl import deploy
+
+    config_dir = Path(args.state_dir).resolve() / "etc"
+    job = deploy.Deploy(checkout=Path(args.checkout).resolve(), config_dir=config_dir,
+                        master_config=Path(args.master_config) if args.master_config else None,
+                        restart_master=args.restart_master.split() if args.restart_master else [])
+    artifacts = Path(args.artifacts) if args.artifacts else None
+    return deploy.run(job, args.commit, artifacts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sitectl", description=__doc__)
     parser.add_argument("--state-dir", default=str(ROOT / ".salt"), help="where the master's files live")
@@ -131,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("guest")
     p.add_argument("--pillar", action="store_true")
     p.set_defaults(func=cmd_render)
+    p = sub.add_parser("deploy", help="the CI deploy: checkout to --commit, test=True highstate, highstate")
+    p.add_argument("--commit", required=True, help="the pushed commit of main (CI_COMMIT_SHA)")
+    p.add_argument("--checkout", default=str(ROOT), help="the control node's checkout (default: this one)")
+    p.add_argument("--artifacts", default=None, help="a folder for highstate-test.json and highstate.json")
+    p.add_argument("--master-config", default=None, help="the master's config file (default: <state-dir>/etc/master)")
+    p.add_argument("--restart-master", default="systemctl restart salt-master",
+                   help="the command that restarts the master when its own code changed ('' for none)")
+    p.set_defaults(func=cmd_deploy)
     p = sub.add_parser("lab", help="the site in LXC guests on this machine: up, down, status, shell, apply")
     p.add_argument("action", choices=["up", "down", "status", "shell", "apply"])
     p.add_argument("guest", nargs="?")

@@ -56,7 +56,7 @@ class RunResult:
                 out.errors.append(f"{state.get('__id__', state_id)}: {str(state.get('comment'))[-600:]}")
                 if state.get("__state_ran__", True):
                     out.failed_sls.add(str(state.get("__sls__")))
-            elif state.get("changes"):
+            elif state.get("changes") or state.get("result") is None:  # None: test=True, would change
                 out.changed += 1
             else:
                 out.ok += 1
@@ -250,9 +250,13 @@ class HighstateCollector(threading.Thread):
                             self.done.set()
 
 
-def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult], out=sys.stdout) -> None:
-    header = f"{'guest':<22} {'roles':<28} {'address':<15} {'1st ok/chg/fail':>16} {'time':>7}" \
-             f" {'2nd ok/chg/fail':>16} {'time':>6}"
+def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult], out=sys.stdout,
+                columns: tuple[str, str] = ("1st", "2nd")) -> None:
+    """Guest, roles, address, ok/changed/failed and time of two runs (the lab's two highstates; the
+    deploy's test=True run and its highstate), then the roles not converged in the lab."""
+    one, two = (f"{c} ok/chg/fail" for c in columns)
+    header = f"{'guest':<22} {'roles':<28} {'address':<15} {one:>16} {'time':>7}" \
+             f" {two:>16} {'time':>6}"
     print(header, file=out)
     print("-" * len(header), file=out)
     for name in lab.guests:
