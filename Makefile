@@ -12,7 +12,7 @@ DEBS     += nodejs npm  # ci: gitlab-ci-local runs .gitlab-ci.yml in tests/ci
 GITLAB_CI_LOCAL := .ci/node_modules/.bin/gitlab-ci-local
 YAML     := pillar/site/*.sls pillar/platform/*.sls $(filter-out %_generated.sls,$(wildcard pillar/overlays/*.sls)) \
             tests/fixtures/sites/*/*/site.sls \
-            sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint
+            sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint .gitlab-ci.yml
 SLS      := $(shell find salt reactor -name '*.sls' | sort)
 
 .PHONY: setup lint test test-fast lab lab-down lab-status bench clean

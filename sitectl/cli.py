@@ -122,6 +122,15 @@ def cmd_deploy(args) -> int:
     return deploy.run(job, args.commit, artifacts)
 
 
+def cmd_provision(args) -> int:
+    """The manual provision job: salt-cloud -m of the site's guests that do not exist yet."""
+    from sitectl import deploy
+
+    job = deploy.Deploy(checkout=Path(args.checkout).resolve(), config_dir=Path(args.state_dir).resolve() / "etc",
+                        master_config=Path(args.master_config) if args.master_config else None)
+    return deploy.provision(job, args.commit, Path(args.salt_cloud) if args.salt_cloud else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sitectl", description=__doc__)
     parser.add_argument("--state-dir", default=str(ROOT / ".salt"), help="where the master's files live")
@@ -152,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--restart-master", default="systemctl restart salt-master",
                    help="the command that restarts the master when its own code changed ('' for none)")
     p.set_defaults(func=cmd_deploy)
+    p = sub.add_parser("provision", help="the CI provision job: create the site's guests that do not exist yet")
+    p.add_argument("--commit", required=True, help="the pushed commit of main (CI_COMMIT_SHA)")
+    p.add_argument("--checkout", default=str(ROOT), help="the control node's checkout (default: this one)")
+    p.add_argument("--master-config", default=None, help="the master's config file (default: <state-dir>/etc/master)")
+    p.add_argument("--salt-cloud", default=None, help="the salt-cloud command (default: the one beside this Python)")
+    p.set_defaults(func=cmd_provision)
     p = sub.add_parser("lab", help="the site in LXC guests on this machine: up, down, status, shell, apply")
     p.add_argument("action", choices=["up", "down", "status", "shell", "apply"])
     p.add_argument("guest", nargs="?")

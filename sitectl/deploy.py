@@ -209,3 +209,37 @@ def _print_failures(results: dict[str, RunResult]) -> bool:
     for name, errors in sorted(failed.items()):
         print(f"FAILED {name}: " + "; ".join(errors[:5]), file=sys.stderr)
     return bool(failed)
+
+
+def provision(deploy: Deploy, commit: str, salt_cloud: Path | None = None) -> int:
+    """The manual job: the checkout to ``commit``, then ``salt-cloud -m`` of the site's guests that
+    have no accepted key yet (salt-cloud's created event brings each to its first highstate through
+    the reactor). Existing guests are never touched."""
+    from sitectl import site
+
+    try:
+        moved, changed = deploy.move_to(commit)
+        print(f"checkout: {moved}", file=deploy.out)
+        pillar = deploy.site_pillar()
+        opts = deploy.master_opts()
+    except DeployError as exc:
+        print(f"provision: {exc}", file=sys.stderr)
+        return 2
+    if any(path.startswith(MASTER_SIDE) for path in changed):
+        print("provision: the master's own code changed with this commit: run the deploy job first", file=sys.stderr)
+        return 2
+    existing = set(deploy.accepted(opts, sorted(pillar["site"]["guests"])))
+    wanted = {profile: [n for n in names if n not in existing] for profile, names in site.cloud_map(pillar).items()}
+    wanted = {profile: names for profile, names in wanted.items() if names}
+    if not wanted:
+        print("every guest of the site exists; nothing to create", file=deploy.out)
+        return 0
+    mapfile = deploy.config_dir / "provision.map"
+    fd = os.open(mapfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(wanted, fh, indent=2, sort_keys=True)
+    print("creating: " + ", ".join(f"{n} ({p})" for p, names in sorted(wanted.items()) for n in names), file=deploy.out)
+    command = salt_cloud or Path(sys.executable).parent / "salt-cloud"
+    done = subprocess.run([str(command), "-c", str(deploy.config_dir), "-m", str(mapfile), "-P", "-y", "--no-color"],
+                          check=False, timeout=deploy.timeout)
+    return done.returncode

@@ -250,6 +250,13 @@ class HighstateCollector(threading.Thread):
                             self.done.set()
 
 
+def _cells(run: RunResult | None) -> tuple[str, str]:
+    """ok/changed/failed and the time of a run, or dashes for a guest that had none."""
+    if run is None:
+        return "-", "-"
+    return f"{run.ok}/{run.changed}/{run.failed}", f"{run.seconds:.1f}s"
+
+
 def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult], out=sys.stdout,
                 columns: tuple[str, str] = ("1st", "2nd")) -> None:
     """Guest, roles, address, ok/changed/failed and time of two runs (the lab's two highstates; the
@@ -261,10 +268,9 @@ def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResu
     print("-" * len(header), file=out)
     for name in lab.guests:
         g = lab.pillar["site"]["guests"][name]
-        a, b = first.get(name, RunResult()), second.get(name, RunResult())
+        a, b = (_cells(runs.get(name)) for runs in (first, second))
         print(f"{name:<22} {','.join(g['roles']):<28} {g['address'].split('/')[0]:<15} "
-              f"{f'{a.ok}/{a.changed}/{a.failed}':>16} {a.seconds:>6.1f}s "
-              f"{f'{b.ok}/{b.changed}/{b.failed}':>16} {b.seconds:>5.1f}s", file=out)
+              f"{a[0]:>16} {a[1]:>7} {b[0]:>16} {b[1]:>6}", file=out)
     off = {role: spec.get("reason", "") for role, spec in lab.pillar["roles"].items()
            if spec.get("converge", True) is False}
     if off:

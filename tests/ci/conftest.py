@@ -155,13 +155,34 @@ def deploy_command(repos, ci_master, ci_minion, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="package")
-def pipeline(repos, deploy_command):
+def provision_command(repos, ci_master, tmp_path_factory) -> Path:
+    """/usr/local/sbin/platform-provision over this test's checkout, with a salt-cloud that records
+    the map it is given (creating guests is the Proxmox driver's, tested against fakepve in
+    tests/proxmox)."""
+    where = tmp_path_factory.mktemp("provision-bin")
+    fake_cloud = where / "salt-cloud"
+    fake_cloud.write_text("#!/bin/sh\n"
+                          f"while [ $# -gt 0 ]; do [ \"$1\" = -m ] && cp \"$2\" '{where}/map'; shift; done\n")
+    fake_cloud.chmod(0o755)
+    script = where / "platform-provision"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"exec '{sys.executable}' -m sitectl.cli --state-dir '{repos.state}' provision --checkout '{repos.control}' "
+        f"--master-config '{ci_master.config_file}' --salt-cloud '{fake_cloud}' \"$@\"\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture(scope="package")
+def pipeline(repos, deploy_command, provision_command):
     """Run the developer's clone's pipeline with gitlab-ci-local; (returncode, output)."""
     if not GITLAB_CI_LOCAL.exists():
         pytest.fail(f"{GITLAB_CI_LOCAL} is missing: `make setup` installs it")
 
     def run(*args: str, protected: bool = True, source: str | None = None) -> subprocess.CompletedProcess:
-        variables = [f"DEPLOY_COMMAND={deploy_command}", f"CI_COMMIT_REF_PROTECTED={str(protected).lower()}"]
+        variables = [f"DEPLOY_COMMAND={deploy_command}", f"PROVISION_COMMAND={provision_command}",
+                     f"CI_COMMIT_REF_PROTECTED={str(protected).lower()}"]
         if source:
             variables.append(f"CI_PIPELINE_SOURCE={source}")
         argv = [str(GITLAB_CI_LOCAL), "--no-color"]

@@ -156,6 +156,31 @@ def test_a_state_that_does_not_render_stops_the_deploy_before_anything_changes(r
     repos.settle()
 
 
+def test_a_new_guest_in_the_site_is_created_by_the_manual_provision_job_only(repos, pipeline, provision_command):
+    site = repos.dev / "pillar" / "site" / "ci.sls"
+    added = site.read_text().replace("  routes:\n", (
+        "    ci-new:\n      kind: lxc\n      vmid: 103\n      cores: 1\n      memory: 512\n      disk: 4\n"
+        "      address: 192.168.50.13/24\n      roles: [rabbitmq]\n  routes:\n"))
+    repaired = (repos.dev / "salt" / "deploy" / "init.sls").read_text().replace("  {{ unclosed\n", "")
+    repos.commit({"pillar/site/ci.sls": added, "salt/deploy/init.sls": repaired, "salt/deploy/version.txt": "F\n"},
+                 "a new guest")
+    repos.push()
+    assert jobs(pipeline) == ["deploy", "provision"]
+    result = pipeline()
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert "not created yet (the manual provision job creates them): ci-new, control, db" in out
+    made = provision_command.parent / "map"
+    assert not made.exists(), "a manual job runs only when asked"
+    result = pipeline("--manual", "provision", "provision")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    created = json.loads(made.read_text())
+    assert sorted(n for names in created.values() for n in names) == ["ci-new", "control", "db"], \
+        "only the guests without a key are created"
+    repos.settle()
+
+
 def test_the_deploy_command_is_a_sitectl_command():
     helptext = subprocess.run([sys.executable, "-m", "sitectl.cli", "deploy", "--help"], capture_output=True,
                               text=True, check=True).stdout
