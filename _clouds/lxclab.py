@@ -7,7 +7,9 @@ address come from the site (the master's own pillar for that minion id, validate
 ``platform`` ext_pillar), never from the profile. The new minion's key pair is generated here,
 written into the guest before its first boot and accepted on the master, so no key is accepted
 blindly. A ``kind: vm`` guest becomes a container too (there is no KVM in the lab); the lab's
-report says so.
+report says so. A profile's ``features`` with ``nesting=1`` (``debian12-lxc-nested``, the guests
+whose roles run Docker or k3s) makes a nested guest, as on Proxmox (``sitectl.lab.guests``,
+NESTED_DATA_DIRS); ``keyctl`` needs nothing here, the lab's guests being privileged.
 
 Provider configuration (rendered by ``sitectl master-config --overlay lab``)::
 
@@ -83,9 +85,11 @@ def create(vm_):
         host.network_up(bridge, f"{gateway}/{net.prefixlen}")
     nameserver = _host_nameserver()
     template = host.build_template()
+    features = config.get_cloud_config_value("features", vm_, __opts__, default="") or ""
+    nesting = "nesting=1" in str(features).replace(" ", "").split(",")
     try:
         host.create_guest(name, guest["address"], gateway, nameserver, lab_dir=lab_dir, template=template,
-                          memory_mib=guest["memory"], cores=guest["cores"], bridge=bridge)
+                          memory_mib=guest["memory"], cores=guest["cores"], bridge=bridge, nesting=nesting)
         _seed_minion(host, lab_dir, name, guest)
         _fire(name, "requesting instance", "requesting", vm_)
         host.start_guest(name, lab_dir=lab_dir, timeout=120)

@@ -174,13 +174,17 @@ class ScratchLab:
     applies: list[Apply] = field(default_factory=list)  # every apply of the module, in order
 
     def start_guests(self, site_data: dict, *names: str) -> None:
-        """Create and start guests ``names`` of ``site_data`` at their addresses, with their memory."""
+        """Create and start guests ``names`` of ``site_data`` at their addresses, with their memory; a
+        guest with a role that has ``nesting`` is a nested guest (it can run Docker)."""
         from sitectl.lab import host
 
+        catalog = roles_catalog()
         for name in names:
             spec = site_data["guests"][name]
+            # nested as the lab's driver makes it from the profile a nesting role gives (Docker, k3s)
+            nesting = any(catalog[role].get("nesting") for role in spec["roles"])
             host.create_guest(name, spec["address"], GATEWAY, self.nameserver, lab_dir=LAB_DIR,
-                              template=self.template, bridge=BRIDGE, memory_mib=spec["memory"])
+                              template=self.template, bridge=BRIDGE, memory_mib=spec["memory"], nesting=nesting)
             info = host.start_guest(name, timeout=90, lab_dir=LAB_DIR, allow_degraded=True)
             unexpected = [u for u in info["failed_units"] if u not in INOTIFY_ONLY_UNITS]
             assert not unexpected, f"{name} booted with failed units: {unexpected}"

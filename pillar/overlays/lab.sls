@@ -61,3 +61,8 @@ roles:
   gitlab_runner:
     converge: false
     reason: GitLab Runner comes from GitLab's apt repository, unreachable here
+
+# Docker (included by the nesting roles): Debian's docker.io, the build reachable
+# here (Docker's apt repository is not); docs/docker.md.
+docker:
+  flavor: debian

@@ -73,7 +73,8 @@ roles:
   mailcow:
     nesting: true
     description: mailcow with SPF, DKIM and DMARC
-    states: []
+    # docker until the role's own SLS (which includes docker) lands; docs/docker.md
+    states: [docker]
     system_users: [vmail, postfix, dovecot, dovenull, _rspamd, opendkim]
     firewall:
       - {name: smtp, port: 25, from: [any]}
@@ -96,7 +97,8 @@ roles:
   gitlab_runner:
     nesting: true
     description: GitLab Runner with the Docker executor
-    states: []
+    # docker until the role's own SLS (which includes docker) lands; docs/docker.md
+    states: [docker]
     system_users: [gitlab-runner, docker]
     firewall:
       - {name: gitlab-runner-metrics, port: 9252, from: ['role:monitoring']}

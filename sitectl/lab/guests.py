@@ -29,6 +29,11 @@ from .network import DEFAULT_BRIDGE
 DEFAULT_LAB_DIR = "/var/lib/sitectl-lab"
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 GUEST_ENV = {"PATH": SANE_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dumb"}
+# A nested guest (a role with `nesting: true`: Docker, k3s) keeps its container runtimes' data on the
+# host's own filesystem, bind-mounted from <guest dir>/nested/: the guest's root is an overlay, and
+# overlayfs refuses an overlay upper dir, so Docker's overlay2 (and containerd's overlayfs
+# snapshotter) would not work on it. On Proxmox the guest's root is a plain filesystem already.
+NESTED_DATA_DIRS = ("var/lib/docker", "var/lib/containerd", "var/lib/rancher")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -99,6 +104,7 @@ def render_config(
     bridge: str,
     memory_mib: int | None = None,
     cores: int | float | None = None,
+    nesting: bool = False,
 ) -> str:
     g = _gdir(lab_dir, name)
     lines = [
@@ -125,6 +131,13 @@ def render_config(
         f"lxc.net.0.ipv4.gateway = {gateway}",
     ]
     lines += _limit_lines(memory_mib, cores)
+    if nesting:
+        lines += [f"lxc.mount.entry = {g}/nested/{d.replace('/', '-')} {d} none bind,create=dir 0 0"
+                  for d in NESTED_DATA_DIRS]
+        # runc allows its containers /dev/net/tun; on cgroup v1 a child cgroup cannot allow a device
+        # its parent denies, so every container start would fail (EPERM) without it.
+        lines += ["lxc.cgroup.devices.allow = c 10:200 rwm" if _cgroup_version() == 1
+                  else "lxc.cgroup2.devices.allow = c 10:200 rwm"]
     return "\n".join(lines) + "\n"
 
 
@@ -247,8 +260,10 @@ def create_guest(
     memory_mib: int | None = None,
     cores: int | float | None = None,
     bridge: str = DEFAULT_BRIDGE,
+    nesting: bool = False,
 ) -> dict:
-    """Create a stopped guest (idempotent: same arguments again = no-op). Returns guest_info."""
+    """Create a stopped guest (idempotent: same arguments again = no-op). Returns guest_info.
+    ``nesting``: the guest runs containers itself (Docker, k3s), see NESTED_DATA_DIRS."""
     _check_name(name)
     iface = ipaddress.ip_interface(address_cidr)
     if iface.version != 4 or iface.network.prefixlen == 32:
@@ -267,7 +282,7 @@ def create_guest(
 
     lab_dir = os.path.realpath(lab_dir)
     g = _gdir(lab_dir, name)
-    cfg = render_config(name, lab_dir, template, str(iface), gateway, bridge, memory_mib, cores)
+    cfg = render_config(name, lab_dir, template, str(iface), gateway, bridge, memory_mib, cores, nesting)
     meta = {
         "name": name,
         "address": str(iface),
@@ -277,6 +292,7 @@ def create_guest(
         "template": template,
         "memory_mib": memory_mib,
         "cores": cores,
+        **({"nesting": True} if nesting else {}),
     }
 
     if _has_config(lab_dir, name):
@@ -293,6 +309,9 @@ def create_guest(
     os.makedirs(delta, mode=0o755)
     os.makedirs(os.path.join(g, "rootfs"), mode=0o755)
     os.chmod(delta, stat.S_IMODE(os.stat(template).st_mode))
+    if nesting:
+        for d in NESTED_DATA_DIRS:
+            os.makedirs(os.path.join(g, "nested", d.replace("/", "-")), mode=0o711)
 
     ip = str(iface.ip)
     files = {
@@ -573,6 +592,7 @@ def guest_info(name: str, lab_dir: str = DEFAULT_LAB_DIR) -> dict:
         "template": meta.get("template"),
         "memory_mib": meta.get("memory_mib"),
         "cores": meta.get("cores"),
+        "nesting": meta.get("nesting", False),
         "dir": _gdir(lab_dir, name),
         "pid": None,
     }
