@@ -131,6 +131,15 @@ def cmd_provision(args) -> int:
     return deploy.provision(job, args.commit, Path(args.salt_cloud) if args.salt_cloud else None)
 
 
+def cmd_bootstrap(args) -> int:
+    """From a bare Proxmox to a running control node (sitectl/bootstrap.py)."""
+    from sitectl import bootstrap
+
+    boot = bootstrap.Bootstrap(site=args.site, state_dir=Path(args.state_dir).resolve(),
+                               proxmox=_options(args.proxmox or []), ssh=args.ssh, repo_url=args.repo_url)
+    return bootstrap.run(boot, converge=not args.create_only)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sitectl", description=__doc__)
     parser.add_argument("--state-dir", default=str(ROOT / ".salt"), help="where the master's files live")
@@ -167,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master-config", default=None, help="the master's config file (default: <state-dir>/etc/master)")
     p.add_argument("--salt-cloud", default=None, help="the salt-cloud command (default: the one beside this Python)")
     p.set_defaults(func=cmd_provision)
+    p = sub.add_parser("bootstrap", help="create the control node on Proxmox and start its master (idempotent)")
+    p.add_argument("--proxmox", action="append", metavar="KEY=VALUE",
+                   help="a proxmox provider option over site.proxmox (url, ca_bundle, ...); repeatable")
+    p.add_argument("--ssh", default="ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new root@{ip}",
+                   help="how to reach the new guest as root ({ip} is its address)")
+    p.add_argument("--repo-url", default=None, help="the owner's repository as the control node fetches it "
+                                                    "(default: this checkout's origin)")
+    p.add_argument("--create-only", action="store_true", help="stop once the guest exists and runs")
+    p.set_defaults(func=cmd_bootstrap)
     p = sub.add_parser("lab", help="the site in LXC guests on this machine: up, down, status, shell, apply")
     p.add_argument("action", choices=["up", "down", "status", "shell", "apply"])
     p.add_argument("guest", nargs="?")
