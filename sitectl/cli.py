@@ -39,6 +39,13 @@ def _options(pairs: list[str]) -> dict:
 
 
 def cmd_master_config(args) -> int:
+    if args.check:  # the salt_master role's `unless`: exit 0 when the rendered files are what is there
+        from sitectl.config import config_differs
+
+        differs = config_differs(_settings(args))
+        for name in differs:
+            print(f"differs: {name}")
+        return 1 if differs else 0
     try:
         conf = write_config(_settings(args))
     except ValueError as exc:
@@ -153,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxmox", action="append", metavar="KEY=VALUE",
                    help="a proxmox provider option over site.proxmox (url, token_id, token_secret_env, ca_bundle, "
                         "bootstrap, ...); repeatable")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a rendered file would change")
     p.set_defaults(func=cmd_master_config)
     p = sub.add_parser("validate", help="check the site, the role catalog and the roles' pillar")
     p.set_defaults(func=cmd_validate)
