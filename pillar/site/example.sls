@@ -169,3 +169,12 @@ site:
       guest: mailcow
       port: 8080
       max_body: 64M
+
+# The control node (salt_master role, docs/control.md): the owner's repository it
+# checks out at main with a read-only deploy key (the key itself lives in Vault
+# only, secret/roles/salt_master/deploy_key), and that Git server's host keys.
+salt_master:
+  repository:
+    url: git@gitlab.your-domain.com:ops/salt-platform.git
+    known_hosts:
+      - gitlab.your-domain.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEonlyREPLACEwithYOURhostKEYexampleONLYrep
