@@ -278,6 +278,13 @@ def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResu
         for role, reason in sorted(off.items()):
             guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
             print(f"  {role:<14} on {', '.join(guests):<24} {reason}", file=out)
+    partial = {role: spec["partial"] for role, spec in lab.pillar["roles"].items()
+               if spec.get("partial") and spec.get("converge", True) is not False}
+    if partial:
+        print("\nconverged in part in the lab (the rest is not counted as passed):", file=out)
+        for role, what in sorted(partial.items()):
+            guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
+            print(f"  {role:<14} on {', '.join(guests):<24} {what}", file=out)
     vms = [n for n in lab.guests if lab.pillar["site"]["guests"][n]["kind"] == "vm"]
     if vms:
         print(f"\nkind: vm guests run as containers in the lab (no KVM here): {', '.join(vms)}", file=out)
