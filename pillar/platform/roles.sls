@@ -99,8 +99,8 @@ roles:
   gitlab_runner:
     nesting: true
     description: GitLab Runner with the Docker executor
-    # gitlab_runner includes docker (docs/docker.md)
-    states: [gitlab_runner]
+    # the Docker executor: gitlab_runner includes docker (docs/docker.md)
+    states: [docker, gitlab_runner]
     system_users: [gitlab-runner, docker]
     firewall:
       - {name: gitlab-runner-metrics, port: 9252, from: ['role:monitoring']}
