@@ -63,9 +63,14 @@ roles:
     reason: the lab's master is the lab host itself; the control guest's own master is rendered and checked (docs/control.md)
   deploy_runner:
     converge: false
-    reason: GitLab Runner comes from GitLab's apt repository, unreachable here (config.toml and registration are checked against a double of GitLab's runner API, tests/states/test_gitlab_runner.py)
+    reason: >-
+      GitLab Runner comes from GitLab's apt repository, unreachable here (config.toml and
+      registration are checked against a double of GitLab's runner API, tests/states/test_gitlab_runner.py)
   gitlab_runner:
-    partial: Docker Engine converges (Debian's docker.io); GitLab Runner itself does not, its apt repository is unreachable here (config.toml and registration are checked against a double of GitLab's runner API)
+    partial: >-
+      Docker Engine and the disk cleanup timer converge (Debian's docker.io); GitLab Runner itself
+      does not, its apt repository is unreachable here (config.toml and registration are checked
+      against a double of GitLab's runner API)
 
 # GitLab Runner has no build reachable here: the runner guest gets Docker only.
 gitlab_runner:

@@ -21,7 +21,10 @@ salt-master-service-enabled:
 
 salt-master-service-restart-scheduled:
   cmd.run:
-    - name: systemctl daemon-reload && systemd-run --on-active={{ salt_master.restart_delay | string | quote }} --unit=salt-master-restart --collect systemctl restart {{ salt_master.service | quote }}
+    - name: >-
+        systemctl daemon-reload &&
+        systemd-run --on-active={{ salt_master.restart_delay | string | quote }} --unit=salt-master-restart --collect
+        systemctl restart {{ salt_master.service | quote }}
     - onchanges:
       - file: salt-master-service-unit-managed
       - file: salt-master-config-sdb-managed
