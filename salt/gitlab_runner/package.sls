@@ -30,7 +30,7 @@ gitlab-runner-package-repo-key-managed:
     - name: {{ repo.keyring }}
     - source: {{ repo.key_url }}
     - skip_verify: true
-    - check_cmd: {{ key_check_script }}
+    - check_cmd: {{ key_check_script | quote }}
     - makedirs: true
     - mode: '0644'
     - require:

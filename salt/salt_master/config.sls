@@ -4,7 +4,6 @@
     the master's AppRole credentials (docs/vault.md) and the Proxmox token's
     secret, which salt-cloud reads from Vault at run time (never a file). #}
 {%- from 'salt_master/map.jinja' import salt_master, state_dir, sitectl, master_config_args, token_sdb with context %}
-{%- set args = master_config_args | map('quote') | join(' ') %}
 
 salt-master-config-sdb-managed:
   file.managed:
@@ -28,7 +27,7 @@ salt-master-config-approle-private:
 
 salt-master-config-rendered:
   cmd.run:
-    - name: {{ sitectl | quote }} {{ args }}
-    - unless: {{ sitectl | quote }} {{ args }} --check
+    - name: {{ sitectl | quote }}{% for arg in master_config_args %} {{ arg | quote }}{% endfor %}
+    - unless: {{ sitectl | quote }}{% for arg in master_config_args %} {{ arg | quote }}{% endfor %} --check
     - require:
       - sls: salt_master.checkout
