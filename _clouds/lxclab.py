@@ -85,8 +85,7 @@ def create(vm_):
         host.network_up(bridge, f"{gateway}/{net.prefixlen}")
     nameserver = _host_nameserver()
     template = host.build_template()
-    features = config.get_cloud_config_value("features", vm_, __opts__, default="") or ""
-    nesting = "nesting=1" in str(features).replace(" ", "").split(",")
+    nesting = host.nesting_requested(config.get_cloud_config_value("features", vm_, __opts__, default=""))
     try:
         host.create_guest(name, guest["address"], gateway, nameserver, lab_dir=lab_dir, template=template,
                           memory_mib=guest["memory"], cores=guest["cores"], bridge=bridge, nesting=nesting)

@@ -2,10 +2,12 @@
     the versions pinned (flavor docker-ce), or Debian's docker.io (flavor debian).
     iptables is named: Docker publishes ports through it, and docker-ce only
     recommends it. Its backend does not matter to the platform's filter (Debian's
-    default, nft, puts Docker's rules beside it in `nft list ruleset`). #}
+    default, nft, puts Docker's rules beside it in `nft list ruleset`). The engine
+    is installed (and so first started) only after the firewall is loaded. #}
 {%- from 'docker/map.jinja' import docker, flavor, key_check_script %}
 include:
   - common.apt
+  - common.firewall
   - docker.guest
 {%- if docker.flavor == 'docker-ce' %}
 
@@ -72,6 +74,8 @@ docker-package-installed:
     - install_recommends: false
     - require:
       - pkg: docker-package-iptables-installed
+      # the engine starts with its package: never before the forward chain filters what it publishes
+      - service: common-firewall-service-running
 {%- if docker.flavor == 'docker-ce' %}
       - pkgrepo: docker-package-repo-managed
 {%- endif %}

@@ -36,6 +36,12 @@ GUEST_ENV = {"PATH": SANE_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dum
 NESTED_DATA_DIRS = ("var/lib/docker", "var/lib/containerd", "var/lib/rancher")
 
 
+def nesting_requested(features) -> bool:
+    """Whether a salt-cloud profile's Proxmox ``features`` (``"nesting=1,keyctl=1"``) ask for nesting."""
+    flags = dict(item.split("=", 1) for item in str(features or "").replace(" ", "").split(",") if "=" in item)
+    return flags.get("nesting") in ("1", "true", "yes", "on")
+
+
 # ----------------------------------------------------------------------------- helpers
 
 

@@ -13,8 +13,9 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
-from sitectl import render
+from sitectl import ROOT, render
 from tests.conftest import state_args
 from tests.scratchlab import guest_ip, guest_pillar, scratch_site
 
@@ -141,6 +142,23 @@ def test_the_repository_key_is_installed_only_with_the_pinned_primary_fingerprin
                             check=False)
         assert cp.returncode == expected, f"{name}: {cp.returncode} {cp.stderr}"
     assert other_fpr not in script
+
+
+@pytest.mark.render
+def test_the_nested_profile_makes_a_nested_lab_guest_and_the_plain_one_does_not():
+    from sitectl.lab import guests, host
+
+    profiles = yaml.safe_load((ROOT / "cloud.profiles.d/platform.conf").read_text())
+    assert host.nesting_requested(profiles["debian12-lxc-nested"]["features"])
+    assert not host.nesting_requested(profiles["debian12-lxc"].get("features"))
+    assert not host.nesting_requested("keyctl=1,nesting=0")
+    args = ("box", "/lab", "/tpl", "10.0.0.4/24", "10.0.0.1", "br0")
+    nested, plain = guests.render_config(*args, nesting=True), guests.render_config(*args)
+    for data_dir in ("var/lib/docker", "var/lib/containerd", "var/lib/rancher"):
+        assert f"lxc.mount.entry = /lab/box/nested/{data_dir.replace('/', '-')} {data_dir} none bind,create=dir 0 0" \
+            in nested.splitlines()
+    assert "devices.allow = c 10:200 rwm" in nested
+    assert "nested" not in plain and "10:200" not in plain
 
 
 # ------------------------------------------------------------------ a real nested guest
