@@ -124,7 +124,8 @@ def cmd_deploy(args) -> int:
     config_dir = Path(args.state_dir).resolve() / "etc"
     job = deploy.Deploy(checkout=Path(args.checkout).resolve(), config_dir=config_dir,
                         master_config=Path(args.master_config) if args.master_config else None,
-                        restart_master=args.restart_master.split() if args.restart_master else [])
+                        restart_master=args.restart_master.split() if args.restart_master else [],
+                        timeout=args.timeout)
     artifacts = Path(args.artifacts) if args.artifacts else None
     return deploy.run(job, args.commit, artifacts)
 
@@ -177,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--master-config", default=None, help="the master's config file (default: <state-dir>/etc/master)")
     p.add_argument("--restart-master", default="systemctl restart salt-master",
                    help="the command that restarts the master when its own code changed ('' for none)")
+    p.add_argument("--timeout", type=int, default=60,
+                   help="seconds before a silent minion is asked whether it still runs the highstate")
     p.set_defaults(func=cmd_deploy)
     p = sub.add_parser("provision", help="the CI provision job: create the site's guests that do not exist yet")
     p.add_argument("--commit", required=True, help="the pushed commit of main (CI_COMMIT_SHA)")

@@ -48,7 +48,9 @@ class Deploy:
     master_config: Path | None = None  # the master's own config file (default: config_dir/master)
     remote: str = "origin"
     restart_master: list[str] = field(default_factory=lambda: ["systemctl", "restart", "salt-master"])
-    timeout: int = 3600
+    # Salt's timeout: how long to wait before asking a silent minion whether it still runs the job
+    # (saltutil.find_job); a minion that is gone is given up then, one that is busy is waited for.
+    timeout: int = 60
     out: object = sys.stdout
 
     # -- git ------------------------------------------------------------------------------------------
@@ -241,5 +243,5 @@ def provision(deploy: Deploy, commit: str, salt_cloud: Path | None = None) -> in
     print("creating: " + ", ".join(f"{n} ({p})" for p, names in sorted(wanted.items()) for n in names), file=deploy.out)
     command = salt_cloud or Path(sys.executable).parent / "salt-cloud"
     done = subprocess.run([str(command), "-c", str(deploy.config_dir), "-m", str(mapfile), "-P", "-y", "--no-color"],
-                          check=False, timeout=deploy.timeout)
+                          check=False, timeout=4 * 3600)
     return done.returncode

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -179,6 +180,23 @@ def test_a_new_guest_in_the_site_is_created_by_the_manual_provision_job_only(rep
     assert sorted(n for names in created.values() for n in names) == ["ci-new", "control", "db"], \
         "only the guests without a key are created"
     repos.settle()
+
+
+def test_a_guest_with_a_key_that_does_not_answer_fails_the_deploy(repos, ci_master, deploy_command):
+    """A guest the master has a key for but that is gone is given up after the timeout (Salt asks it
+    whether it still runs the job) and fails the deploy, without holding it for an hour."""
+    keys = Path(ci_master.config["pki_dir"]) / "minions"
+    (keys / "db").write_bytes((keys / MINION_ID).read_bytes())
+    try:
+        sha = git(repos.control, "rev-parse", "HEAD")
+        ran = subprocess.run([str(deploy_command), "--commit", sha, "--timeout", "3"], capture_output=True,
+                             text=True, check=False, timeout=300)
+    finally:
+        (keys / "db").unlink()
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "FAILED db: no return from the minion" in ran.stderr
+    row = next(line for line in ran.stdout.splitlines() if line.startswith("db "))
+    assert "0/0/1" in row, row
 
 
 def test_the_deploy_command_is_a_sitectl_command():
