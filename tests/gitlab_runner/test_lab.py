@@ -15,7 +15,8 @@ pytestmark = pytest.mark.lab
 RUNNER = "runner"
 SITE = scratch_site({RUNNER: {"host": 107, "roles": ["gitlab_runner"]}})
 LAB_PILLAR = {"docker": {"flavor": "debian"}, "gitlab_runner": {"install": False}}  # pillar/overlays/lab.sls
-IMAGE = "platform-test/job:local"
+IMAGE_NAME = "platform-test/job"
+IMAGE = f"{IMAGE_NAME}:local"
 
 
 @pytest.fixture(scope="module")
@@ -53,5 +54,5 @@ def test_a_job_image_built_in_the_guest_runs_and_the_cleanup_runs_on_this_engine
     done = lab.sh(RUNNER, "systemctl start docker-disk-cleanup.service && systemctl show -p Result --value "
                           "docker-disk-cleanup.service", check=False)
     assert done.returncode == 0 and done.stdout.strip() == "success", done.stdout + done.stderr
-    assert IMAGE.split(":")[0] in lab.sh(RUNNER, "docker images --format '{{.Repository}}'").stdout, \
+    assert IMAGE_NAME in lab.sh(RUNNER, "docker images --format '{{.Repository}}'").stdout, \
         "an image younger than the window is kept"
