@@ -66,6 +66,10 @@ class Bootstrap:
     repo_url: str | None = None
     root: Path = ROOT
     out: object = sys.stdout
+    # What the guest installs: the Debian packages (git, and what building Salt from PyPI needs) and
+    # pip's options (none: PyPI; a wheelhouse with --no-index --find-links where PyPI is not reachable).
+    packages: tuple[str, ...] = PACKAGES
+    pip_options: tuple[str, ...] = ()
 
     def config(self) -> Path:
         options = {**self.proxmox, "bootstrap": "none"}
@@ -114,14 +118,16 @@ class Bootstrap:
         if made.returncode != 0 or '"Error"' in made.stdout or "Error" in made.stderr:
             raise BootstrapError(f"creating {guest['name']} failed:\n{made.stdout[-3000:]}\n{made.stderr[-3000:]}")
 
-    def script(self, guest: dict, bundle: str) -> str:
+    def script(self, guest: dict, bundle: str, with_proxmox: bool = True) -> str:
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(self.root / "etc")),
                                  undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                                  autoescape=False)  # noqa: S701 - a shell script
         env.filters["quote"] = shlex.quote
         return env.get_template("bootstrap-control.sh.j2").render(
             checkout=CHECKOUT, bundle=bundle, repo_url=self.origin_url(), site=self.site, interface=guest["ip"],
-            master_id=guest["name"], salt_version=salt_version(self.root), packages=PACKAGES)
+            master_id=guest["name"], salt_version=salt_version(self.root), packages=self.packages,
+            pip_options=self.pip_options,
+            provider_args=["--provider", "proxmox", "--proxmox", "bootstrap=none"] if with_proxmox else [])
 
     def origin_url(self) -> str:
         if self.repo_url:
@@ -133,7 +139,7 @@ class Bootstrap:
                                  "control node will fetch it)")
         return found.stdout.strip()
 
-    def converge(self, guest: dict) -> str:
+    def converge(self, guest: dict, with_proxmox: bool = True) -> str:
         """Send the bundle and run the script on the guest; the script's output."""
         ssh = shlex.split(self.ssh.format(ip=guest["ip"]))
         bundle = f"/root/salt-platform-{os.getpid()}.bundle"
@@ -146,7 +152,8 @@ class Bootstrap:
                                       check=False, timeout=600)
             if sent.returncode != 0:
                 raise BootstrapError(f"sending the repository to {guest['ip']} failed: {sent.stderr.decode()[-1000:]}")
-        ran = subprocess.run([*ssh, "sh -s"], input=self.script(guest, bundle), capture_output=True, text=True,
+        ran = subprocess.run([*ssh, "sh -s"], input=self.script(guest, bundle, with_proxmox), capture_output=True,
+                             text=True,
                              check=False, timeout=3600)
         if ran.returncode != 0:
             raise BootstrapError(f"setting up {guest['name']} failed:\n{ran.stdout[-3000:]}\n{ran.stderr[-3000:]}")
