@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -108,7 +107,7 @@ def test_the_setup_makes_a_running_master_and_a_second_run_changes_nothing(lab, 
 def _salt(lab, *args: str, wait: int = 10) -> dict:
     """``salt --static`` on the control node; ``wait`` is Salt's timeout (a busy minion is asked
     whether it still runs the job after it, so a highstate is waited for; a silent one is given up)."""
-    out = lab.attach(CONTROL, [*SALT, "-t", str(wait), "--out=json", "--static", *args], check=False, timeout=900)
+    out = lab.attach(CONTROL, [*SALT, "-t", str(wait), "--out=json", "--static", *args], check=False, timeout=1200)
     try:
         return json.loads(out.stdout)
     except ValueError:
@@ -132,7 +131,7 @@ def test_a_guest_of_the_site_answers_that_master_and_its_highstate_changes_nothi
         time.sleep(2)
     lab.sh(CONTROL, f"{SALT[0]}-key {' '.join(SALT[1:])} -y -a {WEB}")
     _answers(lab)
-    ran = _salt(lab, WEB, "state.highstate", wait=60)
+    ran = _salt(lab, WEB, "state.highstate", wait=900)
     first = ran.get(WEB)
     assert isinstance(first, dict), ran
     failed = {k: v["comment"] for k, v in first.items() if v["result"] is not True}
@@ -141,7 +140,7 @@ def test_a_guest_of_the_site_answers_that_master_and_its_highstate_changes_nothi
     _answers(lab)  # the base state restarts the minion once the run is over (common.minion)
     time.sleep(5)
     _answers(lab)
-    ran = _salt(lab, WEB, "state.highstate", wait=60)
+    ran = _salt(lab, WEB, "state.highstate", wait=900)
     second = ran.get(WEB)
     assert isinstance(second, dict), ran
     assert not [k for k, v in second.items() if v["changes"] or v["result"] is not True], \
@@ -150,4 +149,3 @@ def test_a_guest_of_the_site_answers_that_master_and_its_highstate_changes_nothi
 
 def test_nothing_of_the_bundle_is_left_behind(lab, control):
     assert lab.sh(CONTROL, "ls /root/*.bundle 2>/dev/null | wc -l").stdout.strip() == "0"
-    assert shutil.which("lxc-attach")
