@@ -2,8 +2,11 @@
 (``lxc-attach`` in place of ``ssh``) makes it a control node: the repository from a bundle, the
 pinned Salt in the checkout's venv (from the lab's wheelhouse: PyPI is not the guest's to reach
 here, pip's options are the one difference), the master configured by ``sitectl master-config`` and
-running, its own minion. A second run changes nothing. Then another guest of the site answers that
-master, and its highstate through it converges and, run again, changes nothing."""
+running, its own minion. A second run changes nothing. Then the runner guest of the site (LXC 107's
+role, nested) answers that master, and its highstate through it converges the base state, Docker
+Engine and the disk cleanup timer (the lab's settings: Debian's docker.io, GitLab Runner not
+installed, no build of it being reachable) and, run again, changes nothing; an image built in the
+guest runs a job container and the cleanup runs on that engine."""
 
 from __future__ import annotations
 
@@ -25,11 +28,13 @@ from tests.scratchlab import LAB_DIR, guest_ip, scratch_site
 
 pytestmark = pytest.mark.lab
 
-CONTROL, WEB = "control", "web"
+CONTROL, WEB = "control", "runner"
 SITE = scratch_site({CONTROL: {"host": 110, "roles": ["salt_master", "deploy_runner"]},
-                     WEB: {"host": 112, "roles": ["deploy_runner"]}})
-# The guest's role applies nothing here (no GitLab Runner build reachable): the highstate is the base state.
-ROLE_SETTINGS = {"gitlab_runner": {"install": False}}
+                     WEB: {"host": 107, "roles": ["gitlab_runner"]}})
+# As pillar/overlays/lab.sls: Debian's docker.io, and GitLab Runner not installed (no build reachable).
+ROLE_SETTINGS = {"gitlab_runner": {"install": False}, "docker": {"flavor": "debian"}}
+IMAGE_NAME = "platform-test/job"
+IMAGE = f"{IMAGE_NAME}:local"
 SITE["salt"] = {"master": guest_ip(SITE, CONTROL)}  # the control node's master, not the lab host's
 CHECKOUT = bootstrap.CHECKOUT
 SALT = [f"{CHECKOUT}/.venv/bin/salt", "-c", f"{CHECKOUT}/.salt/etc"]
@@ -121,7 +126,10 @@ def _answers(lab, timeout: float = 180) -> None:
         time.sleep(3)
 
 
-def test_a_guest_of_the_site_answers_that_master_and_its_highstate_changes_nothing_the_second_time(lab, control):
+@pytest.fixture(scope="module")
+def through_control(lab, control) -> tuple[object, object]:
+    """The runner guest's minion pointed at the control node's master, its key accepted there, and
+    two highstates through it: their returns."""
     lab.write_file(WEB, "/etc/salt/minion.d/master.conf",
                    f"master: {guest_ip(SITE, CONTROL)}\nid: {WEB}\nhash_type: sha256\n")
     lab.sh(WEB, "systemctl restart salt-minion")
@@ -131,20 +139,40 @@ def test_a_guest_of_the_site_answers_that_master_and_its_highstate_changes_nothi
         time.sleep(2)
     lab.sh(CONTROL, f"{SALT[0]}-key {' '.join(SALT[1:])} -y -a {WEB}")
     _answers(lab)
-    ran = _salt(lab, WEB, "state.highstate", wait=900)
-    first = ran.get(WEB)
-    assert isinstance(first, dict), ran
-    failed = {k: v["comment"] for k, v in first.items() if v["result"] is not True}
-    assert not failed, failed
-    assert any(v["__sls__"] == "common.firewall" for v in first.values()), "the base state came from that master"
+    first = _salt(lab, WEB, "state.highstate", wait=900)
     _answers(lab)  # the base state restarts the minion once the run is over (common.minion)
     time.sleep(5)
     _answers(lab)
-    ran = _salt(lab, WEB, "state.highstate", wait=900)
-    second = ran.get(WEB)
-    assert isinstance(second, dict), ran
+    return first.get(WEB, first), _salt(lab, WEB, "state.highstate", wait=900).get(WEB)
+
+
+def test_the_runner_guest_converges_through_that_master_and_the_second_highstate_changes_nothing(through_control):
+    first, second = through_control
+    assert isinstance(first, dict) and isinstance(second, dict), (first, second)
+    failed = {k: v["comment"] for k, v in first.items() if v["result"] is not True}
+    assert not failed, failed
+    slss = {v["__sls__"] for v in first.values()}
+    assert {"common.firewall", "docker.service", "gitlab_runner.cleanup"} <= slss, "the highstate came from that master"
+    assert not [k for k in first if "gitlab-runner-package" in k or "gitlab-runner-config" in k], \
+        "GitLab Runner itself is not installed in the lab"
     assert not [k for k, v in second.items() if v["changes"] or v["result"] is not True], \
         "the second highstate through the control node's master changed something"
+
+
+def test_a_job_image_built_in_the_guest_runs_and_the_cleanup_runs_on_this_engine(lab, through_control):
+    assert lab.sh(WEB, "systemctl is-active docker docker-disk-cleanup.timer").stdout.split() == ["active"] * 2
+    lab.apt_install(WEB, "busybox-static")
+    lab.sh(WEB, f"""set -eu
+        root=$(mktemp -d); mkdir -p "$root/bin"; cp /bin/busybox "$root/bin/"; ln -s busybox "$root/bin/sh"
+        tar -C "$root" -c . | docker import - {IMAGE} >/dev/null
+        rm -rf "$root"
+        """)
+    assert lab.sh(WEB, f"docker run --rm {IMAGE} sh -c 'echo job ran'").stdout.strip() == "job ran"
+    done = lab.sh(WEB, "systemctl start docker-disk-cleanup.service && systemctl show -p Result --value "
+                       "docker-disk-cleanup.service", check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "success", done.stdout + done.stderr
+    assert IMAGE_NAME in lab.sh(WEB, "docker images --format '{{.Repository}}'").stdout, \
+        "an image younger than the window is kept"
 
 
 def test_nothing_of_the_bundle_is_left_behind(lab, control):
