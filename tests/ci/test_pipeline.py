@@ -199,6 +199,26 @@ def test_a_guest_with_a_key_that_does_not_answer_fails_the_deploy(repos, ci_mast
     assert "0/0/1" in row, row
 
 
+def test_a_change_to_the_master_s_own_code_restarts_it_before_the_highstate(repos, deploy_command, tmp_path):
+    restarts = tmp_path / "restarts"
+    restart = tmp_path / "restart-master"
+    restart.write_text(f"#!/bin/sh\necho restarted >> '{restarts}'\n")
+    restart.chmod(0o755)
+    runner = repos.dev / "_runners" / "platform.py"
+    sha = repos.commit({"_runners/platform.py": runner.read_text() + "\n# a change the master holds in memory\n"},
+                       "a runner change")
+    repos.push()
+    repos.settle()
+    ran = subprocess.run([str(deploy_command), "--commit", sha, "--restart-master", str(restart)],
+                         capture_output=True, text=True, check=False, timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "the master's own code changed: restarting it" in ran.stdout
+    assert restarts.read_text() == "restarted\n"
+    again = subprocess.run([str(deploy_command), "--commit", sha, "--restart-master", str(restart)],
+                           capture_output=True, text=True, check=False, timeout=300)
+    assert again.returncode == 0 and restarts.read_text() == "restarted\n", "no restart without a change"
+
+
 def test_the_deploy_command_is_a_sitectl_command():
     helptext = subprocess.run([sys.executable, "-m", "sitectl.cli", "deploy", "--help"], capture_output=True,
                               text=True, check=True).stdout
