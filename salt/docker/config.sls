@@ -24,7 +24,7 @@ docker-config-file-managed:
         daemon: {{ docker.daemon | json }}
     - makedirs: true
     - mode: '0644'
-    - check_cmd: {{ check_script }}
+    - check_cmd: {{ check_script | quote }}
     - require:
       - pkg: docker-package-installed
       - file: docker-config-check-script-managed

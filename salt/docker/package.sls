@@ -38,7 +38,7 @@ docker-package-repo-key-managed:
     - name: {{ flavor.keyring }}
     - source: {{ flavor.key_url }}
     - skip_verify: true
-    - check_cmd: {{ key_check_script }}
+    - check_cmd: {{ key_check_script | quote }}
     - makedirs: true
     - mode: '0644'
     - require:

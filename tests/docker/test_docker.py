@@ -7,7 +7,6 @@ path lets a published port through only if the role catalog opens it (issue 13, 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import time
@@ -17,7 +16,7 @@ import yaml
 
 from sitectl import ROOT, render
 from tests.conftest import state_args
-from tests.scratchlab import guest_ip, guest_pillar, scratch_site
+from tests.scratchlab import LAB_DIR, guest_ip, guest_pillar, scratch_site
 
 # The box runs Docker for two nesting roles: mailcow opens its mail ports to anyone, gitlab_runner its
 # metrics port to the monitoring guest only. The outsider is any other guest of the site.
@@ -113,8 +112,6 @@ def _gpg(home, *args: str, input: str | None = None) -> str:
 @pytest.fixture(scope="module")
 def two_keys(tmp_path_factory):
     """Two throwaway OpenPGP keys (primary + signing subkey): (fingerprint, armored) each, and both in one file."""
-    if not shutil.which("gpg"):
-        pytest.skip("gpg is not installed")
     home = tmp_path_factory.mktemp("gnupg")
     home.chmod(0o700)
     keys = []
@@ -142,6 +139,20 @@ def test_the_repository_key_is_installed_only_with_the_pinned_primary_fingerprin
                             check=False)
         assert cp.returncode == expected, f"{name}: {cp.returncode} {cp.stderr}"
     assert other_fpr not in script
+
+
+@pytest.mark.render
+def test_on_guests_with_containers_stopping_the_firewall_keeps_docker_s_tables(example_config):
+    def firewall(guest):
+        high = render.caller(example_config, guest).cmd("state.show_sls", "common.firewall")
+        assert isinstance(high, dict), high
+        return high
+
+    drop_in = state_args(firewall("mailcow")["common-firewall-stop-keeps-container-tables"], "file")
+    assert drop_in["name"] == "/etc/systemd/system/nftables.service.d/platform.conf"
+    assert drop_in["contents"].splitlines() == ["[Service]", "ExecStop=",
+                                                "ExecStop=-/usr/sbin/nft delete table inet platform"]
+    assert "common-firewall-stop-keeps-container-tables" not in firewall("postgresql")
 
 
 @pytest.mark.render
@@ -190,13 +201,24 @@ def serving(lab, converged):
             - {IMAGE} >/dev/null
         rm -rf "$root"
         docker rm -f web >/dev/null 2>&1 || true
-        docker run -d --name web {" ".join(f"-p {p}:{CONTAINER_PORT}" for p in PUBLISHED.values())} {IMAGE} >/dev/null
+        docker run -d --restart unless-stopped --name web \
+            {" ".join(f"-p {p}:{CONTAINER_PORT}" for p in PUBLISHED.values())} {IMAGE} >/dev/null
         mkdir -p /srv/www && echo served-by-the-box > /srv/www/index.html
-        for port in {" ".join(str(p) for p in ON_THE_BOX.values())}; do
-            systemd-run --unit "box-httpd-$port" busybox httpd -f -p "$port" -h /srv/www
-        done
         """)
+    _serve_on_the_box(lab)
     return lab
+
+
+def _serve_on_the_box(lab) -> None:
+    for port in ON_THE_BOX.values():
+        lab.attach(BOX, ["systemd-run", "--unit", f"box-httpd-{port}", "busybox", "httpd", "-f", "-p", str(port),
+                         "-h", "/srv/www"])
+
+
+def _wait_until_published(lab) -> None:
+    deadline = time.monotonic() + 60
+    while not _reaches(lab, "host", PUBLISHED["submission"]) and time.monotonic() < deadline:
+        time.sleep(1)
 
 
 def _reaches(lab, source: str, port: int) -> bool:
@@ -240,6 +262,8 @@ def test_docker_converges_in_a_nested_guest_and_the_second_apply_changes_nothing
     assert not first.failed, first.failed
     assert "docker-service-running" in first.states and "common-firewall-ruleset-managed" in first.states
     assert not second.failed and second.changed == {}, second.changed
+    dry = lab.apply(BOX, "common,docker", test=True)
+    assert not dry.failed and dry.changed == {}, "test mode on a converged guest: nothing to do"
     info = json.loads(lab.sh(BOX, "docker info --format '{{json .}}'").stdout)
     assert info["Driver"] == "overlay2" and info["LiveRestoreEnabled"] is True
     assert lab.sh(BOX, "systemctl is-enabled docker").stdout.strip() == "enabled"
@@ -261,16 +285,30 @@ def test_published_ports_are_reachable_only_as_the_role_catalog_opens_them(servi
 
 
 @pytest.mark.lab
-def test_the_filter_holds_after_the_firewall_is_reloaded_and_docker_restarted(serving):
+def test_the_filter_holds_after_the_firewall_and_docker_restart(serving):
     # The control: without the platform's forward chain, Docker's own rules publish 8080 to anyone.
     serving.sh(BOX, "nft delete chain inet platform forward")
     assert _reaches(serving, OUTSIDER, PUBLISHED["uncatalogued"])
-    serving.sh(BOX, "systemctl reload nftables && systemctl restart docker")
-    deadline = time.monotonic() + 30
-    while not _reaches(serving, "host", PUBLISHED["submission"]) and time.monotonic() < deadline:
-        time.sleep(1)
+    # Restarting the firewall brings the chain back and leaves Docker's tables (its DNAT) in place.
+    serving.sh(BOX, "systemctl restart nftables")
     assert _reachability(serving) == EXPECTED
-    assert serving.sh(BOX, "docker inspect -f '{{.State.Running}}' web").stdout.strip() == "true"
+    container = serving.sh(BOX, "docker inspect -f '{{.Id}}' web").stdout.strip()
+    serving.sh(BOX, "systemctl restart docker")
+    _wait_until_published(serving)
+    assert _reachability(serving) == EXPECTED
+    # live-restore: the same container ran through the engine's restart
+    assert serving.sh(BOX, "docker inspect -f '{{.Id}} {{.RestartCount}}' web").stdout.split() == [container, "0"]
+
+
+@pytest.mark.lab
+def test_the_filter_holds_after_the_guest_restarts(serving):
+    from sitectl.lab import host
+
+    host.stop_guest(BOX, lab_dir=LAB_DIR)
+    host.start_guest(BOX, timeout=90, lab_dir=LAB_DIR, allow_degraded=True)
+    _serve_on_the_box(serving)
+    _wait_until_published(serving)
+    assert _reachability(serving) == EXPECTED
 
 
 @pytest.mark.lab
@@ -279,3 +317,35 @@ def test_a_daemon_json_the_engine_cannot_read_is_refused_by_the_check(serving):
     serving.write_file(BOX, "/root/fine.json", '{"live-restore": true}')
     assert serving.attach(BOX, ["/usr/local/sbin/docker-check-config", "/root/broken.json"], check=False).returncode
     serving.attach(BOX, ["/usr/local/sbin/docker-check-config", "/root/fine.json"])
+
+
+@pytest.mark.lab
+def test_a_service_port_dnatted_to_a_pod_on_cni0_is_filtered_the_same(serving):
+    """k3s publishes service ports the way Docker does, by DNAT in iptables' nat table (kube-proxy's
+    KUBE-SERVICES, the CNI portmap plugin's hostPorts), to pods behind the `cni0` bridge. No k3s build
+    is reachable here: this is that path built by hand in the box (a pod network namespace on cni0,
+    DNAT rules and FORWARD accepts as kube-proxy writes them), not k3s itself. 465 is a catalog port
+    of the box (mailcow's smtps, from anyone) that nothing on the box serves; 30080 a NodePort the
+    catalog does not open."""
+    serving.sh(BOX, """set -eu
+        ip netns add pod
+        ip link add cni0 type bridge && ip addr add 10.42.0.1/24 dev cni0 && ip link set cni0 up
+        ip link add vethpod type veth peer name eth0 netns pod && ip link set vethpod master cni0 up
+        ip -n pod addr add 10.42.0.10/24 dev eth0 && ip -n pod link set eth0 up && ip -n pod link set lo up
+        ip -n pod route add default via 10.42.0.1
+        systemd-run --unit pod-httpd ip netns exec pod busybox httpd -f -p 8000 -h /srv/www
+        iptables -t nat -N TEST-SERVICES
+        iptables -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j TEST-SERVICES
+        for port in 465 30080; do
+            iptables -t nat -A TEST-SERVICES -p tcp --dport "$port" -j DNAT --to-destination 10.42.0.10:8000
+        done
+        iptables -I FORWARD -s 10.42.0.0/24 -j ACCEPT && iptables -I FORWARD -d 10.42.0.0/24 -j ACCEPT
+        """)
+    deadline = time.monotonic() + 20
+    while serving.sh(BOX, "busybox wget -qO- http://10.42.0.10:8000/", check=False).returncode and \
+            time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert serving.sh(BOX, "busybox wget -qO- http://10.42.0.10:8000/").stdout.strip() == "served-by-the-box"
+    sources = {"host (admin)": "host", "monitoring guest": MONITORING, "other guest": OUTSIDER}
+    seen = {port: {label: _reaches(serving, src, port) for label, src in sources.items()} for port in (465, 30080)}
+    assert seen == {465: dict.fromkeys(sources, True), 30080: dict.fromkeys(sources, False)}
