@@ -12,14 +12,20 @@ DEBS     += prometheus prometheus-alertmanager prometheus-blackbox-exporter  # m
 DEBS += golang-go golang-github-gorilla-websocket-dev golang-github-lib-pq-dev golang-github-rabbitmq-amqp091-go-dev golang-github-prometheus-client-golang-dev  # chat: the example Go service built offline (GOPATH mode over /usr/share/gocode)
 DEBS     += bind9  # mailcow: a real DNS server receiving the mail records by RFC 2136 with TSIG (tests)
 DEBS += php8.2-cli  # nextcloud: the occ wrapper runs under real PHP in the render tier
+DEBS     += nodejs npm  # ci: gitlab-ci-local runs .gitlab-ci.yml in tests/ci
+# The pipeline runner of tests/ci, project-local (Node 20: its last release that runs there).
+GITLAB_CI_LOCAL := .ci/node_modules/.bin/gitlab-ci-local
 YAML     := pillar/site/*.sls pillar/platform/*.sls $(filter-out %_generated.sls,$(wildcard pillar/overlays/*.sls)) \
             tests/fixtures/sites/*/*/site.sls \
-            sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint
+            sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint .gitlab-ci.yml
 SLS      := $(shell find salt reactor -name '*.sls' | sort)
 
 .PHONY: setup lint test test-fast lab lab-down lab-status bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(GITLAB_CI_LOCAL)
+
+$(GITLAB_CI_LOCAL): $(STAMP)
+	npm install --prefix .ci --no-save --no-package-lock --no-audit --no-fund gitlab-ci-local@4.72.0
 
 $(STAMP): pyproject.toml
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

@@ -39,6 +39,13 @@ def _options(pairs: list[str]) -> dict:
 
 
 def cmd_master_config(args) -> int:
+    if args.check:  # the salt_master role's `unless`: exit 0 when the rendered files are what is there
+        from sitectl.config import config_differs
+
+        differs = config_differs(_settings(args))
+        for name in differs:
+            print(f"differs: {name}")
+        return 1 if differs else 0
     try:
         conf = write_config(_settings(args))
     except ValueError as exc:
@@ -109,6 +116,38 @@ def cmd_lab(args) -> int:
     return labctl.apply(args.guest, args.site)
 
 
+def cmd_deploy(args) -> int:
+    """The deploy job (.gitlab-ci.yml): move the checkout to the pushed commit, a test=True highstate,
+    then the highstate (sitectl/deploy.py)."""
+    from sitectl import deploy
+
+    config_dir = Path(args.state_dir).resolve() / "etc"
+    job = deploy.Deploy(checkout=Path(args.checkout).resolve(), config_dir=config_dir,
+                        master_config=Path(args.master_config) if args.master_config else None,
+                        restart_master=args.restart_master.split() if args.restart_master else [],
+                        timeout=args.timeout)
+    artifacts = Path(args.artifacts) if args.artifacts else None
+    return deploy.run(job, args.commit, artifacts)
+
+
+def cmd_provision(args) -> int:
+    """The manual provision job: salt-cloud -m of the site's guests that do not exist yet."""
+    from sitectl import deploy
+
+    job = deploy.Deploy(checkout=Path(args.checkout).resolve(), config_dir=Path(args.state_dir).resolve() / "etc",
+                        master_config=Path(args.master_config) if args.master_config else None)
+    return deploy.provision(job, args.commit, Path(args.salt_cloud) if args.salt_cloud else None)
+
+
+def cmd_bootstrap(args) -> int:
+    """From a bare Proxmox to a running control node (sitectl/bootstrap.py)."""
+    from sitectl import bootstrap
+
+    boot = bootstrap.Bootstrap(site=args.site, state_dir=Path(args.state_dir).resolve(),
+                               proxmox=_options(args.proxmox or []), ssh=args.ssh, repo_url=args.repo_url)
+    return bootstrap.run(boot, converge=not args.create_only)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sitectl", description=__doc__)
     parser.add_argument("--state-dir", default=str(ROOT / ".salt"), help="where the master's files live")
@@ -122,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxmox", action="append", metavar="KEY=VALUE",
                    help="a proxmox provider option over site.proxmox (url, token_id, token_secret_env, ca_bundle, "
                         "bootstrap, ...); repeatable")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a rendered file would change")
     p.set_defaults(func=cmd_master_config)
     p = sub.add_parser("validate", help="check the site, the role catalog and the roles' pillar")
     p.set_defaults(func=cmd_validate)
@@ -131,6 +171,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("guest")
     p.add_argument("--pillar", action="store_true")
     p.set_defaults(func=cmd_render)
+    p = sub.add_parser("deploy", help="the CI deploy: checkout to --commit, test=True highstate, highstate")
+    p.add_argument("--commit", required=True, help="the pushed commit of main (CI_COMMIT_SHA)")
+    p.add_argument("--checkout", default=str(ROOT), help="the control node's checkout (default: this one)")
+    p.add_argument("--artifacts", default=None, help="a folder for highstate-test.json and highstate.json")
+    p.add_argument("--master-config", default=None, help="the master's config file (default: <state-dir>/etc/master)")
+    p.add_argument("--restart-master", default="systemctl restart salt-master",
+                   help="the command that restarts the master when its own code changed ('' for none)")
+    p.add_argument("--timeout", type=int, default=60,
+                   help="seconds before a silent minion is asked whether it still runs the highstate")
+    p.set_defaults(func=cmd_deploy)
+    p = sub.add_parser("provision", help="the CI provision job: create the site's guests that do not exist yet")
+    p.add_argument("--commit", required=True, help="the pushed commit of main (CI_COMMIT_SHA)")
+    p.add_argument("--checkout", default=str(ROOT), help="the control node's checkout (default: this one)")
+    p.add_argument("--master-config", default=None, help="the master's config file (default: <state-dir>/etc/master)")
+    p.add_argument("--salt-cloud", default=None, help="the salt-cloud command (default: the one beside this Python)")
+    p.set_defaults(func=cmd_provision)
+    p = sub.add_parser("bootstrap", help="create the control node on Proxmox and start its master (idempotent)")
+    p.add_argument("--proxmox", action="append", metavar="KEY=VALUE",
+                   help="a proxmox provider option over site.proxmox (url, ca_bundle, ...); repeatable")
+    p.add_argument("--ssh", default="ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new root@{ip}",
+                   help="how to reach the new guest as root ({ip} is its address)")
+    p.add_argument("--repo-url", default=None, help="the owner's repository as the control node fetches it "
+                                                    "(default: this checkout's origin)")
+    p.add_argument("--create-only", action="store_true", help="stop once the guest exists and runs")
+    p.set_defaults(func=cmd_bootstrap)
     p = sub.add_parser("lab", help="the site in LXC guests on this machine: up, down, status, shell, apply")
     p.add_argument("action", choices=["up", "down", "status", "shell", "apply"])
     p.add_argument("guest", nargs="?")

@@ -39,6 +39,32 @@ def write_config(settings: SaltSettings, root: Path = ROOT) -> Path:
         raise FileNotFoundError(f"no site named {settings.site!r}: expected pillar/site/{settings.site}.sls")
     if settings.overlay and not (root / "pillar" / "overlays" / f"{settings.overlay}.sls").is_file():
         raise FileNotFoundError(f"no overlay {settings.overlay!r}: expected pillar/overlays/{settings.overlay}.sls")
+    conf = settings.config_dir
+    conf.mkdir(parents=True, exist_ok=True)
+    for sub in ("pki/master", "pki/local", "cache", "run/master", "run/local", "log"):
+        (settings.state_dir / sub).mkdir(parents=True, exist_ok=True)
+    # Keys, the job cache (every job's return) and the logs are root's only.
+    for private in ("pki", "cache", "log"):
+        os.chmod(settings.state_dir / private, 0o700)
+    for name, text in render_config(settings, root).items():
+        if name == "cloud.providers.d/platform.conf":
+            continue
+        (conf / name).write_text(text)
+    providers = conf / "cloud.providers.d"
+    providers.mkdir(exist_ok=True)
+    for old in providers.glob("*.conf"):
+        old.unlink()
+    if settings.provider:
+        (providers / "platform.conf").write_text(render_config(settings, root)["cloud.providers.d/platform.conf"])
+    profiles = conf / "cloud.profiles.d"
+    if profiles.is_symlink() or profiles.exists():
+        profiles.unlink()
+    profiles.symlink_to(root / "cloud.profiles.d")
+    return conf
+
+
+def render_config(settings: SaltSettings, root: Path = ROOT) -> dict[str, str]:
+    """The files of the config dir, rendered: master, minion, cloud and the provider (relative path -> text)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(root / "etc")),
         undefined=jinja2.StrictUndefined,
@@ -48,27 +74,18 @@ def write_config(settings: SaltSettings, root: Path = ROOT) -> Path:
     context = {**settings.__dict__, "root": str(root), "state_dir": str(settings.state_dir)}
     if settings.provider == "proxmox":
         context["proxmox"] = proxmox_options(settings, root)
-    conf = settings.config_dir
-    conf.mkdir(parents=True, exist_ok=True)
-    for sub in ("pki/master", "pki/local", "cache", "run/master", "run/local", "log"):
-        (settings.state_dir / sub).mkdir(parents=True, exist_ok=True)
-    # Keys, the job cache (every job's return) and the logs are root's only.
-    for private in ("pki", "cache", "log"):
-        os.chmod(settings.state_dir / private, 0o700)
-    for name in ("master", "minion", "cloud"):
-        (conf / name).write_text(env.get_template(f"{name}.j2").render(context))
-    providers = conf / "cloud.providers.d"
-    providers.mkdir(exist_ok=True)
-    for old in providers.glob("*.conf"):
-        old.unlink()
+    out = {name: env.get_template(f"{name}.j2").render(context) for name in ("master", "minion", "cloud")}
     if settings.provider:
-        text = env.get_template(f"providers/{settings.provider}.conf.j2").render(context)
-        (providers / "platform.conf").write_text(text)
-    profiles = conf / "cloud.profiles.d"
-    if profiles.is_symlink() or profiles.exists():
-        profiles.unlink()
-    profiles.symlink_to(root / "cloud.profiles.d")
-    return conf
+        provider = env.get_template(f"providers/{settings.provider}.conf.j2")
+        out["cloud.providers.d/platform.conf"] = provider.render(context)
+    return out
+
+
+def config_differs(settings: SaltSettings, root: Path = ROOT) -> list[str]:
+    """The files of the config dir that are missing or differ from what the templates render now."""
+    conf = settings.config_dir
+    return [name for name, text in render_config(settings, root).items()
+            if not (conf / name).is_file() or (conf / name).read_text() != text]
 
 
 PROXMOX_DEFAULTS = {

@@ -57,7 +57,7 @@ class RunResult:
                 out.errors.append(f"{state.get('__id__', state_id)}: {str(state.get('comment'))[-600:]}")
                 if state.get("__state_ran__", True):
                     out.failed_sls.add(str(state.get("__sls__")))
-            elif state.get("changes"):
+            elif state.get("changes") or state.get("result") is None:  # None: test=True, would change
                 out.changed += 1
             else:
                 out.ok += 1
@@ -251,17 +251,27 @@ class HighstateCollector(threading.Thread):
                             self.done.set()
 
 
-def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult], out=sys.stdout) -> None:
-    header = f"{'guest':<22} {'roles':<28} {'address':<15} {'1st ok/chg/fail':>16} {'time':>7}" \
-             f" {'2nd ok/chg/fail':>16} {'time':>6}"
+def _cells(run: RunResult | None) -> tuple[str, str]:
+    """ok/changed/failed and the time of a run, or dashes for a guest that had none."""
+    if run is None:
+        return "-", "-"
+    return f"{run.ok}/{run.changed}/{run.failed}", f"{run.seconds:.1f}s"
+
+
+def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult], out=sys.stdout,
+                columns: tuple[str, str] = ("1st", "2nd")) -> None:
+    """Guest, roles, address, ok/changed/failed and time of two runs (the lab's two highstates; the
+    deploy's test=True run and its highstate), then the roles not converged in the lab."""
+    one, two = (f"{c} ok/chg/fail" for c in columns)
+    header = f"{'guest':<22} {'roles':<28} {'address':<15} {one:>16} {'time':>7}" \
+             f" {two:>16} {'time':>6}"
     print(header, file=out)
     print("-" * len(header), file=out)
     for name in lab.guests:
         g = lab.pillar["site"]["guests"][name]
-        a, b = first.get(name, RunResult()), second.get(name, RunResult())
+        a, b = (_cells(runs.get(name)) for runs in (first, second))
         print(f"{name:<22} {','.join(g['roles']):<28} {g['address'].split('/')[0]:<15} "
-              f"{f'{a.ok}/{a.changed}/{a.failed}':>16} {a.seconds:>6.1f}s "
-              f"{f'{b.ok}/{b.changed}/{b.failed}':>16} {b.seconds:>5.1f}s", file=out)
+              f"{a[0]:>16} {a[1]:>7} {b[0]:>16} {b[1]:>6}", file=out)
     off = {role: spec.get("reason", "") for role, spec in lab.pillar["roles"].items()
            if spec.get("converge", True) is False}
     off.update({role: spec["partial"] for role, spec in lab.pillar["roles"].items() if spec.get("partial")})

@@ -102,9 +102,23 @@ roles:
       mailcow's stack (checkout, mailcow.conf, containers, mail domains through its
       API, DNS records with its DKIM keys) does NOT: its images come from a
       registry that is unreachable here
-  gitlab_runner:
+  salt_master:
     converge: false
-    reason: GitLab Runner comes from GitLab's apt repository, unreachable here
+    reason: the lab's master is the lab host itself; the control guest's own master is rendered and checked (docs/control.md)
+  deploy_runner:
+    converge: false
+    reason: >-
+      GitLab Runner comes from GitLab's apt repository, unreachable here (config.toml and
+      registration are checked against a double of GitLab's runner API, tests/states/test_gitlab_runner.py)
+  gitlab_runner:
+    partial: >-
+      Docker Engine and the disk cleanup timer converge (Debian's docker.io); GitLab Runner itself
+      does not, its apt repository is unreachable here (config.toml and registration are checked
+      against a double of GitLab's runner API)
+
+# GitLab Runner has no build reachable here: the runner guest gets Docker only.
+gitlab_runner:
+  install: false
 
 # Docker (included by the nesting roles): Debian's docker.io, the build reachable
 # here (Docker's apt repository is not); docs/docker.md.

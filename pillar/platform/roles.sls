@@ -25,14 +25,16 @@ roles:
       - {name: node-exporter, port: 9100, from: ['role:monitoring']}
   salt_master:
     description: the Salt master that converges the site
-    states: []
+    states: [salt_master]
     firewall:
       - {name: salt-publish, port: 4505, from: [site]}
       - {name: salt-request, port: 4506, from: [site]}
   deploy_runner:
     description: the CI runner that applies the state tree on a push to main
-    states: []
-    firewall: []
+    states: [gitlab_runner]
+    system_users: [gitlab-runner]
+    firewall:
+      - {name: gitlab-runner-metrics, port: 9252, from: ['role:monitoring']}
   vault:
     description: Vault (or OpenBao), the only home of secret values
     states: [vault]
@@ -108,8 +110,8 @@ roles:
   gitlab_runner:
     nesting: true
     description: GitLab Runner with the Docker executor
-    # docker until the role's own SLS (which includes docker) lands; docs/docker.md
-    states: [docker]
+    # the Docker executor: gitlab_runner includes docker (docs/docker.md)
+    states: [docker, gitlab_runner]
     system_users: [gitlab-runner, docker]
     firewall:
       - {name: gitlab-runner-metrics, port: 9252, from: ['role:monitoring']}

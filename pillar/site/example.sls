@@ -239,3 +239,12 @@ site:
       tsig_name: mailcow-update
       tsig_secret: vault:roles/mailcow/dns-tsig#secret
     remove_undeclared: false
+
+# The control node (salt_master role, docs/control.md): the owner's repository it
+# checks out at main with a read-only deploy key (the key itself lives in Vault
+# only, secret/roles/salt_master/deploy_key), and that Git server's host keys.
+salt_master:
+  repository:
+    url: git@gitlab.your-domain.com:ops/salt-platform.git
+    known_hosts:
+      - gitlab.your-domain.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEonlyREPLACEwithYOURhostKEYexampleONLYrep

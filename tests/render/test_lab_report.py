@@ -38,3 +38,27 @@ def test_a_failure_elsewhere_is_its_own():
 def test_a_return_that_is_not_a_highstate_is_a_failure():
     result = RunResult.from_return(["Rendering SLS 'base:vault' failed"], 1.0)
     assert result.failed == 1 and "Rendering SLS" in result.errors[0]
+
+
+def test_the_table_lists_partial_roles_and_dashes_a_guest_without_a_run():
+    import io
+    from types import SimpleNamespace
+
+    from sitectl.labctl import print_table
+
+    pillar = {"site": {"guests": {
+        "runner": {"roles": ["gitlab_runner"], "address": "10.0.0.7/24", "kind": "lxc"},
+        "new": {"roles": ["rabbitmq"], "address": "10.0.0.8/24", "kind": "lxc"}}},
+        "roles": {"gitlab_runner": {"partial": "Docker converges; GitLab Runner does not"},
+                  "k3s": {"converge": False, "reason": "no build"}}}
+    out = io.StringIO()
+    print_table(SimpleNamespace(guests=["new", "runner"], pillar=pillar), {"runner": RunResult(ok=3, seconds=1.0)},
+                {}, out=out, columns=("test=True", "highstate"))
+    text = out.getvalue()
+    assert "test=True ok/chg/fail" in text and "highstate ok/chg/fail" in text
+    new = next(line for line in text.splitlines() if line.startswith("new "))
+    assert new.split()[-4:] == ["-", "-", "-", "-"], new
+    runner = next(line for line in text.splitlines() if line.startswith("runner "))
+    assert "3/0/0" in runner and runner.split()[-2:] == ["-", "-"]
+    assert "converged in part in the lab" in text and "gitlab_runner  on runner" in text
+    assert "Docker converges; GitLab Runner does not" in text
