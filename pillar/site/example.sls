@@ -169,3 +169,16 @@ site:
       guest: mailcow
       port: 8080
       max_body: 64M
+
+  # Backups off the guests (docs/backup.md): restic repositories on a REST server
+  # outside the guests they protect (<repository>/<guest>-<job>), passwords in
+  # Vault; and Proxmox's own vzdump of every guest of the site.
+  backup:
+    repository: rest:https://backup.your-domain.com:8000
+    vzdump:
+      storage: backup-nfs
+      schedule: '01:30'
+      mode: snapshot
+      compress: zstd
+      keep_daily: 7
+      keep_weekly: 4
