@@ -7,6 +7,7 @@ PYTHON   ?= python3
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 DEBS     := nftables lxc debootstrap bridge-utils rsync iproute2 gnupg openssh-client nginx pebble openssl curl postgresql rabbitmq-server
+DEBS += restic rclone  # backup: the repository (rclone serve restic) and restic on the host for the backup tests and the drill
 YAML     := pillar/site/*.sls pillar/platform/*.sls $(filter-out %_generated.sls,$(wildcard pillar/overlays/*.sls)) \
             tests/fixtures/sites/*/*/site.sls \
             sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint
