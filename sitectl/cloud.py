@@ -71,7 +71,7 @@ def vzdump_job(site: dict, vmids: list[int]) -> dict:
                      if key in spec)
     job = {"schedule": spec["schedule"], "storage": spec["storage"], "mode": spec.get("mode", "snapshot"),
            "compress": spec.get("compress", "zstd"), "enabled": 1, "vmid": ",".join(str(v) for v in sorted(vmids)),
-           "comment": f"salt-platform: site={site['name']} (site.backup.vzdump; changed by salt-cloud -f backup_schedule)"}
+           "comment": f"salt-platform: site={site['name']} (site.backup.vzdump, salt-cloud -f backup_schedule)"}
     if prune:
         job["prune-backups"] = prune
     return job

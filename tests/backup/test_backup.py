@@ -53,7 +53,7 @@ class Backups:
         pw.write_text(self.lab.bao.read("roles/postgresql/backup", field="restic_password") + "\n")
         pw.chmod(0o600)
         try:
-            return subprocess.run(["restic", "-r", f"{REPOSITORY}/{JOB_REPO}", *args], capture_output=True,
+            return subprocess.run(["restic", "-r", f"{REPOSITORY}/{JOB_REPO}", *args], capture_output=True, check=False,
                                   text=True, timeout=300,
                                   env={"PATH": os.environ["PATH"], "RESTIC_PASSWORD_FILE": str(pw),
                                        "RESTIC_CACHE_DIR": str(self.repo.workdir / "cache")})
@@ -130,7 +130,8 @@ def test_node_exporter_serves_the_last_success_and_the_schedule(backups):
         if "platform_backup_last_success_timestamp_seconds" in text or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert re.search(r'^platform_backup_last_success_timestamp_seconds\{job="postgresql"\} \S+$', text, re.M), text[-500:]
+    success = r'^platform_backup_last_success_timestamp_seconds\{job="postgresql"\} \S+$'
+    assert re.search(success, text, re.M), text[-500:]
     assert re.search(r'^platform_backup_schedule_seconds\{job="postgresql"\} 86400$', text, re.M)
 
 

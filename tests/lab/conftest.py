@@ -77,3 +77,26 @@ def lab(lab_host):
         started[name] = info
     yield {"net": net, "guests": started, "nameserver": nameserver, **lab_host}
     host.teardown(LAB_DIR, BRIDGE, TABLE)
+
+
+@pytest.fixture(scope="session")
+def site_lab(tmp_path_factory):
+    """The example site by `sitectl lab up` in a state dir of its own, once per session: test_site.py
+    checks it, the test_site_<part>.py modules after it reuse it. Any lab already running on this
+    machine is replaced; everything is torn down at the end."""
+    import json
+    from types import SimpleNamespace
+
+    from sitectl import labctl
+
+    state = tmp_path_factory.mktemp("lab-state")
+    labctl.down()  # a developer's lab (.salt): its master holds the lab address's ports
+    labctl.down(state_dir=state)
+    try:
+        rc = labctl.up(state_dir=state)
+        report = json.loads((state / labctl.REPORT).read_text())
+        lab = labctl.Lab(state_dir=state)
+        lab.configure()
+        yield SimpleNamespace(rc=rc, report=report, lab=lab, state=state)
+    finally:  # a failed `lab up` leaves a master, pebble and guests: they go too
+        labctl.down(state_dir=state)

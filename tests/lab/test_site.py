@@ -1,8 +1,10 @@
 """The example site in the lab: provisioned by salt-cloud, converged by the real states, checked from outside.
 
-One lab for the module: `sitectl lab up`'s own code path (salt-cloud -m with the lxclab driver,
-first highstate through the created-event reactor, a second highstate), in a state dir of its own.
-Any lab already running on this machine is replaced, and everything is torn down at the end.
+One lab for the session (the `site_lab` fixture of tests/lab/conftest.py, shared with the
+tests/lab/test_site_<part>.py modules that run after this one): `sitectl lab up`'s own code path
+(salt-cloud -m with the lxclab driver, first highstate through the created-event reactor, a second
+highstate), in a state dir of its own. Any lab already running on this machine is replaced, and
+everything is torn down at the end.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import json
 import re
 import socket
 import subprocess
-from types import SimpleNamespace
 
 import pytest
 
@@ -25,21 +26,6 @@ CONNECT = ("python3 -c \"import socket,sys; s=socket.socket(); s.settimeout(3);\
            "try: s.connect((sys.argv[1], int(sys.argv[2]))); print('open')\n"
            "except ConnectionRefusedError: print('refused')\n"
            "except OSError as e: print('dropped', type(e).__name__)\" {} {}")
-
-
-@pytest.fixture(scope="module")
-def site_lab(tmp_path_factory):
-    state = tmp_path_factory.mktemp("lab-state")
-    labctl.down()  # a developer's lab (.salt): its master holds the lab address's ports
-    labctl.down(state_dir=state)
-    try:
-        rc = labctl.up(state_dir=state)
-        report = json.loads((state / labctl.REPORT).read_text())
-        lab = labctl.Lab(state_dir=state)
-        lab.configure()
-        yield SimpleNamespace(rc=rc, report=report, lab=lab, state=state)
-    finally:  # a failed `lab up` leaves a master, pebble and guests: they go too
-        labctl.down(state_dir=state)
 
 
 def ip(site_lab, guest: str) -> str:
