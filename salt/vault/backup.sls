@@ -14,6 +14,7 @@
 include:
   - vault.service
 {%- if backup_enabled %}
+  - vault.unseal
   - backup.client
 {%- endif %}
 
@@ -76,4 +77,4 @@ vault-backup-timer-running:
       - service: vault-service-running
 
 {{ job('vault', 'vault', [backup.dir, tls_dir], prepare=['systemctl', 'start', 'vault-raft-snapshot.service'],
-       require=[{'service': 'vault-backup-timer-running'}]) }}
+       require=[{'service': 'vault-backup-timer-running'}, {'vault_server': 'vault-unseal-unsealed'}]) }}
