@@ -160,7 +160,12 @@ class Runner:
         if self.drill.role == "postgresql":
             self.sh(f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {DRILL_DB} -c '{DRILL_ROWS}'",
                     "writing the drill's rows")
-        self.sh(f"systemctl start platform-backup@{self.job}.service", f"the backup job {self.job}")
+        unit = f"platform-backup@{self.job}.service"
+        try:
+            self.sh(f"systemctl start {unit}", f"the backup job {self.job}")
+        except DrillFailed as exc:
+            journal = self.attach(f"journalctl -u {unit} -n 8 --no-pager -o cat").stdout
+            raise DrillFailed(f"{exc}\n{journal}") from None
         latest = self.sh(f"platform-restore --check {self.job}", "the repository check")
         self.drill.notes.append(latest.strip().splitlines()[-1][:300])
         return self.fingerprints()
