@@ -258,7 +258,19 @@ class Runner:
                              snapshot.strip()], capture_output=True, text=True, timeout=600, check=False)
         if cp.returncode:
             raise DrillFailed(f"raft snapshot restore on {self.guest}: {cp.stderr[-2000:]}")
+        # The restored keyring is the old Vault's: the server seals itself a moment after the restore
+        # and opens again only with the operators' shares.
+        self._wait_sealed(vault, True)
         vault.unseal_again()
+        self._wait_sealed(vault, False)
+
+    def _wait_sealed(self, vault, sealed: bool, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while vault.server_status()["sealed"] is not sealed:
+            if time.monotonic() > deadline:
+                raise DrillFailed(f"Vault on {self.guest} did not become {'sealed' if sealed else 'unsealed'} "
+                                  f"within {timeout} s of the restore")
+            time.sleep(1)
 
     def converge(self):
         result = self.lab.highstate([self.guest])[self.guest]

@@ -16,9 +16,11 @@ include:
 rabbitmq-backup-dir-managed:
   file.directory:
     - name: {{ backup_dir }}
-    - user: root
-    - group: root
+    - user: {{ rabbitmq.user }}
+    - group: {{ rabbitmq.user }}
     - mode: '0700'
+    - require:
+      - pkg: rabbitmq-package-installed
 
 rabbitmq-backup-export-script-managed:
   file.managed:
@@ -28,7 +30,8 @@ rabbitmq-backup-export-script-managed:
     - mode: '0750'
     - contents: |
         #!/bin/sh
-        # Managed by Salt (rabbitmq.backup): the broker's definitions into {{ backup_dir }}.
+        # Managed by Salt (rabbitmq.backup): the broker's definitions into {{ backup_dir }}
+        # (Debian's rabbitmqctl runs as {{ rabbitmq.user }}, which owns the folder).
         set -eu
         umask 077
         rabbitmqctl --quiet export_definitions {{ backup_dir | quote }}/.definitions.json

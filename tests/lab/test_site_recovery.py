@@ -2,18 +2,21 @@
 on the same lab: the `site_lab` fixture of tests/lab/conftest.py).
 
 The lab's repository is rclone's restic REST server on the lab host; each stateful guest's job ships
-there. A repository that does not answer stops the drill before anything is destroyed. Then the drill
+there, node exporter serves each job's last success, and a repository that does not answer or is
+damaged fails the job loudly. A repository that does not answer stops the drill before anything is
+destroyed. Then the drill
 for real, PostgreSQL then Vault: destroy, recreate through salt-cloud, converge, restore, compare the
 data, and the consumers' own access, untouched, works again."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from sitectl import drill
-from tests.lab.test_site import attach, psql, salt_cmd
+from tests.lab.test_site import attach, ip, psql, salt_cmd
 
 pytestmark = pytest.mark.lab
 
@@ -33,6 +36,46 @@ def test_every_stateful_guest_ships_its_backup_off_the_guest(site_lab):
         assert list((repo.data / f"{guest}-{job}" / "snapshots").iterdir())
         metrics = attach(site_lab, guest, ["cat", f"/var/lib/prometheus/node-exporter/platform_backup_{job}.prom"])
         assert f'platform_backup_last_success_timestamp_seconds{{job="{job}"}}' in metrics.stdout
+
+
+def last_success(site_lab, guest: str, job: str) -> str:
+    return attach(site_lab, guest, ["cat", f"/var/lib/prometheus/node-exporter/platform_backup_{job}.prom"]).stdout
+
+
+def test_node_exporter_serves_each_jobs_last_success_and_schedule(site_lab):
+    served = attach(site_lab, "postgresql", ["curl", "-fsS", f"http://{ip(site_lab, 'postgresql')}:9100/metrics"])
+    assert re.search(r'^platform_backup_last_success_timestamp_seconds\{job="postgresql"\} \S+$', served.stdout, re.M)
+    assert re.search(r'^platform_backup_schedule_seconds\{job="postgresql"\} 86400$', served.stdout, re.M)
+
+
+def test_an_unreachable_repository_fails_the_job_loudly(site_lab):
+    before = last_success(site_lab, "rabbitmq", "rabbitmq")
+    repo = site_lab.lab.backup_repository()
+    repo.stop_recorded()
+    try:
+        ran = run_job(site_lab, "rabbitmq", "rabbitmq")
+    finally:
+        repo.ensure()
+    assert ran.returncode != 0
+    assert "FAILED: the repository is unreachable" in ran.stdout, ran.stdout
+    assert last_success(site_lab, "rabbitmq", "rabbitmq") == before
+
+
+def test_a_damaged_repository_fails_the_job_loudly(site_lab):
+    before = last_success(site_lab, "rabbitmq", "rabbitmq")
+    data = site_lab.lab.backup_repository().data / "rabbitmq-rabbitmq" / "data"
+    packs = [p for p in data.rglob("*") if p.is_file()]
+    saved = {pack: pack.read_bytes() for pack in packs}
+    for pack in packs:
+        pack.write_bytes(b"\0" * pack.stat().st_size)
+    try:
+        ran = run_job(site_lab, "rabbitmq", "rabbitmq")
+    finally:
+        for pack, data in saved.items():
+            pack.write_bytes(data)
+    assert ran.returncode != 0
+    assert "FAILED: restic check found the repository damaged" in ran.stdout, ran.stdout
+    assert last_success(site_lab, "rabbitmq", "rabbitmq") == before
 
 
 def test_an_unreachable_repository_stops_the_drill_before_anything_is_destroyed(site_lab):
