@@ -483,7 +483,8 @@ def secret_fingerprints(nonce, mount="secret", url=None, verify=None):
     """
     Every KV v2 secret under ``mount`` this token may list and read, as path -> HMAC-SHA256 of its
     current data keyed with ``nonce`` (never a value): what a restore drill compares before and after.
-    A path the token may list but not read is reported as ``"unreadable"``.
+    A path the token may list but not read is reported as ``"unreadable"``, a folder it may not list
+    (``<folder>/``) as ``"unlistable"``.
 
     CLI Example:
 
@@ -500,6 +501,9 @@ def secret_fingerprints(nonce, mount="secret", url=None, verify=None):
         try:
             reply = client.adapter.request("LIST", f"/v1/{mount}/metadata/{folder}")
         except hvac.exceptions.InvalidPath:
+            continue
+        except hvac.exceptions.Forbidden:
+            found[folder] = "unlistable"
             continue
         except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
             raise _fail(client, f"{mount}/metadata/{folder}", exc) from None
