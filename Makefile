@@ -15,6 +15,7 @@ DEBS += php8.2-cli  # nextcloud: the occ wrapper runs under real PHP in the rend
 DEBS     += nodejs npm  # ci: gitlab-ci-local runs .gitlab-ci.yml in tests/ci
 # The pipeline runner of tests/ci, project-local (Node 20: its last release that runs there).
 GITLAB_CI_LOCAL := .ci/node_modules/.bin/gitlab-ci-local
+DEBS += restic rclone  # backup: the repository (rclone serve restic) and restic on the host for the backup tests and the drill
 YAML     := pillar/site/*.sls pillar/platform/*.sls $(filter-out %_generated.sls,$(wildcard pillar/overlays/*.sls)) \
             tests/fixtures/sites/*/*/site.sls \
             sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint .gitlab-ci.yml

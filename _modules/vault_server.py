@@ -605,3 +605,44 @@ def normalize(value):
         if value.isdigit():
             return int(value)
     return value
+
+def secret_fingerprints(nonce, mount="secret", url=None, verify=None):
+    """
+    Every KV v2 secret under ``mount`` this token may list and read, as path -> HMAC-SHA256 of its
+    current data keyed with ``nonce`` (never a value): what a restore drill compares before and after.
+    A path the token may list but not read is reported as ``"unreadable"``, a folder it may not list
+    (``<folder>/``) as ``"unlistable"``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt vault vault_server.secret_fingerprints drill-20261201
+    """
+    import hmac
+
+    client = _client(url, verify)
+    found, folders = {}, [""]
+    while folders:
+        folder = folders.pop()
+        try:
+            reply = client.adapter.request("LIST", f"/v1/{mount}/metadata/{folder}")
+        except hvac.exceptions.InvalidPath:
+            continue
+        except hvac.exceptions.Forbidden:
+            found[folder] = "unlistable"
+            continue
+        except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
+            raise _fail(client, f"{mount}/metadata/{folder}", exc) from None
+        for key in ((reply or {}).get("data") or {}).get("keys", []):
+            if key.endswith("/"):
+                folders.append(folder + key)
+                continue
+            try:
+                data = _read(client, _kv_data_path(mount, folder + key))
+            except CommandExecutionError:
+                found[folder + key] = "unreadable"
+                continue
+            body = json.dumps((data or {}).get("data"), sort_keys=True).encode()
+            found[folder + key] = hmac.new(str(nonce).encode(), body, hashlib.sha256).hexdigest()
+    return dict(sorted(found.items()))

@@ -148,6 +148,12 @@ def cmd_bootstrap(args) -> int:
     return bootstrap.run(boot, converge=not args.create_only)
 
 
+def cmd_drill(args) -> int:
+    from sitectl import drill
+
+    return drill.drill(args.guest, args.site)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sitectl", description=__doc__)
     parser.add_argument("--state-dir", default=str(ROOT / ".salt"), help="where the master's files live")
@@ -200,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "down", "status", "shell", "apply"])
     p.add_argument("guest", nargs="?")
     p.set_defaults(func=cmd_lab)
+    p = sub.add_parser("drill", help="disaster-recovery drill: destroy a stateful guest of the lab, recreate, "
+                                     "restore its latest backup, check the data, print the recovery time")
+    p.add_argument("--guest", required=True, help="the guest to lose (its role: postgresql or vault)")
+    p.set_defaults(func=cmd_drill)
     return parser
 
 
@@ -213,7 +223,7 @@ def _quiet_salt() -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "lab":
+    if args.command not in ("lab", "drill"):
         _quiet_salt()
     try:
         return args.func(args)

@@ -48,3 +48,30 @@ def fire(utils, opts: dict, name: str, what: str, tag_suffix: str, vm_: dict) ->
         sock_dir=opts["sock_dir"],
         transport=opts["transport"],
     )
+
+
+def site_of(opts: dict) -> dict:
+    """The site from the master's own pillar (compiled for an id that is no guest), validated."""
+    opts = copy.deepcopy(opts)
+    opts["id"] = "salt-cloud"
+    compiled = salt.pillar.get_pillar(opts, {}, opts["id"], saltenv="base").compile_pillar()
+    errors = compiled.get("_errors")
+    if errors:
+        raise SaltCloudSystemExit("the site is invalid, nothing was changed:\n" + "\n".join(errors))
+    return compiled["site"]
+
+
+def vzdump_job(site: dict, vmids: list[int]) -> dict:
+    """The parameters of PVE's /cluster/backup job that backs up ``vmids`` as ``site.backup.vzdump``
+    says (None when the site declares no vzdump)."""
+    spec = (site.get("backup") or {}).get("vzdump")
+    if not spec:
+        return None
+    prune = ",".join(f"{key.replace('_', '-')}={spec[key]}" for key in ("keep_last", "keep_daily", "keep_weekly")
+                     if key in spec)
+    job = {"schedule": spec["schedule"], "storage": spec["storage"], "mode": spec.get("mode", "snapshot"),
+           "compress": spec.get("compress", "zstd"), "enabled": 1, "vmid": ",".join(str(v) for v in sorted(vmids)),
+           "comment": f"salt-platform: site={site['name']} (site.backup.vzdump, salt-cloud -f backup_schedule)"}
+    if prune:
+        job["prune-backups"] = prune
+    return job

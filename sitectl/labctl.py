@@ -168,6 +168,20 @@ class Lab:
         answer = self.pillar["site"]["guests"][proxies[0]]["address"].split("/")[0] if proxies[0] else "127.0.0.1"
         return Pebble(self.settings.state_dir / "lab-acme", self.pillar["site"]["network"]["gateway"], answer=answer)
 
+    # -- the lab's backup repository -----------------------------------------------------------------
+    def backup_repository(self):
+        """The repository of site.backup when the lab serves it itself (on the gateway: the overlay's
+        rest:http://<gateway>:<port>), off every guest (sitectl/lab/backup_repo.py); else None."""
+        import re
+
+        from sitectl.lab.backup_repo import BackupRepository
+
+        url = (self.pillar["site"].get("backup") or {}).get("repository", "")
+        gateway = self.pillar["site"]["network"]["gateway"]
+        served = re.fullmatch(rf"rest:http://{re.escape(gateway)}:(\d+)/?", url)
+        return BackupRepository(self.settings.state_dir / "lab-backup", gateway, int(served.group(1))) if served \
+            else None
+
     def converges(self, role: str) -> bool:
         return self.pillar["roles"].get(role, {}).get("converge", True) is not False
 
@@ -382,6 +396,8 @@ def _prepare(lab: Lab, timings: dict[str, float]) -> None:
     net = lab.pillar["site"]["network"]
     lab.host.network_up(lab.bridge, f"{net['gateway']}/{net['cidr'].split('/')[1]}")
     lab.stage_files()
+    if lab.backup_repository():
+        lab.backup_repository().ensure()
     if lab.with_role("reverse_proxy") and lab.converges("reverse_proxy"):
         t0 = time.monotonic()
         lab.acme().ensure()
@@ -472,11 +488,14 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
 
 
 def down(site: str = "example", state_dir: Path | None = None) -> int:
+    from sitectl.lab.backup_repo import BackupRepository
     from sitectl.lab.pebble import Pebble
     from sitectl.vaultctl import lab_teardown
 
     lab = Lab(site, state_dir)
     lab.stop_master()
+    BackupRepository(lab.settings.state_dir / "lab-backup", "0.0.0.0").stop_recorded()  # noqa: S104 - not bound
+    shutil.rmtree(lab.settings.state_dir / "lab-backup", ignore_errors=True)
     Pebble(lab.settings.state_dir / "lab-acme", "0.0.0.0", answer="").stop_recorded()  # noqa: S104 - not bound
     shutil.rmtree(lab.settings.state_dir / "lab-acme", ignore_errors=True)
     removed = lab.host.teardown(lab.lab_dir, lab.bridge)

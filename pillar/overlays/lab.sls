@@ -17,6 +17,10 @@ site:
     directory: https://10.77.0.1:14000/dir
     email: hostmaster@your-domain.com
     dns_server: 10.77.0.1
+  # The lab's backup repository: restic's REST protocol served by rclone on the lab host
+  # (`sitectl lab up` starts it), off every guest. No Proxmox here: vzdump is not declared.
+  backup:
+    repository: rest:http://10.77.0.1:8008
   guests:
     reverse-proxy: {address: 10.77.0.100/24}
     microservices: {address: 10.77.0.101/24}

@@ -25,7 +25,7 @@ roles:
       - {name: node-exporter, port: 9100, from: ['role:monitoring']}
   salt_master:
     description: the Salt master that converges the site
-    states: [salt_master]
+    states: [salt_master, backup.master]
     firewall:
       - {name: salt-publish, port: 4505, from: [site]}
       - {name: salt-request, port: 4506, from: [site]}

@@ -240,6 +240,19 @@ site:
       tsig_secret: vault:roles/mailcow/dns-tsig#secret
     remove_undeclared: false
 
+  # Backups off the guests (docs/backup.md): restic repositories on a REST server
+  # outside the guests they protect (<repository>/<guest>-<job>), passwords in
+  # Vault; and Proxmox's own vzdump of every guest of the site.
+  backup:
+    repository: rest:https://backup.your-domain.com:8000
+    vzdump:
+      storage: backup-nfs
+      schedule: '01:30'
+      mode: snapshot
+      compress: zstd
+      keep_daily: 7
+      keep_weekly: 4
+
 # The control node (salt_master role, docs/control.md): the owner's repository it
 # checks out at main with a read-only deploy key (the key itself lives in Vault
 # only, secret/roles/salt_master/deploy_key), and that Git server's host keys.
@@ -248,3 +261,4 @@ salt_master:
     url: git@gitlab.your-domain.com:ops/salt-platform.git
     known_hosts:
       - gitlab.your-domain.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEonlyREPLACEwithYOURhostKEYexampleONLYrep
+

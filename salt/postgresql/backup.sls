@@ -1,12 +1,19 @@
 {#- Logical backups: a timer runs pg-backup as postgres, which writes the
     globals (roles, pg_dumpall --globals-only) and one pg_dump -Fc per database
     into a new folder of backup.dir, and removes folders older than
-    backup.keep_days (never the newest). A Proxmox backup of the guest carries
-    backup.dir off the host. pg-restore-db restores one database (docs/postgresql.md). #}
+    backup.keep_days (never the newest). When the site names a backup repository,
+    the job `postgresql` (backup/job.jinja) makes a fresh dump and ships
+    backup.dir off the guest with restic (docs/backup.md). pg-restore-db restores
+    one database (docs/postgresql.md). #}
 {%- from 'postgresql/map.jinja' import postgresql, service, version, cluster, port %}
 {%- set backup = postgresql.backup %}
+{%- from 'backup/job.jinja' import job with context %}
+{%- from 'backup/map.jinja' import enabled as backup_enabled %}
 include:
   - postgresql.service
+{%- if backup_enabled %}
+  - backup.client
+{%- endif %}
 
 postgresql-backup-dir-managed:
   file.directory:
@@ -65,3 +72,6 @@ postgresql-backup-timer-running:
       - file: postgresql-backup-service-managed
     - require:
       - service: postgresql-service-running
+
+{{ job('postgresql', 'postgresql', [backup.dir], prepare=['systemctl', 'start', 'postgresql-backup.service'],
+       require=[{'service': 'postgresql-backup-timer-running'}]) }}

@@ -6,3 +6,4 @@ include:
   - rabbitmq.package
   - rabbitmq.service
   - rabbitmq.access
+  - rabbitmq.backup

@@ -1,14 +1,22 @@
 {#- Backup of the raft storage: a timer takes a snapshot into backup.dir and
-    keeps the newest backup.keep; a Proxmox backup of the guest carries them
-    off the host. Restore: docs/vault.md. The snapshot token (policy
+    keeps the newest backup.keep. When the site names a backup repository, the
+    job `vault` (backup/job.jinja) takes a fresh snapshot and ships backup.dir
+    and the TLS folder (the internal CA the master trusts) off the guest with
+    restic (docs/backup.md). Restore: docs/vault.md. The snapshot token (policy
     raft_snapshot, configure.sls) is put in place once by the root-token holder;
     without it every run fails, loudly, in the journal. #}
-{%- from 'vault/map.jinja' import vault, flavor, local_url, ca_cert %}
+{%- from 'vault/map.jinja' import vault, flavor, local_url, ca_cert, tls_dir %}
+{%- from 'backup/job.jinja' import job with context %}
+{%- from 'backup/map.jinja' import enabled as backup_enabled %}
 {%- set backup = vault.backup %}
 {%- set script = '/usr/local/sbin/vault-raft-snapshot' %}
 {%- set description = 'HashiCorp Vault' if vault.server.flavor == 'vault' else 'OpenBao' %}
 include:
   - vault.service
+{%- if backup_enabled %}
+  - vault.unseal
+  - backup.client
+{%- endif %}
 
 vault-backup-dir-managed:
   file.directory:
@@ -67,3 +75,6 @@ vault-backup-timer-running:
       - file: vault-backup-service-managed
     - require:
       - service: vault-service-running
+
+{{ job('vault', 'vault', [backup.dir, tls_dir], prepare=['systemctl', 'start', 'vault-raft-snapshot.service'],
+       require=[{'service': 'vault-backup-timer-running'}, {'vault_server': 'vault-unseal-unsealed'}]) }}

@@ -62,6 +62,8 @@ HOST_PACKAGES = [
     "debootstrap",
     "nftables",
     "bridge-utils",
+    "rclone",  # the backup repository (sitectl.lab.backup_repo)
+    "restic",  # the drill checks the repository from the master
     "rsync",
     "iproute2",
     "util-linux",

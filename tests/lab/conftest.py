@@ -83,9 +83,12 @@ def lab(lab_host):
 
 @pytest.fixture(scope="session")
 def site_lab(tmp_path_factory):
-    """The example site brought up once per session by `sitectl lab up`'s own code path, in a state dir
-    of its own, for test_site.py and every test_site_<role>.py; torn down at the end. Any lab already
-    running on this machine is replaced."""
+    """The example site by `sitectl lab up` in a state dir of its own, once per session: test_site.py
+    checks it, the test_site_<part>.py modules after it reuse it. Any lab already running on this
+    machine is replaced; everything is torn down at the end."""
+    import json
+    from types import SimpleNamespace
+
     from sitectl import labctl
 
     state = tmp_path_factory.mktemp("lab-state")

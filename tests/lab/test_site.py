@@ -1,8 +1,10 @@
 """The example site in the lab: provisioned by salt-cloud, converged by the real states, checked from outside.
 
-One lab for the module: `sitectl lab up`'s own code path (salt-cloud -m with the lxclab driver,
-first highstate through the created-event reactor, a second highstate), in a state dir of its own.
-Any lab already running on this machine is replaced, and everything is torn down at the end.
+One lab for the session (the `site_lab` fixture of tests/lab/conftest.py, shared with the
+tests/lab/test_site_<part>.py modules that run after this one): `sitectl lab up`'s own code path
+(salt-cloud -m with the lxclab driver, first highstate through the created-event reactor, a second
+highstate), in a state dir of its own. Any lab already running on this machine is replaced, and
+everything is torn down at the end.
 """
 
 from __future__ import annotations
