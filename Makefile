@@ -7,12 +7,14 @@ PYTHON   ?= python3
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
 DEBS     := nftables lxc debootstrap bridge-utils rsync iproute2 gnupg openssh-client nginx pebble openssl curl postgresql rabbitmq-server
-DEBS += nodejs  # k3s: node and npm check ESO's resources against ESO's CRD schemas (tests/render/test_k3s_manifests.py)
 DEBS     += prometheus prometheus-alertmanager prometheus-blackbox-exporter  # monitoring: promtool/amtool check and unit-test the rules and configs
 DEBS += golang-go golang-github-gorilla-websocket-dev golang-github-lib-pq-dev golang-github-rabbitmq-amqp091-go-dev golang-github-prometheus-client-golang-dev  # chat: the example Go service built offline (GOPATH mode over /usr/share/gocode)
 DEBS     += bind9  # mailcow: a real DNS server receiving the mail records by RFC 2136 with TSIG (tests)
 DEBS += php8.2-cli  # nextcloud: the occ wrapper runs under real PHP in the render tier
-DEBS     += nodejs npm  # ci: gitlab-ci-local runs .gitlab-ci.yml in tests/ci
+# k3s: node and npm check ESO's resources against ESO's CRD schemas (tests/render/test_k3s_manifests.py);
+# ci: gitlab-ci-local runs .gitlab-ci.yml in tests/ci. Node.js brings npm where it comes from
+# NodeSource (these machines); Debian's own nodejs needs its npm package, added only then.
+DEBS     += nodejs
 # The pipeline runner of tests/ci, project-local (Node 20: its last release that runs there).
 GITLAB_CI_LOCAL := .ci/node_modules/.bin/gitlab-ci-local
 DEBS += restic rclone  # backup: the repository (rclone serve restic) and restic on the host for the backup tests and the drill
@@ -34,6 +36,7 @@ $(STAMP): pyproject.toml
 		echo "installing Debian packages:" $$missing; \
 		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing; \
 	fi
+	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends npm
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
