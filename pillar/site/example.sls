@@ -261,4 +261,3 @@ salt_master:
     url: git@gitlab.your-domain.com:ops/salt-platform.git
     known_hosts:
       - gitlab.your-domain.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXAMPLEonlyREPLACEwithYOURhostKEYexampleONLYrep
-

@@ -86,9 +86,6 @@ def site_lab(tmp_path_factory):
     """The example site by `sitectl lab up` in a state dir of its own, once per session: test_site.py
     checks it, the test_site_<part>.py modules after it reuse it. Any lab already running on this
     machine is replaced; everything is torn down at the end."""
-    import json
-    from types import SimpleNamespace
-
     from sitectl import labctl
 
     state = tmp_path_factory.mktemp("lab-state")

@@ -95,7 +95,8 @@ def test_the_lab_overlay_points_certbot_at_the_labs_acme_server(lab_config):
     cmd = state_args(high["reverse-proxy-certificate-mail.your-domain.com-issued"], "cmd")["name"]
     assert "--server https://10.77.0.1:14000/dir" in cmd
     routes = state_args(high["reverse-proxy-nginx-config-managed"], "file")["context"]["routes"]
-    assert {r["upstream"] for r in routes} == {"10.77.0.101:8080", "10.77.0.102:80", "10.77.0.104:8080", "10.77.0.102:9980"}
+    assert {r["upstream"] for r in routes} == {"10.77.0.101:8080", "10.77.0.102:80", "10.77.0.104:8080",
+                                                "10.77.0.102:9980"}
 
 
 def test_dns01_asks_for_one_wildcard_with_the_tsig_key_from_vault(example_config):
