@@ -69,6 +69,8 @@ def _exporter_targets(site: dict, catalog: dict, exporters: dict) -> list[dict]:
     out = []
     for name, guest in sorted(site["guests"].items()):
         for role in enabled_roles(catalog, guest):
+            if (catalog.get(role) or {}).get("partial"):
+                continue  # converged only in part (the lab): its service, and so its exporter, does not run
             ports = roles_of.ports(catalog, role)
             for job, spec in sorted((exporters.get(role) or {}).items()):
                 label_role = _role_label(catalog, guest) if role == "base" else role

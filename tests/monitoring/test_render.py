@@ -224,4 +224,4 @@ def test_a_grafana_route_of_the_site_becomes_grafanas_public_address(tmp_path):
     ini = rendered(conf, "monitoring", high, "monitoring-grafana-ini-managed")
     assert "root_url = https://grafana.your-domain.com/" in ini and "cookie_secure = true" in ini
     probes = [t for t in plan(data["site"])["targets"] if t["job"] == "routes"]
-    assert {t["labels"]["route"] for t in probes} == {"nextcloud", "mail", "grafana"}
+    assert {t["labels"]["route"] for t in probes} == {"nextcloud", "mail", "grafana", "chat", "office"}
