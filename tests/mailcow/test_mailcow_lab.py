@@ -18,6 +18,7 @@ import json
 import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -125,6 +126,8 @@ def test_the_mailbox_password_lives_in_vault_and_reached_mailcow(lab):
 def test_the_role_as_the_lab_runs_it_converges_docker_and_installs_the_published_certificate(lab):
     """The role with the lab's `stack: false`: Docker Engine (Debian's docker.io) and the mail certificate
     the proxy published in Vault (read with a saltext-vault token, as the master would issue one)."""
+    import tempfile
+
     import yaml
 
     from tests.scratchlab import SALT_CONFIG_DIR
@@ -134,8 +137,11 @@ def test_the_role_as_the_lab_runs_it_converges_docker_and_installs_the_published
     minion["vault"] = {"config_location": "local", "auth": {"method": "token", "token": bao.root_token},
                        "server": {"url": bao.url}}
     scratch.write_file(GUEST, f"{SALT_CONFIG_DIR}/minion", yaml.safe_dump(minion), mode=0o600)
-    cert = {"cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
-            "key": "-----BEGIN PRIVATE KEY-----\n" + secrets.token_hex(32) + "\n-----END PRIVATE KEY-----\n"}
+    with tempfile.TemporaryDirectory() as tmp:  # a throwaway pair made at run time, never stored
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "1", "-subj", f"/CN={MAIL_HOST}", "-keyout", f"{tmp}/key.pem",
+                        "-out", f"{tmp}/cert.pem"], check=True, capture_output=True)
+        cert = {"cert": Path(tmp, "cert.pem").read_text(), "key": Path(tmp, "key.pem").read_text()}
     bao.client().secrets.kv.v2.create_or_update_secret(path=f"roles/reverse_proxy/certificates/{MAIL_HOST}",
                                                        secret=cert)
     first = scratch.apply(GUEST, "mailcow")

@@ -5,6 +5,7 @@ and after a dry run, the file and the API checked each time."""
 from __future__ import annotations
 
 import json
+import secrets
 
 import pytest
 import tomllib
@@ -118,13 +119,14 @@ def test_a_runner_the_site_removes_is_unregistered_and_a_rotated_token_verified(
 def test_a_token_gitlab_refuses_fails_and_keeps_the_old_file(runner_caller, bao, gitlab, tmp_path):
     name = unique("docker")
     path = f"roles/gitlab_runner/runners/{name}"
-    bao.client().secrets.kv.v2.create_or_update_secret(path=path, secret={"token": "glrt-not-a-runner-of-gitlab"})
+    refused = f"glrt-{secrets.token_urlsafe(20)}"  # made here: GitLab's double knows no such runner
+    bao.client().secrets.kv.v2.create_or_update_secret(path=path, secret={"token": refused})
     config = tmp_path / "config.toml"
     config.write_text("concurrent = 1\n")
     ret = run(runner_caller, config, gitlab, [{"name": name, "token_path": path, "executor": "shell"}])(False)
     assert ret["result"] is False and "403" in ret["comment"]
     assert config.read_text() == "concurrent = 1\n"
-    assert "glrt-not-a-runner-of-gitlab" not in json.dumps(ret)
+    assert refused not in json.dumps(ret)
 
 
 def test_a_token_missing_from_vault_fails_naming_its_path(runner_caller, gitlab, tmp_path):
