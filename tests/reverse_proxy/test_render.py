@@ -16,7 +16,7 @@ pytestmark = pytest.mark.render
 
 PROXY = guest_with_role(load_site(), "reverse_proxy")
 
-LINEAGES = ("chat.your-domain.com", "mail.your-domain.com", "nextcloud.your-domain.com", "office.your-domain.com")
+LINEAGES = ("api.your-domain.com", "app.your-domain.com", "chat.your-domain.com", "mail.your-domain.com", "nextcloud.your-domain.com", "office.your-domain.com")
 DNS01 = {"site": {"acme": {"challenge": "dns-01", "dns_server": "10.10.10.1"}}}
 
 
@@ -95,8 +95,9 @@ def test_the_lab_overlay_points_certbot_at_the_labs_acme_server(lab_config):
     cmd = state_args(high["reverse-proxy-certificate-mail.your-domain.com-issued"], "cmd")["name"]
     assert "--server https://10.77.0.1:14000/dir" in cmd
     routes = state_args(high["reverse-proxy-nginx-config-managed"], "file")["context"]["routes"]
+    # the apps' routes (api, app) go to the k3s guest's ingress
     assert {r["upstream"] for r in routes} == {"10.77.0.101:8080", "10.77.0.102:80", "10.77.0.104:8080",
-                                                "10.77.0.102:9980"}
+                                                "10.77.0.102:9980", "10.77.0.112:80"}
 
 
 def test_dns01_asks_for_one_wildcard_with_the_tsig_key_from_vault(example_config):
