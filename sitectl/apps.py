@@ -89,7 +89,7 @@ def app_routes(pillar: dict) -> dict[str, dict]:
     port = roles_of.ports(pillar["roles"], "k3s").get("ingress-http")
     if server is None or port is None:
         return {}
-    return {app["route"]: {"guest": server, "port": int(port)}
+    return {app["route"]: {"guest": server, "port": int(port), "health_path": app.get("health_path") or "/"}
             for app in (pillar["site"].get("apps") or {}).values() if app.get("route")}
 
 

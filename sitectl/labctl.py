@@ -288,48 +288,24 @@ def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResu
               f"{a[0]:>16} {a[1]:>7} {b[0]:>16} {b[1]:>6}", file=out)
     off = {role: spec.get("reason", "") for role, spec in lab.pillar["roles"].items()
            if spec.get("converge", True) is False}
-    off.update({role: spec["partial"] for role, spec in lab.pillar["roles"].items() if spec.get("partial")})
     if off:
         print("\nnot converged in the lab (no build reachable here; never counted as passed):", file=out)
         for role, reason in sorted(off.items()):
             guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
             print(f"  {role:<14} on {', '.join(guests):<24} {reason}", file=out)
-    partly = _render_only(lab.pillar)
-    if partly:
-        print("\nconverged in part: these components are rendered only, never counted as passed:", file=out)
-        for (role, part), reason in sorted(partly.items()):
-            guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
-            print(f"  {role}/{part:<14} on {', '.join(guests) or 'every guest':<24} {reason}", file=out)
-    partly = {role: spec["partial"] for role, spec in lab.pillar["roles"].items()
-              if spec.get("converge", True) is not False and spec.get("partial")}
-    if partly:
-        print("\nconverged only partly in the lab (the rest is NOT converged, never counted as passed):", file=out)
-        for role, what in sorted(partly.items()):
-            guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
-            print(f"  {role:<14} on {', '.join(guests):<24} {what}", file=out)
+    # The one convention for a part of a role (<role>: {<part>: {converge: false, reason}}): the rest
+    # of the role converges, the part's files are rendered and checked only.
     partly = {role: parts for role, parts in roles_of.parts_not_converged(lab.pillar).items() if lab.converges(role)}
     if partly:
-        print("\nconverged in part (the rest has no build reachable here; never counted as passed):", file=out)
+        print("\nconverged in part (these parts have no build reachable here; never counted as passed):",
+              file=out)
         for role, parts in sorted(partly.items()):
             guests = [n for n in lab.guests if role in lab.pillar["site"]["guests"][n]["roles"]]
             for part, reason in parts.items():
-                print(f"  {role + '.' + part:<14} on {', '.join(guests):<24} {reason}", file=out)
+                print(f"  {role + '.' + part:<22} on {', '.join(guests) or 'every guest':<24} {reason}", file=out)
     vms = [n for n in lab.guests if lab.pillar["site"]["guests"][n]["kind"] == "vm"]
     if vms:
         print(f"\nkind: vm guests run as containers in the lab (no KVM here): {', '.join(vms)}", file=out)
-
-
-def _render_only(pillar: dict) -> dict[tuple[str, str], str]:
-    """(role, component) -> why, for the components a converging role's parameters render only."""
-    from sitectl import roles as roles_of
-
-    out = {}
-    for role, params in roles_of.all_parameters(pillar).items():
-        if pillar["roles"].get(role, {}).get("converge", True) is False:
-            continue
-        for part, reason in (params.get("render_only") or {}).items():
-            out[(role, part)] = reason
-    return out
 
 
 # Before Vault's operator has initialised and unsealed it, the vault guest's highstate fails in this

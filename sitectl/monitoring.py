@@ -13,6 +13,7 @@ lab's test compares Prometheus's active targets with ``plan(...)["targets"]``.
 
 from __future__ import annotations
 
+from sitectl import apps as apps_of
 from sitectl import roles as roles_of
 
 BLACKBOX_ROUTE_JOB = "routes"
@@ -65,21 +66,21 @@ def _target(job: str, address: str, labels: dict, **extra) -> dict:
     return {"job": job, "address": address, "instance": extra.get("fqdn", address), "labels": labels, **extra}
 
 
-def _exporter_targets(site: dict, catalog: dict, exporters: dict) -> list[dict]:
+def _exporter_targets(site: dict, catalog: dict, exporters: dict, params: dict) -> list[dict]:
     out = []
     for name, guest in sorted(site["guests"].items()):
         for role in enabled_roles(catalog, guest):
-            if (catalog.get(role) or {}).get("partial"):
-                continue  # converged only in part (the lab): its service, and so its exporter, does not run
             ports = roles_of.ports(catalog, role)
             for job, spec in sorted((exporters.get(role) or {}).items()):
+                if spec.get("part") and not roles_of.part_converges(params.get(role) or {}, spec["part"]):
+                    continue  # the part that runs this exporter is switched off (the lab): nothing listens
                 label_role = _role_label(catalog, guest) if role == "base" else role
                 out.append(_target(job, f"{roles_of.ip(guest)}:{ports[spec['port']]}",
                                    _labels(name, guest, label_role)))
     return out
 
 
-def _self_targets(site: dict, catalog: dict, render_only: dict) -> list[dict]:
+def _self_targets(site: dict, catalog: dict, mon: dict) -> list[dict]:
     out = []
     ports = roles_of.ports(catalog, "monitoring")
     for name in roles_of.guests_with_role(site, "monitoring"):
@@ -87,7 +88,7 @@ def _self_targets(site: dict, catalog: dict, render_only: dict) -> list[dict]:
         if "monitoring" not in enabled_roles(catalog, guest):
             continue
         for job, port_name in sorted(SELF_JOBS.items()):
-            if job in render_only:
+            if not roles_of.part_converges(mon, job):
                 continue
             host = "127.0.0.1" if job == "blackbox" else roles_of.ip(guest)
             out.append(_target(job, f"{host}:{ports[port_name]}", _labels(name, guest, "monitoring")))
@@ -97,7 +98,7 @@ def _self_targets(site: dict, catalog: dict, render_only: dict) -> list[dict]:
 def _route_probes(site: dict, catalog: dict, params: dict) -> list[dict]:
     """One probe per route and proxy: HTTPS to the proxy's address, the route's name as SNI and Host,
     labelled with the guest that serves the route."""
-    edge = roles_of.edge(site, params["reverse_proxy"])
+    edge = roles_of.edge(site, params["reverse_proxy"])  # the site's routes and its apps' (sitectl.apps)
     proxies = [n for n in roles_of.guests_with_role(site, "reverse_proxy")
                if "reverse_proxy" in enabled_roles(catalog, site["guests"][n])]
     out = []
@@ -106,7 +107,8 @@ def _route_probes(site: dict, catalog: dict, params: dict) -> list[dict]:
             upstream = site["guests"][route["guest"]]
             labels = {**_labels(route["guest"], upstream, _role_label(catalog, upstream)),
                       "route": route["name"], "fqdn": route["fqdn"], "proxy": proxy}
-            out.append(_target(BLACKBOX_ROUTE_JOB, f"https://{roles_of.ip(site['guests'][proxy])}/", labels,
+            out.append(_target(BLACKBOX_ROUTE_JOB, f"https://{roles_of.ip(site['guests'][proxy])}{route['health_path']}",
+                               labels,
                                module=f"route_{route['name']}", fqdn=route["fqdn"]))
     return out
 
@@ -129,10 +131,10 @@ def plan(pillar: dict, master: str) -> dict:
     params = roles_of.all_parameters(pillar)
     mon = params["monitoring"]
     exporters = mon["exporters"]
-    targets = [*_exporter_targets(site, catalog, exporters),
-               *_route_probes(site, catalog, params),
+    targets = [*_exporter_targets(site, catalog, exporters, params),
+               *_route_probes(apps_of.site_with_app_routes(pillar), catalog, params),
                *_master_probe(site, master, catalog),
-               *_self_targets(site, catalog, mon["render_only"])]
+               *_self_targets(site, catalog, mon)]
     jobs = {}
     for role_jobs in exporters.values():
         for job, spec in role_jobs.items():

@@ -61,6 +61,14 @@ def all_parameters(pillar: dict) -> dict[str, dict]:
     return {key: parameters(pillar, key) for key in parameter_keys()}
 
 
+def part_converges(params: dict, part: str) -> bool:
+    """Whether ``part`` of a role whose parameters are ``params`` converges: the one convention for a
+    part switched off (``<role>: {<part>: {converge: false, reason: ...}}``, the lab's parts with no
+    build reachable here); a part the parameters do not name converges."""
+    spec = params.get(part)
+    return not (isinstance(spec, dict) and spec.get("converge") is False)
+
+
 def parts_not_converged(pillar: dict) -> dict[str, dict[str, str]]:
     """``role -> part -> reason`` for the parts of a converging role its parameters switch off
     (``<role>: {<part>: {converge: false, reason: ...}}``, as the lab does with Nextcloud's server)."""
@@ -193,6 +201,7 @@ def edge(site: dict, rp: dict, presets: dict | None = None) -> dict:
             "websocket": route.get("websocket", False),
             "max_body": route.get("max_body", rp["nginx"]["default_max_body"]),
             "timeout": route.get("timeout", rp["nginx"]["default_timeout"]),
+            "health_path": route.get("health_path", "/"),
             "lineage": lineage,
             "cert": f"{live}/fullchain.pem",
             "key": f"{live}/privkey.pem",

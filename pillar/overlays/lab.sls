@@ -41,15 +41,22 @@ vault:
     flavor: openbao
     binary_source: salt://lab/openbao/bao
 
-# k3s: no build is reachable offline; everything up to the binary converges.
+# What has no build reachable from this machine is switched off one way, in the
+# role's own parameters: `<role>: {<part>: {converge: false, reason: ...}}`. The
+# part's files are still rendered and checked; the lab's report lists each such
+# part as "converged in part", with the reason, never as passed. A whole role
+# that cannot converge here is switched off in `roles` at the end.
+
+# k3s converges up to its binary (LXC prerequisites, packages, config).
 k3s:
   install:
-    binary_available: false
-    binary_unavailable_reason: no k3s build is reachable offline (GitHub releases only)
+    converge: false
+    reason: >-
+      no k3s build is reachable offline (GitHub releases only): the k3s binary, its service,
+      External Secrets Operator, Vault's Kubernetes auth and the apps are not converged
 
 # Nextcloud converges up to the download: PHP-FPM, nginx, Redis, the data
 # directory, the cron timer, the admin's password in Vault, the proxy's route.
-# The lab's report lists the parts below as not converged.
 nextcloud:
   application:
     converge: false
@@ -60,25 +67,34 @@ nextcloud:
 
 # mailcow's stack does not run in the lab (its images are unreachable): the
 # mailcow role converges Docker and installs the mail certificate, with
-# nothing to reload (roles:mailcow:partial below says so in the lab's report).
+# nothing to reload.
 reverse_proxy:
   mail_certificate:
     reload_cmd: null
 mailcow:
-  stack: false
+  stack:
+    converge: false
+    reason: >-
+      mailcow's stack (checkout, mailcow.conf, containers, mail domains through its API, DNS
+      records with its DKIM keys): its images come from a registry that is unreachable here
 
 # The monitoring role converges in part: Prometheus, Alertmanager and the
 # blackbox exporter (Debian) for real; Grafana, Loki and the log shipper have no
-# build reachable offline, so their files are rendered and checked only (the
-# lab's report lists them as not converged). Alertmanager mails the lab host's
+# build reachable offline, so their files are rendered and checked only.
+# Alertmanager mails the lab host's
 # SMTP sink (port 2525, started by tests/lab/test_site_monitoring.py) without
 # TLS; the blackbox exporter cannot verify pebble's certificates (a new root on
 # every start). Shorter intervals so an alert reaches the sink in a test's time.
 monitoring:
-  render_only:
-    grafana: Grafana comes from Grafana's apt repository, unreachable here
-    loki: Loki comes from Grafana's apt repository, unreachable here
-    alloy: the log shipper of every guest (Grafana Alloy) comes from Grafana's apt repository, unreachable here
+  grafana:
+    converge: false
+    reason: Grafana comes from Grafana's apt repository, unreachable here
+  loki:
+    converge: false
+    reason: Loki comes from Grafana's apt repository, unreachable here
+  alloy:
+    converge: false
+    reason: the log shipper of every guest (Grafana Alloy) comes from Grafana's apt repository, unreachable here
   prometheus:
     scrape_interval: 10s
     evaluation_interval: 10s
@@ -90,22 +106,9 @@ monitoring:
   blackbox:
     verify_tls: false
 
-# Not converged in the lab: no build of these is reachable from this machine.
-# The lab's report lists them as "not converged in the lab", never as passed.
+# Whole roles not converged in the lab. The lab's report lists them as "not
+# converged in the lab", never as passed.
 roles:
-  # k3s converges up to its binary (LXC prerequisites, config, packages); the
-  # binary, its service and the cluster are not converged (k3s:install below).
-  k3s:
-    partial: >-
-      converged up to the binary (LXC prerequisites, packages, config); NOT converged: the k3s
-      binary, its service, External Secrets Operator, Vault's Kubernetes auth and the apps, because
-      no k3s build is reachable offline (GitHub releases only)
-  mailcow:
-    partial: >-
-      Docker Engine (Debian's docker.io) and the mail certificate converge;
-      mailcow's stack (checkout, mailcow.conf, containers, mail domains through its
-      API, DNS records with its DKIM keys) does NOT: its images come from a
-      registry that is unreachable here
   salt_master:
     converge: false
     reason: the lab's master is the lab host itself; the control guest's own master is rendered and checked (docs/control.md)
@@ -114,15 +117,15 @@ roles:
     reason: >-
       GitLab Runner comes from GitLab's apt repository, unreachable here (config.toml and
       registration are checked against a double of GitLab's runner API, tests/states/test_gitlab_runner.py)
-  gitlab_runner:
-    partial: >-
-      Docker Engine and the disk cleanup timer converge (Debian's docker.io); GitLab Runner itself
-      does not, its apt repository is unreachable here (config.toml and registration are checked
-      against a double of GitLab's runner API)
 
-# GitLab Runner has no build reachable here: the runner guest gets Docker only.
+# GitLab Runner has no build reachable here: the runner guest gets Docker Engine
+# and the disk cleanup timer only.
 gitlab_runner:
-  install: false
+  install:
+    converge: false
+    reason: >-
+      GitLab Runner comes from GitLab's apt repository, unreachable here (config.toml and
+      registration are checked against a double of GitLab's runner API)
 
 # Docker (included by the nesting roles): Debian's docker.io, the build reachable
 # here (Docker's apt repository is not); docs/docker.md.

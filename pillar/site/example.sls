@@ -173,6 +173,7 @@ site:
     chat:
       guest: microservices
       port: 8080
+      health_path: /healthz
       websocket: true
       timeout: 3600
     # Nextcloud Office: Collabora Online on the Nextcloud guest (nextcloud:collabora:route).

@@ -1,14 +1,13 @@
 {#- The log shipper on every guest (the base state): Grafana Alloy from
     Grafana's repository reads the journal (and, on a proxy, nginx's JSON
     access log) and pushes to Loki with the labels the guest's metrics carry
-    (guest, role, vmid). With `alloy` in monitoring:render_only (the lab) this
+    (guest, role, vmid). With monitoring:alloy:converge false (the lab) this
     applies nothing: its config is rendered and checked by the render tier. #}
 {%- import 'lib/platform.jinja' as platform %}
 {%- set guest = platform.guest %}
 {%- set params = platform.params %}
-{%- set render_only = params.monitoring.render_only %}
 {%- set watch = salt['pillar.get']('platform:monitoring', {}) or {} %}
-{%- if 'alloy' not in render_only and watch.get('loki_push') and guest %}
+{%- if params.monitoring.alloy.converge and watch.get('loki_push') and guest %}
 {%- set access_logs = (params.reverse_proxy.nginx.log_dir ~ '/access.log') if 'reverse_proxy' in guest.roles else '' %}
 include:
   - common.grafana_repo

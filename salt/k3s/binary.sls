@@ -2,7 +2,7 @@
     before it is put in place (no install script). Without a reachable source
     (the lab), nothing is installed and the run says why. #}
 {%- from 'k3s/map.jinja' import install %}
-{%- if install.binary_available %}
+{%- if install.converge %}
 
 k3s-binary-installed:
   file.managed:
@@ -17,7 +17,7 @@ k3s-binary-installed:
 k3s-binary-not-installed:
   test.show_notification:
     - text: >-
-        k3s {{ install.version }} is NOT installed here: {{ install.binary_unavailable_reason }};
+        k3s {{ install.version }} is NOT installed here: {{ install.reason | default('switched off', true) }};
         its service and the cluster (External Secrets Operator, Vault's Kubernetes auth, the apps)
         are not converged
 {%- endif %}

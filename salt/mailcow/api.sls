@@ -3,7 +3,7 @@
     for. The API is the one at platform:mail:api (the guest's internal address
     and the mail route's port), unless the minion's config names another. #}
 {%- from 'mailcow/map.jinja' import mc %}
-{%- if mc.stack %}
+{%- if mc.stack.converge %}
 include:
   - mailcow.stack
 {%- endif %}
@@ -11,7 +11,7 @@ include:
 mailcow-api-ready:
   mailcow_api.ready:
     - name: mailcow-api
-{%- if mc.stack %}
+{%- if mc.stack.converge %}
     - require:
       - cmd: mailcow-stack-up
 {%- endif %}

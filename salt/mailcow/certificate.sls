@@ -7,7 +7,7 @@
 {%- from 'mailcow/map.jinja' import rp, mc, mail_lineage %}
 {%- set handover = rp.mail_certificate %}
 {%- if mail_lineage %}
-{%-   if mc.stack %}
+{%-   if mc.stack.converge %}
 include:
   - mailcow.stack
 {%-   endif %}
@@ -16,8 +16,8 @@ mailcow-certificate-installed:
   certificate_handover.installed:
     - name: {{ handover.vault_path }}/{{ mail_lineage }}
     - destinations: {{ handover.files | json }}
-    - reload_cmd: {{ (handover.reload_cmd if mc.stack else none) | json }}
-{%- if mc.stack %}
+    - reload_cmd: {{ (handover.reload_cmd if mc.stack.converge else none) | json }}
+{%- if mc.stack.converge %}
     - require:
       - cmd: mailcow-stack-up
 {%- endif %}

@@ -11,7 +11,7 @@
 include:
   - docker
   - mailcow.certificate
-{%- if mc.stack %}
+{%- if mc.stack.converge %}
   - mailcow.python
   - mailcow.checkout
   - mailcow.config

@@ -32,7 +32,7 @@ CONTROL, WEB = "control", "runner"
 SITE = scratch_site({CONTROL: {"host": 110, "roles": ["salt_master", "deploy_runner"]},
                      WEB: {"host": 107, "roles": ["gitlab_runner"]}})
 # As pillar/overlays/lab.sls: Debian's docker.io, and GitLab Runner not installed (no build reachable).
-ROLE_SETTINGS = {"gitlab_runner": {"install": False}, "docker": {"flavor": "debian"}}
+ROLE_SETTINGS = {"gitlab_runner": {"install": {"converge": False}}, "docker": {"flavor": "debian"}}
 IMAGE_NAME = "platform-test/job"
 IMAGE = f"{IMAGE_NAME}:local"
 SITE["salt"] = {"master": guest_ip(SITE, CONTROL)}  # the control node's master, not the lab host's

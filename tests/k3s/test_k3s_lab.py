@@ -14,7 +14,7 @@ pytestmark = pytest.mark.lab
 
 REASON = "no k3s build is reachable offline (GitHub releases only)"
 SITE = scratch_site({"k3s": {"host": 12, "roles": ["k3s"]}})
-LAB_PARAMS = {"k3s": {"install": {"binary_available": False, "binary_unavailable_reason": REASON}}}
+LAB_PARAMS = {"k3s": {"install": {"converge": False, "reason": REASON}}}
 
 
 @pytest.fixture(scope="module")

@@ -70,7 +70,7 @@ def lab(scratch_lab, tmp_path_factory):
         scratch_lab.attach(GUEST, ["systemd-run", "--unit", "mailcow-double", f"--setenv=MAILCOW_DOUBLE_KEY={api_key}",
                                    "python3", "/root/mailcow_double.py", ip, "8080"])
         # As the lab overlay: no stack, Debian's Docker Engine.
-        scratch_lab.push_salt(GUEST, guest_pillar(SITE, GUEST, extra={"mailcow": {"stack": False},
+        scratch_lab.push_salt(GUEST, guest_pillar(SITE, GUEST, extra={"mailcow": {"stack": {"converge": False}},
                                                                      "docker": {"flavor": "debian"}}),
                               vault_token=bao.root_token)
         yield {"lab": scratch_lab, "bind": bind, "bao": bao, "api_key": api_key, "ip": ip}
@@ -124,7 +124,7 @@ def test_the_mailbox_password_lives_in_vault_and_reached_mailcow(lab):
 
 
 def test_the_role_as_the_lab_runs_it_converges_docker_and_installs_the_published_certificate(lab):
-    """The role with the lab's `stack: false`: Docker Engine (Debian's docker.io) and the mail certificate
+    """The role with the lab's `stack: {converge: false}`: Docker Engine (Debian's docker.io) and the mail certificate
     the proxy published in Vault (read with a saltext-vault token, as the master would issue one)."""
     import tempfile
 

@@ -23,8 +23,8 @@ path "secret/data/roles/monitoring/*" { capabilities = ["create", "read", "updat
 path "secret/metadata/roles/monitoring/*" { capabilities = ["read", "list"] }
 """
 SINK_PORT = 2525
-PILLAR = {"monitoring": {"render_only": {"grafana": "not in the scratch lab", "loki": "not in the scratch lab",
-                                         "alloy": "not in the scratch lab"},
+OFF = {"converge": False, "reason": "not in the scratch lab"}
+PILLAR = {"monitoring": {"grafana": OFF, "loki": OFF, "alloy": OFF,
                          "prometheus": {"scrape_interval": "5s", "evaluation_interval": "5s"},
                          "alertmanager": {"require_tls": False, "smarthost": f"{GATEWAY}:{SINK_PORT}",
                                           "group_wait": "2s", "group_interval": "5s"}}}

@@ -69,7 +69,7 @@ def test_a_new_guest_or_route_adds_its_targets_and_nothing_else_changes():
                      ("routes", "https://10.10.10.100/")}
 
 
-def test_roles_that_do_not_converge_and_render_only_parts_have_no_target():
+def test_roles_and_parts_that_do_not_converge_have_no_target():
     catalog = copy.deepcopy(CATALOG)
     catalog["gitlab_runner"].update(converge=False, reason="test")
     targets = plan(load_site(), catalog)["targets"]
@@ -77,6 +77,11 @@ def test_roles_that_do_not_converge_and_render_only_parts_have_no_target():
     assert [t for t in targets if t["labels"]["guest"] == "git-lab-docker-runner" and t["job"] == "node"]
     catalog["monitoring"].update(converge=False, reason="test")
     assert not [t for t in plan(load_site(), catalog)["targets"] if t["labels"].get("role") == "monitoring"]
+    # a part switched off (the lab's GitLab Runner): the role's other targets stay, its exporter goes
+    off = {"gitlab_runner": {"install": {"converge": False, "reason": "test"}}}
+    targets = plan(load_site(), CATALOG, extra=off)["targets"]
+    assert not [t for t in targets if t["job"] == "gitlab_runner"]
+    assert [t for t in plan(load_site(), CATALOG)["targets"] if t["job"] == "gitlab_runner"], "on by default"
 
 
 # --- rendered files --------------------------------------------------------------------------------
@@ -192,8 +197,8 @@ def test_every_dashboard_query_is_valid_promql_on_a_provisioned_datasource(tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_lab_report_lists_the_render_only_parts_as_not_converged():
-    """What the lab overlay renders only is printed under its own heading, never among the passed."""
+def test_the_lab_report_lists_the_parts_switched_off_as_not_converged():
+    """What the lab overlay switches off is printed under its own heading, never among the passed."""
     import io
     from types import SimpleNamespace
 
@@ -201,13 +206,14 @@ def test_the_lab_report_lists_the_render_only_parts_as_not_converged():
 
     overlay = yaml.safe_load((ROOT / "pillar/overlays/lab.sls").read_text())
     pillar = {"site": load_site(), "roles": CATALOG, "monitoring": overlay["monitoring"]}
-    lab = SimpleNamespace(pillar=pillar, guests=sorted(pillar["site"]["guests"]))
+    lab = SimpleNamespace(pillar=pillar, guests=sorted(pillar["site"]["guests"]), converges=lambda role: True)
     out = io.StringIO()
     labctl.print_table(lab, {}, {}, out=out)
     report = out.getvalue()
-    assert "converged in part" in report
+    partly = report.split("converged in part")[1]
     for part in ("grafana", "loki", "alloy"):
-        assert f"monitoring/{part}" in report and overlay["monitoring"]["render_only"][part] in report
+        line = next(line for line in partly.splitlines() if line.strip().startswith(f"monitoring.{part} "))
+        assert overlay["monitoring"][part]["reason"] in line
 
 
 def test_a_grafana_route_of_the_site_becomes_grafanas_public_address(tmp_path):

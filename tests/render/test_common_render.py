@@ -33,7 +33,7 @@ COMMON = {
     "common.apt", "common.upgrades", "common.locale", "common.admins", "common.sshd",
     "common.firewall", "common.node_exporter", "common.journald", "common.minion",
 }
-# The log shipper applies nothing where the site renders it only (monitoring:render_only, the lab).
+# The log shipper applies nothing where the site renders it only (monitoring:alloy:converge false, the lab).
 COMMON_OPTIONAL = {"common.log_shipper", "common.grafana_repo"}
 
 
@@ -180,19 +180,22 @@ def lab_config(tmp_path_factory):
 
 
 def test_lab_overlay_readdresses_the_site_and_switches_off_what_has_no_build_here(lab_config):
-    mailcow = render.pillar(lab_config, guest_with_role(SITE, "mailcow"))["platform"]["guest"]
-    assert mailcow["address"] == "10.77.0.104/24"
-    assert mailcow["master"] == "10.77.0.1"
-    assert mailcow["roles"] == ["base"]
-    assert "mailcow" in mailcow["disabled_roles"]
-    assert not [rule for rule in mailcow["firewall"] if rule["port"] == "25"], "a switched-off role opens nothing"
-    # k3s converges up to its binary: the role stays on, the binary is switched off, and why is said.
+    control = render.pillar(lab_config, guest_with_role(SITE, "salt_master"))["platform"]["guest"]
+    assert control["address"] == "10.77.0.110/24"
+    assert control["master"] == "10.77.0.1"
+    assert "salt_master" in control["disabled_roles"] and "salt_master" not in control["roles"]
+    assert not [rule for rule in control["firewall"] if rule["port"] == "4505"], "a switched-off role opens nothing"
+    # k3s and mailcow converge in part: the role stays on, the part with no build here is switched off in
+    # the role's own parameters (the one convention), and why is said.
     k3s_pillar = render.pillar(lab_config, guest_with_role(SITE, "k3s"))
     assert k3s_pillar["platform"]["guest"]["roles"] == ["base", "k3s"]
     install = k3s_pillar["platform"]["params"]["k3s"]["install"]
-    assert install["binary_available"] is False
-    assert "no k3s build is reachable offline" in install["binary_unavailable_reason"]
-    assert "NOT converged: the k3s binary" in k3s_pillar["roles"]["k3s"]["partial"]
+    assert install["converge"] is False and "no k3s build is reachable offline" in install["reason"]
+    mailcow = render.pillar(lab_config, guest_with_role(SITE, "mailcow"))
+    assert mailcow["platform"]["guest"]["roles"] == ["base", "mailcow"]
+    assert mailcow["platform"]["params"]["mailcow"]["stack"]["converge"] is False
+    assert not [r for r, spec in mailcow["roles"].items() if set(spec) - {"description", "states", "firewall",
+                "converge", "reason", "nesting", "needs", "system_users"}], "one way to say 'in part'"
     vault = render.pillar(lab_config, guest_with_role(SITE, "vault"))["platform"]["guest"]
     assert vault["roles"] == ["base", "vault"], "roles with a build here stay on"
     ssh = next(rule for rule in vault["firewall"] if rule["name"] == "ssh")

@@ -40,7 +40,7 @@ def test_a_return_that_is_not_a_highstate_is_a_failure():
     assert result.failed == 1 and "Rendering SLS" in result.errors[0]
 
 
-def test_the_table_lists_partial_roles_and_dashes_a_guest_without_a_run():
+def test_the_table_lists_roles_in_part_and_dashes_a_guest_without_a_run():
     import io
     from types import SimpleNamespace
 
@@ -49,10 +49,12 @@ def test_the_table_lists_partial_roles_and_dashes_a_guest_without_a_run():
     pillar = {"site": {"guests": {
         "runner": {"roles": ["gitlab_runner"], "address": "10.0.0.7/24", "kind": "lxc"},
         "new": {"roles": ["rabbitmq"], "address": "10.0.0.8/24", "kind": "lxc"}}},
-        "roles": {"gitlab_runner": {"partial": "Docker converges; GitLab Runner does not"},
-                  "k3s": {"converge": False, "reason": "no build"}}}
+        "roles": {"gitlab_runner": {}, "rabbitmq": {}, "k3s": {"converge": False, "reason": "no build"}},
+        "gitlab_runner": {"install": {"converge": False, "reason": "GitLab Runner does not: no apt repository"}}}
     out = io.StringIO()
-    print_table(SimpleNamespace(guests=["new", "runner"], pillar=pillar), {"runner": RunResult(ok=3, seconds=1.0)},
+    lab = SimpleNamespace(guests=["new", "runner"], pillar=pillar,
+                          converges=lambda role: pillar["roles"][role].get("converge", True) is not False)
+    print_table(lab, {"runner": RunResult(ok=3, seconds=1.0)},
                 {}, out=out, columns=("test=True", "highstate"))
     text = out.getvalue()
     assert "test=True ok/chg/fail" in text and "highstate ok/chg/fail" in text
@@ -60,5 +62,8 @@ def test_the_table_lists_partial_roles_and_dashes_a_guest_without_a_run():
     assert new.split()[-4:] == ["-", "-", "-", "-"], new
     runner = next(line for line in text.splitlines() if line.startswith("runner "))
     assert "3/0/0" in runner and runner.split()[-2:] == ["-", "-"]
-    assert "converged in part in the lab" in text and "gitlab_runner  on runner" in text
-    assert "Docker converges; GitLab Runner does not" in text
+    off, partly = text.split("not converged in the lab")[1].split("converged in part")
+    assert "k3s" in off and "no build" in off and "gitlab_runner" not in off
+    line = next(line for line in partly.splitlines() if "gitlab_runner.install" in line)
+    assert line.split()[:3] == ["gitlab_runner.install", "on", "runner"]
+    assert "GitLab Runner does not: no apt repository" in line
