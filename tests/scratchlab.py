@@ -35,6 +35,7 @@ import os
 import subprocess
 import tarfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +119,21 @@ def guest_pillar(site_data: dict, name: str, extra: dict | None = None, validate
     if validate:
         site.check(pillar)  # what the master's ext_pillar would refuse never reaches the guest
     return {**pillar, **site.platform_pillar(pillar, name)}
+
+
+@contextmanager
+def pebble(lab: ScratchLab, answer: str):
+    """pebble, the ACME server of a scratch lab's certificates, on the gateway: its http-01 and
+    tls-alpn challenges go to ``answer`` (the proxy guest's address); stopped on the way out."""
+    from sitectl.lab import host
+    from sitectl.lab.pebble import Pebble
+
+    host.ensure_host_packages([*host.HOST_PACKAGES, "pebble", "openssl", "curl"])
+    acme = Pebble(lab.workdir / "acme", GATEWAY, answer=answer).start()
+    try:
+        yield acme
+    finally:
+        acme.stop()
 
 
 def guest_ip(site_data: dict, name: str) -> str:

@@ -17,7 +17,8 @@ import requests
 
 from tests.chat import chatlab, wsclient
 from tests.chat.chatlab import CHAT, CHAT_IP, DB, MQ
-from tests.scratchlab import GATEWAY, address
+from tests.scratchlab import address
+from tests.scratchlab import pebble as scratch_pebble
 
 pytestmark = pytest.mark.lab
 
@@ -46,16 +47,9 @@ def wait_health(status: int, timeout: float = 60) -> dict:
 
 @pytest.fixture(scope="module")
 def pebble(scratch_lab):
-    """The ACME server of the route's certificate, on the gateway (tests/reverse_proxy's way)."""
-    from sitectl.lab import host
-    from sitectl.lab.pebble import Pebble
-
-    host.ensure_host_packages([*host.HOST_PACKAGES, "pebble", "openssl", "curl"])
-    acme = Pebble(scratch_lab.workdir / "acme", GATEWAY, answer=PROXY_IP).start()
-    try:
+    """The ACME server of the route's certificate, on the gateway."""
+    with scratch_pebble(scratch_lab, PROXY_IP) as acme:
         yield acme
-    finally:
-        acme.stop()
 
 
 @pytest.fixture(scope="module")

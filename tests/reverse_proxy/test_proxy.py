@@ -19,6 +19,7 @@ from cryptography import x509
 
 from sitectl.lab.pebble import Pebble
 from tests.scratchlab import GATEWAY, guest_ip, guest_pillar, scratch_site
+from tests.scratchlab import pebble as scratch_pebble
 
 pytestmark = pytest.mark.lab
 
@@ -85,14 +86,9 @@ def proxy_pillar(pebble: Pebble, routes_override: dict | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def pebble(scratch_lab):
-    from sitectl.lab import host
-
-    host.ensure_host_packages([*host.HOST_PACKAGES, "pebble", "openssl", "curl"])
-    acme = Pebble(scratch_lab.workdir / "acme", GATEWAY, answer=PROXY_IP).start()
-    try:
+    """The ACME server of the route's certificate, on the gateway."""
+    with scratch_pebble(scratch_lab, PROXY_IP) as acme:
         yield acme
-    finally:
-        acme.stop()
 
 
 @pytest.fixture(scope="module")
