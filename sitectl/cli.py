@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lab)
     p = sub.add_parser("drill", help="disaster-recovery drill: destroy a stateful guest of the lab, recreate, "
                                      "restore its latest backup, check the data, print the recovery time")
-    p.add_argument("--guest", required=True, help="the guest to lose (its role: postgresql or vault)")
+    p.add_argument("--guest", required=True, help="the guest to lose (its role: postgresql, vault or rabbitmq)")
     p.set_defaults(func=cmd_drill)
     return parser
 

@@ -1,11 +1,12 @@
 """The disaster-recovery drill: lose a stateful guest for real and bring it back from the backup
 repository off the guest, checking the data, with the time of each phase (docs/backup.md, "Drill").
 
-    sitectl drill --guest postgresql     # or --guest vault
+    sitectl drill --guest postgresql     # or --guest vault, --guest rabbitmq
 
 Phases, each timed; the recovery time is everything after the guest is gone:
 
-1. ``preflight``: write data the check will look for, run the guest's backup job now (a fresh
+1. ``preflight``: write data the check will look for (PostgreSQL: a table of rows; RabbitMQ: a durable
+   queue with its binding, added to the broker's definitions), run the guest's backup job now (a fresh
    snapshot of what is there), check the repository (``platform-restore --check``: it answers, opens
    with the job's password, ``restic check`` finds it whole, a snapshot of this guest exists) and
    take fingerprints of the data. Any failure here stops the drill: nothing has been destroyed.
@@ -13,12 +14,14 @@ Phases, each timed; the recovery time is everything after the guest is gone:
 3. ``recreate``: ``salt-cloud -m`` for that guest only; the created-event reactor highstates it.
 4. ``restore``: ``platform-restore`` the job's latest snapshot on the new guest, then the role's own
    step (PostgreSQL: each database from its dump; Vault: the raft snapshot into a new server, as
-   its operator, then the operators' unseal share).
+   its operator, then the operators' unseal share; RabbitMQ: ``rabbitmqctl import_definitions`` of
+   the exported definitions).
 5. ``converge`` (Vault only): the highstate again, now that Vault is unsealed.
 6. ``verify``: the same fingerprints (PostgreSQL: row count and checksum of every table of every
    database; Vault: an HMAC of every secret, and every guest reading the secrets of its roles and
-   grants through the master with the same policies), and the consumers: their own access works
-   without anything done to them.
+   grants through the master with the same policies; RabbitMQ: vhosts, users with their tags and
+   password hashes, permissions, queues, exchanges, bindings and policies), and the consumers: their
+   own access works without anything done to them.
 
 It drives the lab (``sitectl.labctl.Lab``: the lab's provider and master); on Proxmox the phases are
 the same commands with the proxmox provider, run by the operator (docs/backup.md).
@@ -33,7 +36,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-JOBS = {"postgresql": "postgresql", "vault": "vault"}  # role -> its backup job (salt/backup/job.jinja)
+# role -> its backup job (salt/backup/job.jinja)
+JOBS = {"postgresql": "postgresql", "vault": "vault", "rabbitmq": "rabbitmq"}
 DRILL_DB = "chat"
 DRILL_TABLE = "recovery_drill"
 # Rows written before the backup: the drill finds them, identical, after the restore.
@@ -53,6 +57,37 @@ for db in $(runuser -u postgres -- psql -XAt -d postgres -c "SELECT datname FROM
     done
 done
 """
+
+# RabbitMQ: the broker's definitions as JSON on stdout (rabbitmqctl writes as the rabbitmq user, into
+# a folder of its own under /run), and the drill's queue added to them before the backup.
+RABBITMQ_EXPORT = r"""
+set -euo pipefail
+install -d -o rabbitmq -g rabbitmq -m 0700 /run/platform-drill
+rabbitmqctl --quiet export_definitions /run/platform-drill/definitions.json >/dev/null
+cat /run/platform-drill/definitions.json
+rm -f /run/platform-drill/definitions.json
+"""
+RABBITMQ_QUEUE = "recovery_drill"
+RABBITMQ_RESTORE = "rabbitmqctl --quiet import_definitions /var/backups/rabbitmq/definitions.json"
+
+
+def rabbitmq_fingerprint(definitions: dict) -> dict:
+    """What a restore must bring back, in a form that compares: every vhost, user (tags and password
+    hash), permission, queue, exchange, binding and policy (the broker's own version fields left out)."""
+    def rows(key: str, fields: tuple[str, ...]) -> list:
+        return sorted(json.dumps({f: item.get(f) for f in fields}, sort_keys=True)
+                      for item in definitions.get(key) or [])
+
+    return {"vhosts": rows("vhosts", ("name",)),
+            "users": rows("users", ("name", "tags", "password_hash", "hashing_algorithm")),
+            "permissions": rows("permissions", ("user", "vhost", "configure", "write", "read")),
+            "queues": rows("queues", ("name", "vhost", "durable", "auto_delete", "arguments")),
+            "exchanges": rows("exchanges", ("name", "vhost", "type", "durable", "auto_delete", "internal",
+                                            "arguments")),
+            "bindings": rows("bindings", ("source", "vhost", "destination", "destination_type", "routing_key",
+                                          "arguments")),
+            "policies": rows("policies", ("name", "vhost", "pattern", "apply-to", "definition", "priority"))}
+
 
 # A new Vault is initialised with a throwaway key only to accept the snapshot; once restored it is
 # the old Vault again, sealed with the operators' keys. Nothing of it leaves the guest's /run.
@@ -160,6 +195,8 @@ class Runner:
         if self.drill.role == "postgresql":
             self.sh(f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {DRILL_DB} -c '{DRILL_ROWS}'",
                     "writing the drill's rows")
+        if self.drill.role == "rabbitmq":
+            self.add_rabbitmq_queue()
         unit = f"platform-backup@{self.job}.service"
         try:
             self.sh(f"systemctl start {unit}", f"the backup job {self.job}")
@@ -175,7 +212,32 @@ class Runner:
             rows = self.sh(PG_FINGERPRINTS, "the tables' fingerprints").splitlines()
             # "<database> <table> <row count> <md5>" -> {"<database> <table>": "<row count> <md5>"}
             return {"tables": {" ".join(line.split()[:2]): " ".join(line.split()[2:]) for line in rows if line.strip()}}
+        if self.drill.role == "rabbitmq":
+            return rabbitmq_fingerprint(self.rabbitmq_definitions())
         return self.vault_fingerprints()
+
+    def rabbitmq_definitions(self) -> dict:
+        out = self.sh(RABBITMQ_EXPORT, "exporting the broker's definitions")
+        try:
+            return json.loads(out)
+        except ValueError:
+            raise DrillFailed(f"the broker's definitions on {self.guest} are not JSON: {out[:300]}") from None
+
+    def add_rabbitmq_queue(self) -> None:
+        """A durable queue bound to amq.direct in the site's first vhost, added to the broker through its
+        own definitions import (no client library in the guest): the restore must bring it back."""
+        vhosts = sorted(v["name"] for v in self.rabbitmq_definitions().get("vhosts") or [] if v["name"] != "/")
+        if not vhosts:
+            raise DrillFailed(f"the broker on {self.guest} has no vhost of the site")
+        extra = {"queues": [{"name": RABBITMQ_QUEUE, "vhost": vhosts[0], "durable": True, "auto_delete": False,
+                             "arguments": {}}],
+                 "bindings": [{"source": "amq.direct", "vhost": vhosts[0], "destination": RABBITMQ_QUEUE,
+                               "destination_type": "queue", "routing_key": RABBITMQ_QUEUE, "arguments": {}}]}
+        self.sh(f"set -euo pipefail; install -d -o rabbitmq -g rabbitmq -m 0700 /run/platform-drill; "
+                f"printf '%s' '{json.dumps(extra)}' > /run/platform-drill/queue.json; "
+                f"chown rabbitmq: /run/platform-drill/queue.json; "
+                f"rabbitmqctl --quiet import_definitions /run/platform-drill/queue.json; "
+                f"rm -f /run/platform-drill/queue.json", "adding the drill's queue")
 
     def vault_fingerprints(self) -> dict:
         nonce = getattr(self, "_nonce", None) or secrets.token_hex(16)
@@ -237,6 +299,10 @@ class Runner:
                 "db=$(basename \"$dump\" .dump); pg-restore-db --replace \"$db\" \"$folder\"; done",
                 "pg-restore-db of every database")
 
+    def restore_rabbitmq(self) -> None:
+        self.sh(f"platform-restore {self.job}", "platform-restore")
+        self.sh(RABBITMQ_RESTORE, "rabbitmqctl import_definitions")
+
     def restore_vault(self, password: str) -> None:
         from sitectl.vaultctl import LabVault, state_kwargs
 
@@ -296,10 +362,10 @@ class Runner:
         first = d.timed("recreate", self.recreate)
         d.notes.append(f"first highstate of the new guest: ok {first.ok}, changed {first.changed}, "
                        f"failed {first.failed} (Vault: expected to wait for its operator)")
-        if d.role == "postgresql":
+        if d.role in ("postgresql", "rabbitmq"):
             if first.failed:
                 raise DrillFailed(f"the first highstate of the new {self.guest} failed: {first.errors[:5]}")
-            d.timed("restore", self.restore_postgresql)
+            d.timed("restore", self.restore_postgresql if d.role == "postgresql" else self.restore_rabbitmq)
         else:
             d.timed("restore", self.restore_vault, password)
             d.timed("converge", self.converge)
@@ -315,6 +381,17 @@ class Runner:
             if not any(t.endswith(DRILL_TABLE) for t in before["tables"]):
                 raise DrillFailed("the drill's own table was not among the fingerprints")
             self.drill.notes.append(f"{len(before['tables'])} tables identical (row count and md5)")
+            return
+        if self.drill.role == "rabbitmq":
+            lost = {k: sorted(set(v) - set(after.get(k) or [])) for k, v in before.items()}
+            lost = {k: v for k, v in lost.items() if v}
+            if lost:
+                raise DrillFailed(f"the broker's definitions differ after the restore: {lost}")
+            if not any(json.loads(q)["name"] == RABBITMQ_QUEUE for q in before["queues"]):
+                raise DrillFailed("the drill's own queue was not among the definitions")
+            self.drill.notes.append(f"{len(before['users'])} users (tags, password hashes), "
+                                    f"{len(before['vhosts'])} vhosts, {len(before['permissions'])} permissions, "
+                                    f"{len(before['queues'])} queues and {len(before['bindings'])} bindings back")
             return
         lost = {p: v for p, v in before["secrets"].items() if after["secrets"].get(p) != v}
         if lost or not before["secrets"]:

@@ -111,11 +111,19 @@ def example_site() -> dict:
     return data
 
 
+# Parts with no build reachable from any lab, switched off as pillar/overlays/lab.sls does: the log shipper
+# of every guest (Grafana's apt repository) would otherwise be installed wherever the site has a
+# monitoring guest. A test's ``extra`` may say otherwise.
+UNREACHABLE = {"monitoring": {"alloy": {"converge": False, "reason": "Grafana's apt repository is unreachable here"}}}
+
+
 def guest_pillar(site_data: dict, name: str, extra: dict | None = None, validate: bool = True) -> dict:
     """What the master's pillar gives guest ``name``: the site, the role catalog, ``extra`` (a role's
-    own pillar keys) and the guest's view. ``validate=False`` is for a site a test breaks on purpose
-    past the validator, to see what the role itself refuses."""
-    pillar = {"site": site_data, "roles": roles_catalog(), **(extra or {})}
+    own pillar keys, over ``UNREACHABLE``) and the guest's view. ``validate=False`` is for a site a test
+    breaks on purpose past the validator, to see what the role itself refuses."""
+    from sitectl.roles import merge
+
+    pillar = {"site": site_data, "roles": roles_catalog(), **merge(UNREACHABLE, extra)}
     if validate:
         site.check(pillar)  # what the master's ext_pillar would refuse never reaches the guest
     return {**pillar, **site.platform_pillar(pillar, name)}

@@ -1,0 +1,46 @@
+"""The drill's RabbitMQ check, on definitions as `rabbitmqctl export_definitions` writes them: what a
+restore must bring back is compared, the broker's own version fields are not."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from sitectl.drill import rabbitmq_fingerprint
+
+pytestmark = pytest.mark.render
+
+EXPORT = {
+    "rabbit_version": "3.10.8", "rabbitmq_version": "3.10.8", "product_name": "RabbitMQ",
+    "users": [{"name": "chat", "password_hash": "aGFzaA==", "hashing_algorithm": "rabbit_password_hashing_sha256",
+               "tags": [], "limits": {}}],
+    "vhosts": [{"name": "chat", "limits": []}],
+    "permissions": [{"user": "chat", "vhost": "chat", "configure": ".*", "write": ".*", "read": ".*"}],
+    "queues": [{"name": "recovery_drill", "vhost": "chat", "durable": True, "auto_delete": False, "arguments": {}}],
+    "exchanges": [],
+    "bindings": [{"source": "amq.direct", "vhost": "chat", "destination": "recovery_drill",
+                  "destination_type": "queue", "routing_key": "recovery_drill", "arguments": {}}],
+    "policies": [],
+}
+
+
+def test_the_same_definitions_from_another_broker_version_compare_equal():
+    other = copy.deepcopy(EXPORT)
+    other.update(rabbit_version="3.13.7", rabbitmq_version="3.13.7")
+    other["users"][0]["limits"] = {"max-connections": 10}  # not part of what the role declares
+    assert rabbitmq_fingerprint(other) == rabbitmq_fingerprint(EXPORT)
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["users"][0].update(password_hash="b3RoZXI="),
+    lambda d: d["users"][0].update(tags=["administrator"]),
+    lambda d: d["permissions"][0].update(write="^$"),
+    lambda d: d["queues"].clear(),
+    lambda d: d["bindings"][0].update(routing_key="other"),
+    lambda d: d["vhosts"].append({"name": "apps"}),
+], ids=["password", "tags", "permission", "queue", "binding", "vhost"])
+def test_a_lost_or_changed_definition_shows(change):
+    other = copy.deepcopy(EXPORT)
+    change(other)
+    assert rabbitmq_fingerprint(other) != rabbitmq_fingerprint(EXPORT)
