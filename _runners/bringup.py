@@ -296,7 +296,12 @@ def up(answer_timeout=180, create_timeout=1800, highstate_timeout=1800):
     vault_converges = pillar.get("roles", {}).get("vault", {}).get("converge", True) is not False
     results = {}
     ret = {"result": True, "phases": phases, "guests": results}
-    existing = _existing()
+    try:
+        existing = _existing()
+    except Exception as exc:  # noqa: BLE001 - salt-cloud raises many kinds; each means "not known"
+        message = f"salt-cloud could not list its provider's guests: {str(exc).strip()[-1500:]}"
+        _say(message)
+        return {**ret, "result": False, "stopped": {"phase": 0, "step": "provider", "guest": "", "message": message}}
     total = len(phases)
     timeouts = {"answer": answer_timeout, "create": create_timeout, "highstate": highstate_timeout}
     with salt.client.get_local_client(mopts=__opts__) as client:

@@ -17,6 +17,7 @@ import yaml
 
 from tests.functional.conftest import MINION_ID, OTHER_ID
 from tests.openbao import BaoServer
+from tests.proxmox.conftest import SECRET_ENV, TOKEN_SECRET
 
 pytestmark = pytest.mark.functional
 
@@ -59,6 +60,12 @@ def site(checkout, salt_run, salt_minion, other_minion, pve, salt_cloud):
         yield SITE
 
 
+def bring_up(salt_run, **kwargs):
+    """`salt-run bringup.up` as the operator runs it: with the Proxmox token's secret in the environment."""
+    return salt_run.run("bringup.up", "answer_timeout=30", *(f"{k}={v}" for k, v in kwargs.items()),
+                        env={SECRET_ENV: TOKEN_SECRET})
+
+
 def markers(marker_dir: Path) -> dict[str, float]:
     return {p.name.removesuffix("-highstate"): p.stat().st_mtime_ns for p in marker_dir.glob("*-highstate")}
 
@@ -71,7 +78,7 @@ def test_the_plan_is_read_from_the_site_on_the_master(site, salt_run):
 def test_the_bring_up_converges_phase_by_phase_and_a_second_one_changes_nothing(site, salt_run, marker_dir):
     for marker in marker_dir.glob("*-highstate"):
         marker.unlink()
-    ret = salt_run.run("bringup.up", answer_timeout=30)
+    ret = bring_up(salt_run)
     assert ret.data["result"] is True, ret.data.get("stopped")
     assert ret.data["phases"] == [[OTHER_ID], [MINION_ID]]
     assert {n: g["action"] for n, g in ret.data["guests"].items()} == {OTHER_ID: "converged", MINION_ID: "converged"}
@@ -80,7 +87,7 @@ def test_the_bring_up_converges_phase_by_phase_and_a_second_one_changes_nothing(
     assert "bring-up phase 1/2: db (postgresql): started" in ret.stdout
     assert "bring-up phase 2/2: fn-web (nextcloud): done in" in ret.stdout
 
-    again = salt_run.run("bringup.up", answer_timeout=30)
+    again = bring_up(salt_run)
     assert again.data["result"] is True
     assert {n: (g["action"], g["changed"], g["failed"]) for n, g in again.data["guests"].items()} == {
         OTHER_ID: ("unchanged", 0, 0), MINION_ID: ("unchanged", 0, 0)}
@@ -97,7 +104,7 @@ def test_the_bring_up_stops_at_the_first_failed_state_naming_guest_and_state(sit
         "    - comment: the database is not ready\n"
         "{% endif %}\n")
     with replaced(test_states / "marker.sls", failing):
-        ret = salt_run.run("bringup.up", answer_timeout=30)
+        ret = bring_up(salt_run)
     assert ret.data["result"] is False
     stopped = ret.data["stopped"]
     assert (stopped["phase"], stopped["step"], stopped["guest"]) == (1, "highstate", OTHER_ID)
@@ -129,7 +136,7 @@ def vault_site(site, checkout, test_states, tmp_path):
 
 def test_the_bring_up_stops_for_the_vault_operators_with_what_to_run(vault_site, salt_run, marker_dir):
     bao = vault_site
-    ret = salt_run.run("bringup.up", answer_timeout=30)
+    ret = bring_up(salt_run)
     stopped = ret.data["stopped"]
     assert (stopped["phase"], stopped["step"], stopped["guest"]) == (1, "initialise", OTHER_ID)
     assert f"Vault on {OTHER_ID} (https://192.168.50.11:{bao.port}) is not initialised" in stopped["message"]
@@ -140,13 +147,13 @@ def test_the_bring_up_stops_for_the_vault_operators_with_what_to_run(vault_site,
 
     client = bao.client()
     keys = client.sys.initialize(secret_shares=1, secret_threshold=1)["keys"]
-    ret = salt_run.run("bringup.up", answer_timeout=30)
+    ret = bring_up(salt_run)
     assert (ret.data["stopped"]["step"], ret.data["stopped"]["guest"]) == ("unseal", OTHER_ID)
     assert "is sealed" in ret.data["stopped"]["message"]
     assert "vault_server.initialize" not in ret.data["stopped"]["message"]
 
     client.sys.submit_unseal_key(keys[0])
-    ret = salt_run.run("bringup.up", answer_timeout=30)
+    ret = bring_up(salt_run)
     assert ret.data["stopped"]["step"] == "master-credentials", "this master has no AppRole credentials"
     assert "vault-master.yaml" in ret.data["stopped"]["message"]
     assert MINION_ID not in ret.data["guests"]
