@@ -49,9 +49,9 @@ log = logging.getLogger(__name__)
 
 
 def _say(line):
-    """Progress, flushed at once (salt-run's stdout, or `sitectl lab up`'s)."""
+    """Progress, flushed at once, on stderr: salt-run's stdout stays the return alone (`--out json`)."""
     log.info("bringup: %s", line)
-    print(line, flush=True)
+    print(line, file=sys.stderr, flush=True)
 
 
 def _now():

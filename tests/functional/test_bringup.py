@@ -63,7 +63,7 @@ def site(checkout, salt_run, salt_minion, other_minion, pve, salt_cloud):
 def bring_up(salt_run, **kwargs):
     """`salt-run bringup.up` as the operator runs it: with the Proxmox token's secret in the environment."""
     return salt_run.run("bringup.up", "answer_timeout=30", *(f"{k}={v}" for k, v in kwargs.items()),
-                        env={SECRET_ENV: TOKEN_SECRET})
+                        env={SECRET_ENV: TOKEN_SECRET}, _timeout=600)
 
 
 def markers(marker_dir: Path) -> dict[str, float]:
@@ -84,8 +84,8 @@ def test_the_bring_up_converges_phase_by_phase_and_a_second_one_changes_nothing(
     assert {n: g["action"] for n, g in ret.data["guests"].items()} == {OTHER_ID: "converged", MINION_ID: "converged"}
     first = markers(marker_dir)
     assert first[OTHER_ID] < first[MINION_ID], "the guest that is used converged before its consumer"
-    assert "bring-up phase 1/2: db (postgresql): started" in ret.stdout
-    assert "bring-up phase 2/2: fn-web (nextcloud): done in" in ret.stdout
+    assert "bring-up phase 1/2: db (postgresql): started" in ret.stderr
+    assert "bring-up phase 2/2: fn-web (nextcloud): done in" in ret.stderr
 
     again = bring_up(salt_run)
     assert again.data["result"] is True
@@ -110,7 +110,7 @@ def test_the_bring_up_stops_at_the_first_failed_state_naming_guest_and_state(sit
     assert (stopped["phase"], stopped["step"], stopped["guest"]) == (1, "highstate", OTHER_ID)
     assert stopped["message"].startswith(f"bring-up stopped in phase 1/2: the highstate of {OTHER_ID} failed")
     assert "functional-database-ready (sls marker): the database is not ready" in stopped["message"]
-    assert "functional-database-ready" in ret.stdout
+    assert "functional-database-ready" in ret.stderr
     assert MINION_ID not in markers(marker_dir), "nothing after the failed phase ran"
     assert MINION_ID not in ret.data["guests"]
 
