@@ -94,6 +94,24 @@ def test_the_bring_up_converges_phase_by_phase_and_a_second_one_changes_nothing(
     assert markers(marker_dir) == first, "a converged guest is not highstated again"
 
 
+def test_a_guest_added_to_the_site_is_the_only_one_converged(site, salt_run, marker_dir, checkout):
+    root, _ = checkout
+    for marker in marker_dir.glob("*-highstate"):
+        marker.unlink()
+    without_web = {**SITE, "guests": {OTHER_ID: SITE["guests"][OTHER_ID]}}
+    with replaced(root / "pillar" / "site" / "functional.sls", yaml.safe_dump({"site": without_web})):
+        ret = bring_up(salt_run)
+    assert ret.data["result"] is True and ret.data["phases"] == [[OTHER_ID]]
+    before = markers(marker_dir)
+    assert set(before) == {OTHER_ID}
+
+    ret = bring_up(salt_run)  # the site with fn-web added
+    assert ret.data["result"] is True
+    assert {n: g["action"] for n, g in ret.data["guests"].items()} == {OTHER_ID: "unchanged", MINION_ID: "converged"}
+    after = markers(marker_dir)
+    assert after[OTHER_ID] == before[OTHER_ID] and MINION_ID in after
+
+
 def test_the_bring_up_stops_at_the_first_failed_state_naming_guest_and_state(site, salt_run, marker_dir, test_states):
     for marker in marker_dir.glob("*-highstate"):
         marker.unlink()
