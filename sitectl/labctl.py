@@ -1,10 +1,11 @@
 """The lab workflow: the site on this machine, provisioned by salt-cloud and converged by the real states.
 
 ``up`` does what a user does against Proxmox, with the lab's provider: render the master's config
-(site + lab overlay), start the master on the lab bridge, ``salt-cloud -m`` the site's map (the
-``lxclab`` driver seeds and accepts each minion key; the ``salt/cloud/<name>/created`` reactor
-highstates each new guest), collect those first highstates from the master's event bus, apply the
-highstate a second time, and report both runs per guest.
+(site + lab overlay), start the master on the lab bridge, run the site's bring-up (the master's
+runner ``bringup.up``, _runners/bringup.py: phase by phase, ``salt-cloud -m`` of each phase's new
+guests, the ``salt/cloud/<name>/created`` reactor highstating each), play Vault's operators where
+the bring-up stops for them, apply the highstate a second time, and report both runs per guest.
+Each phase prints a line when it starts and when it ends, with its time.
 """
 
 from __future__ import annotations
