@@ -54,7 +54,10 @@ test: lint
 test-fast: lint
 	$(PY) -m pytest -m 'not lab' --basetemp=$(CURDIR)/.pytest-tmp
 
-lab: setup
+# Each phase prints a line when it starts and when it ends, with its time (also into a pipe or a CI log).
+lab:
+	@t0=$$(date +%s); echo "[$$(date +%T)] setup (Debian packages, the Python venv): started"; \
+	$(MAKE) --no-print-directory setup && echo "[$$(date +%T)] setup: done in $$(( $$(date +%s) - t0 ))s"
 	$(VENV)/bin/sitectl lab up
 
 lab-down: setup

@@ -40,15 +40,15 @@ PACKAGES = ("git", "python3-venv", "python3-dev", "gcc", "ca-certificates")
 NEXT_STEPS = """
 Next steps (docs/control.md, docs/vault.md):
   1. ssh root@{ip}; cd {checkout}; export PVE_TOKEN_SECRET=...   (the Proxmox token's secret, this shell only)
-  2. create the vault guest and highstate it: salt-cloud -p {vault_profile} {vault}
-     It stops at vault-unseal-unsealed ("not initialised"): expected.
+  2. salt-run bringup.up    (the site's bring-up, docs/control.md: it creates the vault guest
+     ({vault}, profile {vault_profile}) first, highstates it and stops with the Vault operators' steps)
   3. initialise and unseal Vault as its operators, give the master its AppRole (docs/vault.md,
-     "Bootstrap of a new site"), then put into Vault what the control node reads at run time:
-     the deploy key (secret/roles/salt_master/deploy_key), the Proxmox token's secret
-     (secret/platform/proxmox) and the runners' authentication tokens (docs/gitlab_runner.md).
-  4. salt {master_id} state.apply    (the salt_master and runner roles: from then on the master
-     is what the repository says, and the provider reads the token from Vault)
-  5. the rest of the site: salt-cloud -m <(sitectl --site {site} cloud-map) -P
+     "Bootstrap of a new site"; the bring-up printed the exact commands), then put into Vault what
+     the control node reads at run time: the deploy key (secret/roles/salt_master/deploy_key), the
+     Proxmox token's secret (secret/platform/proxmox) and the runners' authentication tokens
+     (docs/gitlab_runner.md).
+  4. salt-run bringup.up    (again: it goes on from Vault, phase by phase, {master_id} and
+     {site}'s other guests included; run it again after any failure or a new guest)
      and, from then on, a push to main deploys (.gitlab-ci.yml, docs/ci.md).
 """
 

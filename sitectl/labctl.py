@@ -1,10 +1,11 @@
 """The lab workflow: the site on this machine, provisioned by salt-cloud and converged by the real states.
 
 ``up`` does what a user does against Proxmox, with the lab's provider: render the master's config
-(site + lab overlay), start the master on the lab bridge, ``salt-cloud -m`` the site's map (the
-``lxclab`` driver seeds and accepts each minion key; the ``salt/cloud/<name>/created`` reactor
-highstates each new guest), collect those first highstates from the master's event bus, apply the
-highstate a second time, and report both runs per guest.
+(site + lab overlay), start the master on the lab bridge, run the site's bring-up (the master's
+runner ``bringup.up``, _runners/bringup.py: phase by phase, ``salt-cloud -m`` of each phase's new
+guests, the ``salt/cloud/<name>/created`` reactor highstating each), play Vault's operators where
+the bring-up stops for them, apply the highstate a second time, and report both runs per guest.
+Each phase prints a line when it starts and when it ends, with its time.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import yaml
 
 from sitectl import ROOT
 from sitectl import roles as roles_of
+from sitectl.bringup import WAITS_FOR_OPERATOR, phase  # noqa: F401 - WAITS_FOR_OPERATOR: the report's tests
 from sitectl.config import SaltSettings, write_config
 
 REPORT = "lab-report.json"
@@ -308,109 +310,64 @@ def print_table(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResu
         print(f"\nkind: vm guests run as containers in the lab (no KVM here): {', '.join(vms)}", file=out)
 
 
-# Before Vault's operator has initialised and unsealed it, the vault guest's highstate fails in this
-# SLS (and skips what requires it); anything else failing is a failure of its own.
-WAITS_FOR_OPERATOR = {"vault.unseal"}
-
-
-def converge_vault(lab: Lab, name: str, fresh: bool) -> tuple[RunResult, dict[str, float]]:
-    """Provision the vault guest (when ``fresh``), bootstrap Vault with the lab as its operator
-    (sitectl.vaultctl.LabVault), restart the master with its AppRole credentials and highstate
-    the guest again: that run is the guest's result, and it must not fail."""
-    from sitectl.vaultctl import LabVault
-
-    timings: dict[str, float] = {}
-    vault = LabVault(lab, name)
-    t0 = time.monotonic()
-    if fresh:
-        collector = HighstateCollector(lab.master_opts(), [name])
-        collector.start()
-        cloud = lab.salt_cloud_map([name])
-        if cloud.returncode != 0:
-            collector.stop.set()
-            return RunResult(failed=1, errors=[f"salt-cloud: {cloud.stderr[-1500:]}"]), timings
-        collector.done.wait(timeout=900)
-        collector.stop.set()
-        before = collector.results.get(name) or RunResult(failed=1, errors=["no highstate after the created event"])
-    else:
-        lab.wait_for_minions([name])
-        before = lab.highstate([name])[name]
-    timings["before_bootstrap"] = round(time.monotonic() - t0, 1)
-    lab.wait_for_minions([name])  # common.minion may restart it after the run
-    try:
-        status = vault.server_status()
-    except RuntimeError as exc:  # no Vault to ask: the highstate failed before it ran
-        before.errors.insert(0, str(exc))
-        return before if before.failed else RunResult(failed=1, errors=before.errors), timings
-    if not status["initialized"] and not vault.bootstrapped():
-        if before.failed_sls - WAITS_FOR_OPERATOR:
-            return before, timings
-        timings.update(vault.bootstrap())
-        t1 = time.monotonic()
-        lab.restart_master()
-        lab.wait_for_minions([name])
-        timings["master_restart"] = round(time.monotonic() - t1, 1)
-    elif status["initialized"] and status["sealed"] and vault.bootstrapped():
-        vault.unseal_again()  # bootstrapped earlier, sealed since (the guest restarted)
-    elif before.failed:
-        return before, timings
-    t1 = time.monotonic()
-    after = lab.highstate([name])[name]
-    timings["after_bootstrap"] = round(time.monotonic() - t1, 1)
-    after.seconds = round(time.monotonic() - t0, 1)
-    return after, timings
 
 
 def _prepare(lab: Lab, timings: dict[str, float]) -> None:
     """The host's packages, the master's config, the template, the bridge, the lab's files, the ACME
-    server, and the master on the current checkout."""
-    lab.host.ensure_host_packages()
-    lab.configure()
-    t0 = time.monotonic()
-    lab.host.build_template()
-    timings["template"] = round(time.monotonic() - t0, 1)
+    server, and the master on the current checkout: one progress line at the start and end of each."""
+    with phase("host packages", timings, "host_packages"):
+        lab.host.ensure_host_packages()
+    with phase("the master's config and the site's pillar", timings, "configure"):
+        lab.configure()
+    with phase("guest template (cached after the first build)", timings, "template"):
+        lab.host.build_template()
     net = lab.pillar["site"]["network"]
-    lab.host.network_up(lab.bridge, f"{net['gateway']}/{net['cidr'].split('/')[1]}")
-    lab.stage_files()
+    with phase(f"lab network ({lab.bridge}, {net['cidr']})", timings, "network"):
+        lab.host.network_up(lab.bridge, f"{net['gateway']}/{net['cidr'].split('/')[1]}")
+        lab.stage_files()
     if lab.backup_repository():
-        lab.backup_repository().ensure()
+        with phase("the lab's backup repository", timings, "backup_repository"):
+            lab.backup_repository().ensure()
     if lab.with_role("reverse_proxy") and lab.converges("reverse_proxy"):
-        t0 = time.monotonic()
-        lab.acme().ensure()
-        timings["acme_server"] = round(time.monotonic() - t0, 1)
+        with phase("the lab's ACME server (pebble)", timings, "acme_server"):
+            lab.acme().ensure()
     # A master left running by an earlier `lab up` holds the checkout's code and schemas as they
     # were then (the ext_pillar caches them): restart it on the current checkout.
-    lab.restart_master()
+    with phase("salt-master on the current checkout", timings, "master"):
+        lab.restart_master()
 
 
-class ProvisionError(RuntimeError):
-    """salt-cloud could not create the guests."""
+def bring_up(lab: Lab, first: dict[str, RunResult], timings: dict[str, float], attempts: int = 4) -> dict | None:
+    """The master's bring-up (_runners/bringup.py, the same as production's `salt-run bringup.up`), with
+    the lab as Vault's operator: where it stops for the operators (init, unseal), the lab does their
+    part (sitectl.vaultctl.LabVault), restarts the master when it got its Vault credentials, and runs
+    the bring-up again. Fills ``first`` with each guest's latest highstate; returns the stop or None."""
+    import salt.runner
 
+    from sitectl.vaultctl import LabVault
 
-def _first_highstates(lab: Lab, existing: set[str], done: list[str], timings: dict[str, float]) -> dict[str, RunResult]:
-    """Create the guests that do not exist (their first highstate comes from the created-event
-    reactor) and highstate the existing ones but ``done``."""
-    first: dict[str, RunResult] = {}
-    new = [n for n in lab.guests if n not in existing]
-    if new:
-        collector = HighstateCollector(lab.master_opts(), new)
-        collector.start()
-        t1 = time.monotonic()
-        cloud = lab.salt_cloud_map(new)
-        timings["salt_cloud_map"] = round(time.monotonic() - t1, 1)
-        if cloud.returncode != 0:
-            collector.stop.set()
-            raise ProvisionError(f"salt-cloud -m failed:\n{cloud.stdout[-4000:]}\n{cloud.stderr[-4000:]}")
-        collector.done.wait(timeout=1200)
-        collector.stop.set()
-        first.update(collector.results)
-        for name in new:
-            first.setdefault(name, RunResult(failed=1, errors=["no highstate return after the created event"]))
-    others = sorted((existing & set(lab.guests)) - set(done))
-    if others:
-        lab.wait_for_minions(others)
-        first.update(lab.highstate(others))
-    return first
+    stop = None
+    for _ in range(attempts):
+        ret = salt.runner.RunnerClient(lab.master_opts()).cmd("bringup.up", print_event=False)
+        if not isinstance(ret, dict) or "guests" not in ret:
+            return {"step": "runner", "guest": "", "message": f"the bring-up runner failed: {ret}"}
+        for name, summary in ret["guests"].items():
+            first[name] = RunResult(**{k: v for k, v in summary.items() if k in RunResult.__dataclass_fields__})
+            first[name].failed_sls = set(summary["failed_sls"])
+        stop = ret.get("stopped")
+        if not stop:
+            return None
+        vault = LabVault(lab, stop["guest"])
+        if stop["step"] == "initialise" and not vault.bootstrapped():
+            with phase(f"the lab as Vault's operator: init, unseal, the master's credentials ({stop['guest']})"):
+                timings.update({f"vault_{k}": v for k, v in vault.bootstrap().items()})
+                lab.restart_master()
+        elif stop["step"] == "unseal" and vault.bootstrapped():
+            with phase(f"the lab as Vault's operator: unseal ({stop['guest']})"):
+                vault.unseal_again()
+        else:
+            return stop
+    return stop
 
 
 def _report(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult], timings: dict[str, float]) -> int:
@@ -432,32 +389,20 @@ def _report(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult],
 
 
 def up(site: str = "example", state_dir: Path | None = None) -> int:
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # every line out at once, also into a pipe or a log
     lab = Lab(site, state_dir)
     timings: dict[str, float] = {}
     _prepare(lab, timings)
-    existing = {g["name"] for g in lab.host.list_guests(lab.lab_dir)}
     first: dict[str, RunResult] = {}
-    t0 = time.monotonic()
-    # Vault first, as on a real site (docs/vault.md): every other role's secrets come from it.
-    vault_guests = lab.with_role("vault") if lab.converges("vault") else []
-    for name in vault_guests:
-        result, vault_timings = converge_vault(lab, name, fresh=name not in existing)
-        first[name] = result
-        timings.update({f"vault_{k}": v for k, v in vault_timings.items()})
-        existing.add(name)
-        if result.failed:
-            return _report(lab, first, {}, timings)
-    try:
-        first.update(_first_highstates(lab, existing, vault_guests, timings))
-    except ProvisionError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    timings["first_highstate"] = round(time.monotonic() - t0, 1)
-
-    missing = lab.wait_for_minions(lab.guests)
-    t0 = time.monotonic()
-    second = lab.highstate([n for n in lab.guests if n not in missing])
-    timings["second_highstate"] = round(time.monotonic() - t0, 1)
+    with phase("bring-up: every guest created and converged in dependency order", timings, "first_highstate"):
+        stop = bring_up(lab, first, timings)
+    if stop:
+        print(f"lab up stopped ({stop['step']}, {stop['guest']}):\n{stop['message']}", file=sys.stderr)
+        return _report(lab, first, {}, timings) or 1
+    with phase("second highstate of every guest (must change nothing)", timings, "second_highstate"):
+        missing = lab.wait_for_minions(lab.guests)
+        second = lab.highstate([n for n in lab.guests if n not in missing])
     for name in missing:
         second[name] = RunResult(failed=1, errors=["the minion did not answer after the first highstate"])
     return _report(lab, first, second, timings)

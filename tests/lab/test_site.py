@@ -61,6 +61,21 @@ def test_every_guest_converges_and_the_second_highstate_changes_nothing(site_lab
     assert site_lab.rc == 0
 
 
+def test_a_second_bring_up_on_the_converged_lab_recreates_nothing_and_changes_nothing(site_lab):
+    import salt.runner
+
+    lab = site_lab.lab
+    keys = lab.settings.state_dir / "pki" / "master" / "minions"
+    before = {key.name: hashlib.sha256(key.read_bytes()).hexdigest() for key in keys.iterdir()}
+    ret = salt.runner.RunnerClient(lab.master_opts()).cmd("bringup.up", print_event=False)
+    assert ret["result"] is True, ret.get("stopped")
+    assert ret["phases"][0] == ["vault"] and sorted(g for phase in ret["phases"] for g in phase) == lab.guests
+    assert {name: (g["action"], g["changed"], g["failed"]) for name, g in ret["guests"].items()} == {
+        name: ("unchanged", 0, 0) for name in lab.guests}, "each guest only checked with test=True"
+    after = {key.name: hashlib.sha256(key.read_bytes()).hexdigest() for key in keys.iterdir()}
+    assert after == before, "salt-cloud makes a new key pair per creation: no guest was created again"
+
+
 @pytest.mark.parametrize("guest", ["vault", "postgresql", "monitoring"])
 def test_base_state_is_in_effect_inside_the_guest(site_lab, guest):
     host = guest_host(guest, site_lab.lab.lab_dir)

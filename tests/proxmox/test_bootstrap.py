@@ -82,7 +82,7 @@ def test_bootstrap_creates_the_control_node_once_and_sets_it_up(tmp_path, pve, p
     assert "REPO_URL=git@gitlab.example.org:owner/salt-platform.git" in script
     assert 'master-config --interface "$INTERFACE"' in script, "the master is configured by the lab's code"
     assert TOKEN_SECRET not in script and TOKEN_SECRET not in out
-    assert "docs/vault.md" in out and "salt control state.apply" in out
+    assert "docs/vault.md" in out and out.count("salt-run bringup.up") == 2, "the next steps: the bring-up, twice"
 
     before = writes(pve)
     code, again = boot(tmp_path, pve, pve_pki, fake_ssh)

@@ -1,0 +1,175 @@
+"""The order a site comes up in, and what the bring-up says when it stops.
+
+Pure functions over the site's validated pillar: the master's runner (``_runners/bringup.py``) walks
+the phases, ``sitectl lab up`` drives that runner, and the render tier tests them without a master.
+
+The order comes from the site, not from a list of guests: a guest comes after
+
+- every guest it ``uses`` and every guest with a role one of its roles ``needs`` (role catalog);
+- every guest with a role of ``FIRST_ROLES`` (Vault: every other role reads its secrets there);
+- for a guest with a role of ``ROUTER_ROLES`` (the reverse proxy), the guests its routes point at
+  (site.routes, and the k3s guests when an app has a route);
+- for a guest with a role of ``LAST_ROLES`` (monitoring, whose target list is the whole site), every
+  other guest; a route to it does not put the proxy after it (the proxy answers 502 until it is up).
+
+Guests with no order between them form one phase and converge in parallel.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+FIRST_ROLES = ("vault",)
+ROUTER_ROLES = ("reverse_proxy",)
+LAST_ROLES = ("monitoring",)
+# Before Vault's operator has initialised and unsealed it, the vault guest's highstate fails in this
+# SLS (and skips what requires it); anything else failing is a failure of its own.
+WAITS_FOR_OPERATOR = frozenset({"vault.unseal"})
+
+
+class OrderError(ValueError):
+    """The site's relations form a cycle: no order can satisfy them."""
+
+
+def _with_any(guests: dict, roles) -> set[str]:
+    return {name for name, g in guests.items() if set(g.get("roles", [])) & set(roles)}
+
+
+def dependencies(pillar: dict) -> dict[str, set[str]]:
+    """guest -> the guests that must be converged before it."""
+    site, catalog = pillar["site"], pillar.get("roles", {})
+    guests = site["guests"]
+    first, last = _with_any(guests, FIRST_ROLES), _with_any(guests, LAST_ROLES)
+    routed = {route["guest"] for route in (site.get("routes") or {}).values() if route.get("guest") in guests}
+    if any(app.get("route") for app in (site.get("apps") or {}).values()):
+        routed |= _with_any(guests, ["k3s"])
+    out: dict[str, set[str]] = {}
+    for name, guest in guests.items():
+        roles = guest.get("roles", [])
+        after = {u for u in guest.get("uses", []) if u in guests}
+        for role in roles:
+            after |= _with_any(guests, catalog.get(role, {}).get("needs", []))
+        if name not in first:
+            after |= first
+        if set(roles) & set(ROUTER_ROLES):
+            after |= routed - last
+        if name in last:
+            after |= set(guests) - last
+        out[name] = after - {name}
+    return out
+
+
+def phases(pillar: dict) -> list[list[str]]:
+    """The guests in phases: each phase only after every guest of the phases before it."""
+    deps = dependencies(pillar)
+    done: set[str] = set()
+    out: list[list[str]] = []
+    while len(done) < len(deps):
+        ready = sorted(n for n, after in deps.items() if n not in done and after <= done)
+        if not ready:
+            stuck = sorted(n for n in deps if n not in done)
+            raise OrderError("no bring-up order: these guests wait on each other through `uses`, the roles' "
+                             "`needs` or the routes: " + ", ".join(f"{n} after {sorted(deps[n] - done)}"
+                                                                    for n in stuck))
+        out.append(ready)
+        done |= set(ready)
+    return out
+
+
+def phase_title(pillar: dict, guests: list[str]) -> str:
+    """`vault (vault)` style: the guests of a phase with their roles."""
+    site = pillar["site"]["guests"]
+    return ", ".join(f"{n} ({','.join(site[n].get('roles', [])) or 'base'})" for n in guests)
+
+
+def summarize(ret, seconds: float = 0.0) -> dict:
+    """A highstate return as ok/changed/failed counts, the failed states (id, SLS, comment) and the SLS
+    of the states that ran and failed (not those skipped because a requisite failed)."""
+    out = {"ok": 0, "changed": 0, "failed": 0, "seconds": round(seconds, 1), "errors": [], "failed_sls": []}
+    if not isinstance(ret, dict):
+        out["failed"] = 1
+        out["errors"] = [str(line) for line in (ret if isinstance(ret, list) else [ret])]
+        return out
+    failed_sls = set()
+    for state_id, state in sorted(ret.items(), key=lambda kv: (kv[1] or {}).get("__run_num__", 0)
+                                  if isinstance(kv[1], dict) else 0):
+        if not isinstance(state, dict):
+            out["failed"] += 1
+            out["errors"].append(f"{state_id}: {state}")
+        elif state.get("result") is False:
+            out["failed"] += 1
+            out["errors"].append(f"{state.get('__id__', state_id)} (sls {state.get('__sls__')}): "
+                                 f"{str(state.get('comment'))[-600:]}")
+            if state.get("__state_ran__", True):
+                failed_sls.add(str(state.get("__sls__")))
+        elif state.get("changes") or state.get("result") is None:  # None: test=True, would change
+            out["changed"] += 1
+        else:
+            out["ok"] += 1
+    out["failed_sls"] = sorted(failed_sls)
+    return out
+
+
+def failure_message(guest: str, summary: dict, phase: int, total: int) -> str:
+    """What the bring-up says when a guest's highstate failed: the guest, each failed state, how to go on."""
+    states = "\n".join(f"  {line}" for line in summary["errors"][:10]) or "  (no state result)"
+    return (f"bring-up stopped in phase {phase}/{total}: the highstate of {guest} failed "
+            f"({summary['failed']} failed):\n{states}\n"
+            f"Fix it, then run the bring-up again: it goes on from there (`salt {guest} state.highstate` "
+            f"shows the run).")
+
+
+def vault_operator_message(step: str, guest: str, url: str, ca_path: str, site_name: str,
+                           threshold: int | None = None) -> str:
+    """The exact operator steps (docs/vault.md) a production bring-up stops for."""
+    again = "Then run the bring-up again (`salt-run bringup.up`): it goes on from the Vault guest."
+    init_file = f"/root/vault-init/{site_name}.json"
+    unseal = (f"  Each operator decrypts their share into a file on a tmpfs of {guest} (mode 0600):\n"
+              f"    jq -r '.unseal_keys_pgp[N]' {init_file} | base64 -d | gpg -d > /run/vault-unseal/<operator>\n"
+              f"  then, on the master, with every operator's file named (paths only, never keys):\n"
+              f"    salt {guest} state.apply vault.unseal pillar='{{\"vault\": {{\"unseal\": "
+              f"{{\"key_files\": [\"/run/vault-unseal/<operator>\", ...]}}}}}}'\n"
+              f"  and the files are removed.\n")
+    if step == "initialise":
+        return (f"bring-up stopped for the Vault operators: Vault on {guest} ({url}) is not initialised "
+                f"(docs/vault.md, 'Bootstrap of a new site', steps 3-5).\n"
+                f"  On the master, once (the ciphertext goes to a new file; {guest}:{ca_path} is the public CA):\n"
+                f"    salt-run salt.cmd vault_server.initialize \"<the operators' public keys, a YAML list>\" "
+                f"\"<the root-token holder's public key>\" {init_file} "
+                f"secret_threshold={threshold or '<shares needed>'} url={url} verify=/root/vault-init/ca.crt\n"
+                f"{unseal}"
+                f"  The root-token holder writes the policies salt_master, salt_role_vault and raft_snapshot, the "
+                f"AppRole salt-master and the master's credentials (.salt/etc/vault-master.yaml and "
+                f".salt/etc/master.d/vault.conf), the snapshot token, revokes the root token (docs/vault.md "
+                f"step 5) and restarts the master.\n{again}")
+    if step == "unseal":
+        return (f"bring-up stopped for the Vault operators: Vault on {guest} ({url}) is sealed "
+                f"(docs/vault.md, 'After a restart: unseal').\n{unseal}{again}")
+    if step == "master-credentials":
+        return (f"bring-up stopped for the Vault operators: Vault on {guest} ({url}) is unsealed but the master "
+                f"has no AppRole credentials (no sdb profile `platform_vault`; docs/vault.md step 5).\n"
+                f"  The root-token holder writes .salt/etc/vault-master.yaml (mode 0600) and "
+                f".salt/etc/master.d/vault.conf as docs/vault.md shows, and restarts the master.\n{again}")
+    raise ValueError(f"unknown Vault operator step {step!r}")
+
+
+@contextmanager
+def phase(name: str, timings: dict | None = None, key: str | None = None, out=None):
+    """One line when ``name`` starts and one when it ends, with its time, each flushed at once (so a
+    log that is not a terminal shows the progress as it happens)."""
+    import sys
+
+    stream = out or sys.stdout
+    t0 = time.monotonic()
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: started", file=stream, flush=True)
+    try:
+        yield
+    except BaseException:
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: failed after {time.monotonic() - t0:.1f}s",
+              file=stream, flush=True)
+        raise
+    seconds = round(time.monotonic() - t0, 1)
+    print(f"[{time.strftime('%H:%M:%S')}] {name}: done in {seconds:.1f}s", file=stream, flush=True)
+    if timings is not None and key:
+        timings[key] = seconds

@@ -1,0 +1,157 @@
+"""The bring-up's order, derived from the site, and what it says when it stops (no daemon)."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+
+from sitectl import ROOT, bringup, roles, sitefile
+
+pytestmark = pytest.mark.render
+
+
+@pytest.fixture(scope="module")
+def example() -> dict:
+    catalog = sitefile.load(ROOT / "pillar" / "platform" / "roles.sls", "roles.sls")
+    site = sitefile.load(ROOT / "pillar" / "site" / "example.sls", "example.sls")
+    return roles.merge(catalog, site)
+
+
+def position(phases: list[list[str]]) -> dict[str, int]:
+    return {guest: n for n, guests in enumerate(phases) for guest in guests}
+
+
+def test_the_example_site_comes_up_vault_data_apps_proxy_monitoring(example):
+    assert bringup.phases(example) == [
+        ["vault"],
+        ["control", "git-lab-docker-runner", "mailcow", "postgresql", "rabbitmq"],
+        ["k3s", "microservices", "nextcloud"],
+        ["reverse-proxy"],
+        ["monitoring"],
+    ]
+
+
+def test_every_guest_comes_after_what_it_uses_and_the_proxy_after_its_routes(example):
+    at = position(bringup.phases(example))
+    site = example["site"]
+    assert set(at) == set(site["guests"]), "every guest of the site is in one phase"
+    for name, guest in site["guests"].items():
+        for used in guest.get("uses", []):
+            assert at[used] < at[name], f"{name} uses {used}"
+        if name != "vault":
+            assert at["vault"] < at[name]
+    for route in site["routes"].values():
+        if route["guest"] != "monitoring":
+            assert at[route["guest"]] < at["reverse-proxy"], route
+    assert at["monitoring"] == max(at.values())
+
+
+def test_a_guest_added_to_the_site_lands_after_what_it_uses(example):
+    pillar = copy.deepcopy(example)
+    pillar["site"]["guests"]["worker"] = {**pillar["site"]["guests"]["microservices"], "vmid": 130,
+                                          "address": "10.10.10.130/24", "roles": ["chat"],
+                                          "uses": ["postgresql", "rabbitmq"]}
+    at = position(bringup.phases(pillar))
+    assert at["worker"] == at["microservices"] == 2
+    assert at["postgresql"] < at["worker"] < at["monitoring"]
+
+
+def test_the_order_follows_the_catalogs_needs_not_the_guest_names(example):
+    pillar = copy.deepcopy(example)
+    guests = pillar["site"]["guests"]
+    guests["db2"] = guests.pop("postgresql")
+    for guest in guests.values():
+        guest["uses"] = ["db2" if u == "postgresql" else u for u in guest.get("uses", [])]
+    pillar["roles"]["rabbitmq"] = {**pillar["roles"]["rabbitmq"], "needs": ["postgresql"]}
+    at = position(bringup.phases(pillar))
+    assert at["db2"] < at["rabbitmq"] < at["microservices"]
+
+
+def test_relations_that_wait_on_each_other_are_refused_naming_the_guests(example):
+    pillar = copy.deepcopy(example)
+    pillar["site"]["guests"]["postgresql"]["uses"] = ["nextcloud"]
+    with pytest.raises(bringup.OrderError) as err:
+        bringup.phases(pillar)
+    assert "nextcloud after ['postgresql']" in str(err.value)
+    assert "postgresql after ['nextcloud']" in str(err.value)
+
+
+def test_the_stop_names_the_guest_and_each_failed_state():
+    ret = {
+        "pkg_|-postgresql-package-installed_|-postgresql_|-installed": {
+            "__id__": "postgresql-package-installed", "__sls__": "postgresql.package", "__run_num__": 3,
+            "result": False, "changes": {}, "comment": "Unable to locate package postgresql-15"},
+        "service_|-postgresql-service-running_|-postgresql_|-running": {
+            "__id__": "postgresql-service-running", "__sls__": "postgresql.service", "__run_num__": 4,
+            "__state_ran__": False, "result": False, "changes": {}, "comment": "One or more requisite failed"},
+        "file_|-common-motd_|-/etc/motd_|-managed": {
+            "__id__": "common-motd", "__sls__": "common", "__run_num__": 1, "result": True, "changes": {}},
+    }
+    summary = bringup.summarize(ret)
+    assert (summary["ok"], summary["changed"], summary["failed"]) == (1, 0, 2)
+    assert summary["failed_sls"] == ["postgresql.package"], "a state skipped by a failed requisite did not fail itself"
+    message = bringup.failure_message("postgresql", summary, 2, 5)
+    assert message.startswith("bring-up stopped in phase 2/5: the highstate of postgresql failed (2 failed)")
+    assert "postgresql-package-installed (sls postgresql.package): Unable to locate package postgresql-15" in message
+    assert message.index("postgresql-package-installed") < message.index("postgresql-service-running")
+    assert "run the bring-up again" in message
+
+
+def test_a_return_that_is_not_a_highstate_is_a_failure():
+    summary = bringup.summarize(["Rendering SLS 'base:vault' failed: mapping values are not allowed here"])
+    assert summary["failed"] == 1
+    assert "Rendering SLS 'base:vault' failed" in bringup.failure_message("vault", summary, 1, 5)
+
+
+def test_an_uninitialised_vault_stops_with_the_operators_exact_steps():
+    message = bringup.vault_operator_message("initialise", "vault", "https://10.10.10.111:8200",
+                                             "/etc/vault.d/tls/ca.crt", "example", threshold=2)
+    assert "Vault on vault (https://10.10.10.111:8200) is not initialised" in message
+    assert ("salt-run salt.cmd vault_server.initialize \"<the operators' public keys, a YAML list>\" "
+            "\"<the root-token holder's public key>\" /root/vault-init/example.json secret_threshold=2 "
+            "url=https://10.10.10.111:8200 verify=/root/vault-init/ca.crt") in message
+    assert "jq -r '.unseal_keys_pgp[N]' /root/vault-init/example.json | base64 -d | gpg -d" in message
+    assert ("salt vault state.apply vault.unseal pillar='{\"vault\": {\"unseal\": {\"key_files\": "
+            "[\"/run/vault-unseal/<operator>\", ...]}}}'") in message
+    assert "vault:/etc/vault.d/tls/ca.crt is the public CA" in message
+    assert "restarts the master" in message and "salt-run bringup.up" in message
+
+
+def test_a_sealed_vault_stops_with_the_unseal_step_only():
+    message = bringup.vault_operator_message("unseal", "vault", "https://10.10.10.111:8200",
+                                             "/etc/vault.d/tls/ca.crt", "example")
+    assert "is sealed" in message and "state.apply vault.unseal" in message
+    assert "vault_server.initialize" not in message
+
+
+def test_a_master_without_its_vault_credentials_stops_with_step_5():
+    message = bringup.vault_operator_message("master-credentials", "vault", "https://10.10.10.111:8200",
+                                             "/etc/vault.d/tls/ca.crt", "example")
+    assert "the master has no AppRole credentials" in message and "vault-master.yaml" in message
+
+
+class NotATerminal(io.StringIO):
+    def __init__(self):
+        super().__init__()
+        self.flushes = 0
+
+    def isatty(self):
+        return False
+
+    def flush(self):
+        self.flushes += 1
+        super().flush()
+
+
+def test_each_phase_prints_its_start_and_its_end_with_its_time_flushed():
+    out, timings = NotATerminal(), {}
+    with bringup.phase("guest template", timings, "template", out=out):
+        assert out.getvalue().endswith("guest template: started\n") and out.flushes == 1
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and out.flushes == 2
+    assert lines[1].endswith(f"guest template: done in {timings['template']:.1f}s")
+    with pytest.raises(RuntimeError), bringup.phase("network", out=out):
+        raise RuntimeError("bridge busy")
+    assert "network: failed after" in out.getvalue().splitlines()[-1]
