@@ -13,6 +13,7 @@ import subprocess
 import uuid
 
 import pytest
+import yaml
 
 from sitectl import render
 from sitectl import site as site_rules
@@ -75,6 +76,12 @@ def test_invalid_site_is_refused_with_its_message(tmp_path, case):
     assert "platform" not in data, "an invalid site must not yield a guest view"
 
 
+def cloud_address(case: str) -> str:
+    """The address of the fixture's Nextcloud guest (the one guest that uses db), as a /32."""
+    guests = yaml.safe_load((SITES / "valid" / case / "site.sls").read_text())["site"]["guests"]
+    return guests["cloud"]["address"].split("/")[0] + "/32"
+
+
 @pytest.mark.parametrize("case", VALID)
 def test_valid_site_compiles_and_gives_each_guest_its_view(tmp_path, case):
     data = compile_pillar(tmp_path, SITES / "valid" / case, minion_id="db")
@@ -84,7 +91,7 @@ def test_valid_site_compiles_and_gives_each_guest_its_view(tmp_path, case):
     assert guest["roles"] == ["base", "postgresql"]
     assert guest["states"] == ["common", "postgresql"]
     postgres = next(rule for rule in guest["firewall"] if rule["name"] == "postgresql")
-    assert postgres["from"] == ["192.168.50.12/32"], "only the guest that uses db may reach 5432"
+    assert postgres["from"] == [cloud_address(case)], "only the guest that uses db may reach 5432"
 
 
 def test_a_minion_outside_the_site_gets_no_guest_view(tmp_path):
