@@ -322,6 +322,12 @@ def _mount_errors(pillar: dict) -> list[str]:
     per-volume settings)."""
     errors = []
     site = pillar["site"]
+    nextcloud = roles_of.parameters(pillar, "nextcloud")
+    data_dir, root = nextcloud.get("data_dir", "").rstrip("/"), nextcloud.get("root", "").rstrip("/")
+    if roles_of.guests_with_role(site, "nextcloud") and (
+            (data_dir + "/").startswith(root + "/") or (root + "/").startswith(data_dir + "/")):
+        errors.append(f"nextcloud.data_dir: {data_dir} and the web root nextcloud.root {root} overlap; expected "
+                      f"the data directory outside the web root (the web server must never serve it)")
     for name, guest in site["guests"].items():
         mounts = guest.get("mounts") or []
         where = f"site.guests.{name}.mounts"
@@ -342,7 +348,6 @@ def _mount_errors(pillar: dict) -> list[str]:
             else:
                 seen[path] = j
         if mounts and "nextcloud" in guest["roles"]:
-            data_dir = roles_of.parameters(pillar, "nextcloud").get("data_dir", "").rstrip("/")
             if not any(data_dir == p or data_dir.startswith(p + "/") for p in seen):
                 errors.append(f"{where}: the nextcloud role's data directory {data_dir} is on none of {name}'s "
                               f"mount points ({', '.join(sorted(seen)) or 'none'}); expected a mount with path "
