@@ -252,3 +252,41 @@ def test_the_lab_report_lists_what_of_nextcloud_it_did_not_converge(lab_config):
     lines = [line.split() for line in partly.splitlines() if line.strip().startswith("nextcloud.")]
     assert [(line[0], line[2]) for line in lines] == [("nextcloud.application", "nextcloud"),
                                                       ("nextcloud.collabora", "nextcloud")]
+
+
+def test_the_data_directory_and_config_php_join_the_sites_backup_plan(example_config, high):
+    """The example site names a backup repository: the Nextcloud guest gets the job `nextcloud`, which
+    ships the data directory and the folder its prepare step fills, to its own repository off the guest."""
+    conf = rendered(example_config, high, "backup-nextcloud-job-managed")
+    assert "RESTIC_REPOSITORY=rest:https://backup.your-domain.com:8000/nextcloud-nextcloud" in conf.splitlines()
+    assert "JOB_PATHS=(/srv/nextcloud-data /var/backups/nextcloud )" in conf.splitlines()
+    assert "JOB_PREPARE=(/usr/local/sbin/nextcloud-backup-prepare )" in conf.splitlines()
+    secret = state_args(high["backup-nextcloud-secret-generated"], "vault_server")
+    assert secret["name"] == "roles/nextcloud/backup", "the role's own path, which only its guests read"
+    assert "backup-nextcloud-timer-running" in high and "backup-nextcloud-repository-initialised" in high
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_the_backup_prepare_step_copies_config_php_only_when_there_is_one(example_config, high, tmp_path, installed):
+    root, folder = tmp_path / "www", tmp_path / "backup"
+    (root / "config").mkdir(parents=True)
+    folder.mkdir()
+    (folder / "config.php").write_text("<?php $CONFIG = ['instanceid' => 'stale'];\n")
+    if installed:
+        (root / "config" / "config.php").write_text("<?php $CONFIG = ['instanceid' => 'oc1234'];\n")
+    args = state_args(high["nextcloud-backup-prepare-managed"], "file")
+    assert args["context"] == {"root": "/var/www/nextcloud", "dir": "/var/backups/nextcloud"}
+    caller = render.caller(example_config, GUEST)
+    with open(caller.cmd("cp.cache_file", args["source"])) as fh:
+        script = caller.cmd("file.apply_template_on_contents", fh.read(), "jinja",
+                            {"root": str(root), "dir": str(folder)}, None, "base")
+    (tmp_path / "prepare").write_text(script)
+    ran = subprocess.run(["sh", str(tmp_path / "prepare")], capture_output=True, text=True, check=False)
+    assert ran.returncode == 0, ran.stderr
+    copy = folder / "config.php"
+    if installed:
+        assert copy.read_text() == (root / "config" / "config.php").read_text()
+        assert copy.stat().st_mode & 0o077 == 0, "the instance's secret: root only"
+    else:
+        assert not copy.exists(), "no stale config.php shipped for a server that is not there"
+        assert "the data directory alone" in ran.stderr
