@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import requests
@@ -19,7 +20,7 @@ import yaml
 
 from sitectl import ROOT
 from sitectl.lab.pebble import Pebble
-from tests.scratchlab import GATEWAY, guest_ip, guest_pillar, scratch_site
+from tests.scratchlab import GATEWAY, LAB_DIR, guest_ip, guest_pillar, scratch_site
 
 pytestmark = pytest.mark.lab
 
@@ -28,7 +29,10 @@ DOMAIN = "your-domain.com"
 NAME = f"cloud.{DOMAIN}"
 SITE = scratch_site(
     {
-        GUEST: {"host": 102, "roles": ["nextcloud"], "uses": ["db"], "memory": 1024},
+        # The data directory on a volume of its own, as the example site declares it (PVE's mp0; here the
+        # lab's bind mount of a host folder).
+        GUEST: {"host": 102, "roles": ["nextcloud"], "uses": ["db"], "memory": 1024,
+                "mounts": [{"path": "/srv/nextcloud-data", "size": 8}]},
         # The database guest the role needs in the site; never started (nothing reaches it before install).
         "db": {"host": 103, "roles": ["postgresql"]},
         PROXY: {"host": 100, "roles": ["reverse_proxy"]},
@@ -172,6 +176,19 @@ def test_redis_answers_on_its_socket_to_nextcloud_only_and_the_cron_timer_is_act
     assert timer.stdout.split() == ["active", "enabled"]
     data = scratch.sh(GUEST, "stat -c '%U %a' /srv/nextcloud-data").stdout.strip()
     assert data == "nextcloud 750"
+
+
+def test_the_data_directory_is_the_guests_own_volume_not_its_root_disk(lab):
+    scratch, first, _ = lab
+    assert first.states["nextcloud-data-volume-mounted"]["result"] is True
+    assert scratch.sh(GUEST, "mountpoint -q /srv/nextcloud-data", check=False).returncode == 0
+    scratch.sh(GUEST, "runuser -u nextcloud -- sh -c 'echo kept > /srv/nextcloud-data/probe.txt'")
+    try:
+        on_host = Path(LAB_DIR) / GUEST / "mounts" / "mp0" / "probe.txt"
+        assert on_host.read_text() == "kept\n", "written to the volume, not to the guest's root"
+    finally:
+        scratch.sh(GUEST, "rm -f /srv/nextcloud-data/probe.txt", check=False)
+    assert scratch.sh(GUEST, "mountpoint -q /var/www", check=False).returncode != 0, "the code stays on the root"
 
 
 def test_the_admin_password_is_generated_into_vault_and_never_shown(lab):
