@@ -259,6 +259,13 @@ def _write_delta(template: str, delta: str, guest_path: str, content: bytes, mod
     os.replace(tmp, target)
 
 
+def _checked_mounts(name: str, mounts) -> tuple[str, ...]:
+    for path in mounts:
+        if not path.startswith("/") or path.strip("/") == "" or ".." in path.split("/") or " " in path:
+            raise LabError(f"mount path must be absolute, not /, without '..' or spaces: {path!r}", guest=name)
+    return tuple(mounts)
+
+
 # ------------------------------------------------------------------------------ the API
 
 
@@ -296,10 +303,7 @@ def create_guest(
 
     lab_dir = os.path.realpath(lab_dir)
     g = _gdir(lab_dir, name)
-    for path in mounts:
-        if not path.startswith("/") or path.strip("/") == "" or ".." in path.split("/") or " " in path:
-            raise LabError(f"mount path must be absolute, not /, without '..' or spaces: {path!r}", guest=name)
-    mounts = tuple(mounts)
+    mounts = _checked_mounts(name, mounts)
     cfg = render_config(name, lab_dir, template, str(iface), gateway, bridge, memory_mib, cores, nesting, mounts)
     meta = {
         "name": name,
