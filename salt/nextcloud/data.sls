@@ -21,12 +21,14 @@ include:
   - nextcloud.package
 {%- if found %}
 
+{%- set missing = 'nextcloud: ' ~ found.path ~ ' is not a mount point; the site gives ' ~ guest.name
+                 ~ ' a volume there (site.guests.' ~ guest.name ~ '.mounts): attach it (on Proxmox: pct set'
+                 ~ ' <vmid> -mpN ...) before Nextcloud writes its data onto the root disk' %}
+
 nextcloud-data-volume-mounted:
   cmd.run:
     - name: >-
-        echo 'nextcloud: {{ found.path }} is not a mount point; the site gives {{ guest.name }} a volume
-        there (site.guests.{{ guest.name }}.mounts): attach it (on Proxmox: pct set <vmid> -mpN ...) before
-        Nextcloud writes its data onto the root disk' >&2; exit 1
+        echo {{ missing | quote }} >&2; exit 1
     - unless: mountpoint -q {{ found.path | quote }}
 {%- endif %}
 
