@@ -88,7 +88,8 @@ def create(vm_):
     nesting = host.nesting_requested(config.get_cloud_config_value("features", vm_, __opts__, default=""))
     try:
         host.create_guest(name, guest["address"], gateway, nameserver, lab_dir=lab_dir, template=template,
-                          memory_mib=guest["memory"], cores=guest["cores"], bridge=bridge, nesting=nesting)
+                          memory_mib=guest["memory"], cores=guest["cores"], bridge=bridge, nesting=nesting,
+                          mounts=tuple(m["path"] for m in guest.get("mounts", [])))
         _seed_minion(host, lab_dir, name, guest)
         _fire(name, "requesting instance", "requesting", vm_)
         host.start_guest(name, lab_dir=lab_dir, timeout=120)

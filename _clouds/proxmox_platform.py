@@ -540,12 +540,21 @@ def _lxc_params(settings, guest, site, vmid, run):
     }
     nameservers = site["network"].get("nameservers") or [gateway]
     params["nameserver"] = " ".join(nameservers)
+    params.update(_mount_points(guest, storage))
     if settings["features"]:
         params["features"] = settings["features"]
     keys = _ssh_keys(settings, site)
     if keys:
         params["ssh-public-keys"] = keys
     return params
+
+
+def _mount_points(guest, storage):
+    """The site's mounts as PVE's ``mpN`` (a new volume of SIZE GiB on the storage, mounted at the path;
+    ``backup`` says whether vzdump includes it: PVE leaves a mount point out unless told)."""
+    return {f"mp{n}": (f"{mount.get('storage') or storage}:{mount['size']},mp={mount['path']},"
+                       f"backup={int(mount.get('backup', True))}")
+            for n, mount in enumerate(guest.get("mounts") or [])}
 
 
 def _vm_config(settings, guest, site):

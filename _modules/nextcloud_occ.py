@@ -73,13 +73,11 @@ def _argv(args, secrets=False):
     return [conf["php"], *([conf["env_wrapper"]] if secrets else []), occ, *args]
 
 
-def run(args, env=None, check=True, secrets=False):
-    """``occ ARGS`` as the installation's user (``--no-interaction``, no ANSI): its stdout, or
-    CommandExecutionError with occ's own message. ``env`` adds variables (the wrapper's secrets with
-    ``secrets=True``); nothing of the call is logged but the subcommand's name."""
+def _call(args, env=None, secrets=False):
+    """``occ ARGS`` as the installation's user: cmd.run_all's answer, nothing of it logged."""
     conf = _conf()
     argv = _argv([*args, "--no-interaction", "--no-ansi"], secrets=secrets)
-    ret = __salt__["cmd.run_all"](
+    return __salt__["cmd.run_all"](
         argv,
         runas=None if conf["user"] == getpass.getuser() else conf["user"],
         env=env or {},
@@ -88,9 +86,20 @@ def run(args, env=None, check=True, secrets=False):
         ignore_retcode=True,
         cwd=conf["root"] if os.path.isdir(conf["root"]) else "/",
     )
+
+
+def _failure(args, ret):
+    message = (ret["stderr"].strip() or ret["stdout"].strip()).splitlines()
+    return CommandExecutionError(f"occ {args[0]}: {' '.join(message[-3:]) or 'exit ' + str(ret['retcode'])}")
+
+
+def run(args, env=None, check=True, secrets=False):
+    """``occ ARGS`` as the installation's user (``--no-interaction``, no ANSI): its stdout, or
+    CommandExecutionError with occ's own message. ``env`` adds variables (the wrapper's secrets with
+    ``secrets=True``); nothing of the call is logged but the subcommand's name."""
+    ret = _call(args, env=env, secrets=secrets)
     if check and ret["retcode"] != 0:
-        message = (ret["stderr"].strip() or ret["stdout"].strip()).splitlines()
-        raise CommandExecutionError(f"occ {args[0]}: {' '.join(message[-3:]) or 'exit ' + str(ret['retcode'])}")
+        raise _failure(args, ret)
     return ret["stdout"]
 
 
@@ -265,6 +274,21 @@ def upgrade():
 
 
 def setup_checks():
-    """``occ setupchecks`` (Nextcloud 28 and later): ``{category: {check: {severity, description}}}``
-    as the admin overview shows them."""
-    return _json(["setupchecks"])
+    """``occ setupchecks --output=json`` (Nextcloud 28 and later), as the admin overview shows them:
+    ``{category: {check class: {name, severity, description, descriptionParameters, linkToDoc}}}``,
+    severity one of success, info, warning, error. occ exits 1 as soon as one check is anything but a
+    success (an info too), so its exit code adds nothing to the JSON: the JSON is read whatever the
+    exit code, and only an answer that is not that JSON (occ's own error) raises."""
+    args = ["setupchecks", "--output=json"]
+    ret = _call(args)
+    out = ret["stdout"].strip()
+    if out == "[]":  # PHP's json_encode of no results at all
+        return {}
+    try:
+        results = json.loads(out[out.index("{"):]) if "{" in out else None
+    except ValueError:
+        results = None
+    if not isinstance(results, dict) or not all(isinstance(v, (dict, list)) for v in results.values()):
+        raise _failure(args, ret)
+    return {category: checks if isinstance(checks, dict) else {str(i): c for i, c in enumerate(checks)}
+            for category, checks in results.items()}

@@ -23,6 +23,7 @@ passwords are read from Vault inside ``installed`` and reach occ through its env
 """
 
 import os
+import re
 import shutil
 
 from salt.exceptions import CommandExecutionError
@@ -251,25 +252,51 @@ def app_config(name, values):
         failure=f"occ config:app:set {name}: ")
 
 
+# occ setupchecks arrived with Nextcloud 28 (OCP\SetupCheck, "@since 28.0.0").
+SETUP_CHECKS_SINCE = 28
+
+
+def _check_line(category, key, result):
+    """``category: name (description)``, the description's rich-text placeholders ``{x}`` replaced by
+    their parameters' names, as the admin overview prints them."""
+    result = result or {}
+    description = result.get("description") or "no details"
+    for placeholder, parameter in (result.get("descriptionParameters") or {}).items():
+        shown = parameter.get("name") if isinstance(parameter, dict) else parameter
+        description = description.replace("{" + str(placeholder) + "}", str(shown))
+    return f"{category}: {result.get('name') or key} ({description})"
+
+
 def setup_checks_pass(name, fail_on=("error",)):
     """
     The admin overview's setup checks (``occ setupchecks``) report nothing of a severity in
-    ``fail_on``: the state fails naming each such check; the others' warnings are in its comment. It
-    only reads: it never changes anything, in test mode or not.
+    ``fail_on``: the state fails naming each such check; the warnings are in its comment. It only
+    reads: it never changes anything, in test mode or not. A server older than Nextcloud 28 has no
+    such command: the state says so and passes.
     """
     ret = __utils__["platform_state.new"](name)
     try:
+        version = str(_occ("status").get("versionstring") or "")
+        major = re.match(r"\d+", version)
+        if major and int(major.group()) < SETUP_CHECKS_SINCE:
+            ret["comment"] = (f"Nextcloud {version} has no occ setupchecks (Nextcloud {SETUP_CHECKS_SINCE} and "
+                              f"later): not checked")
+            return ret
         checks = _occ("setup_checks")
     except CommandExecutionError as exc:
         return __utils__["platform_state.failed"](ret, f"occ setupchecks: {exc}")
-    found = {severity: [f"{category}: {check} ({(result or {}).get('description') or 'no details'})"
+    found = {severity: [_check_line(category, key, result)
                         for category, results in sorted(checks.items())
-                        for check, result in sorted((results or {}).items())
+                        for key, result in sorted((results or {}).items())
                         if (result or {}).get("severity") == severity]
              for severity in ("error", "warning")}
     failing = [line for severity in fail_on for line in found.get(severity, [])]
     if failing:
-        return __utils__["platform_state.failed"](ret, "Nextcloud's setup checks fail: " + "; ".join(failing))
+        return __utils__["platform_state.failed"](
+            ret, f"Nextcloud's setup checks fail ({len(failing)} of severity {'/'.join(fail_on)}): "
+                 + "; ".join(failing)
+                 + (f" (warnings: {'; '.join(found['warning'])})" if found["warning"] and "warning" not in fail_on
+                    else ""))
     ret["comment"] = "Nextcloud's setup checks pass" + (
         f" (warnings: {'; '.join(found['warning'])})" if found["warning"] else "")
     return ret

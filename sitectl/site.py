@@ -282,6 +282,79 @@ def _guest_errors(site: dict, roles: dict) -> list[str]:
     return errors
 
 
+def _port_span(port) -> tuple[int, int]:
+    low, _, high = str(port).partition("-")
+    return int(low), int(high or low)
+
+
+def _port_conflict_errors(site: dict, roles: dict) -> list[str]:
+    """Two roles on one guest that open the same port (the role catalog) would both bind it: the second
+    service fails to start, or one takes the other's traffic (nginx of the proxy and of Nextcloud, k3s's
+    ingress). Roles that share the state serving the port (the two runners) are one service there."""
+    errors = []
+    for name, guest in site["guests"].items():
+        opened = []  # (role, rule, proto, low, high)
+        for role in guest["roles"]:
+            for rule in (roles.get(role) or {}).get("firewall", []):
+                opened.append((role, rule, rule.get("proto", "tcp"), *_port_span(rule["port"])))
+        reported = set()
+        for i, (role_a, rule_a, proto_a, low_a, high_a) in enumerate(opened):
+            for role_b, rule_b, proto_b, low_b, high_b in opened[i + 1:]:
+                if role_a == role_b or proto_a != proto_b or high_a < low_b or high_b < low_a:
+                    continue
+                if set(roles[role_a].get("states", [])) & set(roles[role_b].get("states", [])):
+                    continue
+                pair = (role_a, role_b, max(low_a, low_b))
+                if pair in reported:
+                    continue
+                reported.add(pair)
+                port = rule_a["port"] if low_a == high_a else rule_b["port"]
+                errors.append(
+                    f"site.guests.{name}.roles: the roles {role_a} and {role_b} both open {proto_a} port {port} "
+                    f"({role_a}: {rule_a['name']}, {role_b}: {rule_b['name']} in the role catalog) and cannot share "
+                    f"a guest; expected them on two guests (for example {role_b} on a guest of its own)")
+    return errors
+
+
+def _mount_errors(pillar: dict) -> list[str]:
+    """Mount points: LXC only, distinct paths off /, and a Nextcloud guest that declares volumes keeps
+    its data directory on one of them (else the files would fill the root disk, unseen by vzdump's
+    per-volume settings)."""
+    errors = []
+    site = pillar["site"]
+    nextcloud = roles_of.parameters(pillar, "nextcloud")
+    data_dir, root = nextcloud.get("data_dir", "").rstrip("/"), nextcloud.get("root", "").rstrip("/")
+    if roles_of.guests_with_role(site, "nextcloud") and (
+            (data_dir + "/").startswith(root + "/") or (root + "/").startswith(data_dir + "/")):
+        errors.append(f"nextcloud.data_dir: {data_dir} and the web root nextcloud.root {root} overlap; expected "
+                      f"the data directory outside the web root (the web server must never serve it)")
+    for name, guest in site["guests"].items():
+        mounts = guest.get("mounts") or []
+        where = f"site.guests.{name}.mounts"
+        if mounts and guest["kind"] != "lxc":
+            errors.append(f"{where}: mount points are an LXC guest's volumes (PVE's mpN); expected kind lxc, or "
+                          f"no mounts on the VM {name}")
+            continue
+        seen: dict[str, int] = {}
+        for j, mount in enumerate(mounts):
+            path = mount["path"].rstrip("/") or "/"
+            parts = path.split("/")
+            if path == "/" or ".." in parts or "." in parts:
+                errors.append(f"{where}[{j}].path: {mount['path']!r} is not a mount point; expected an absolute "
+                              f"path other than / without '.' or '..' (such as /srv/nextcloud-data)")
+            elif path in seen:
+                errors.append(f"{where}[{j}].path: {path} is already mounted by {where}[{seen[path]}]; expected "
+                              f"one volume per path")
+            else:
+                seen[path] = j
+        if mounts and "nextcloud" in guest["roles"]:
+            if not any(data_dir == p or data_dir.startswith(p + "/") for p in seen):
+                errors.append(f"{where}: the nextcloud role's data directory {data_dir} is on none of {name}'s "
+                              f"mount points ({', '.join(sorted(seen)) or 'none'}); expected a mount with path "
+                              f"{data_dir} (or nextcloud:data_dir on one of them)")
+    return errors
+
+
 def _needs_errors(site: dict, roles: dict) -> list[str]:
     """Each role's ``needs`` (role catalog): a guest of the site has the needed role, and the guest that
     needs it lists one such guest in ``uses`` (else the firewall drops its connections)."""
@@ -516,6 +589,7 @@ def _semantic_errors(pillar: dict) -> list[str]:
             *_needs_errors(site, roles), *_admin_errors(pillar), *_route_errors(site), *_database_errors(pillar),
             *_messaging_errors(pillar), *_catalog_errors(site, roles), *_mail_errors(pillar),
             *monitoring.exporter_errors(pillar),
+            *_port_conflict_errors(site, roles), *_mount_errors(pillar),
             *apps_of.errors(pillar)]
 
 
@@ -669,6 +743,9 @@ def guest_view(pillar: dict, name: str) -> dict | None:
         "disabled_roles": disabled,
         "states": states,
         "uses": list(guest.get("uses", [])),
+        # Volumes beside the root disk (PVE's mp0, mp1, ...; the lab's bind mounts), in the site's order.
+        "mounts": [{"path": m["path"], "size": m["size"], "storage": m.get("storage"),
+                    "backup": m.get("backup", True)} for m in guest.get("mounts", [])],
         # Docker or k3s runs here: traffic forwarded to containers is filtered too (common.firewall).
         "containers": any(roles[r].get("nesting") for r in enabled),
         "firewall": [rule for rule in firewall if rule["from"]],

@@ -64,6 +64,9 @@ site:
       address: 10.10.10.102/24
       roles: [nextcloud]
       uses: [postgresql]
+      # Nextcloud's data directory on a volume of its own (PVE's mp0; docs/nextcloud.md, "Data").
+      mounts:
+        - {path: /srv/nextcloud-data, size: 256}
     postgresql:
       kind: lxc
       vmid: 103

@@ -3,7 +3,8 @@
     local socket, the data directory apart from the web root, a timer for
     cron.php; then the server itself (a pinned release proven before it is
     unpacked, installed and configured through occ, its apps, upgrades) and
-    Nextcloud Office with Collabora Online. `application: {converge: false}`
+    Nextcloud Office with Collabora Online; the data directory's backup off the
+    guest (nextcloud.backup). `application: {converge: false}`
     stops before the download (the lab: no release is reachable there). #}
 {%- from 'nextcloud/map.jinja' import application, collabora %}
 include:
@@ -14,6 +15,7 @@ include:
   - nextcloud.web
   - nextcloud.cron
   - nextcloud.secrets
+  - nextcloud.backup
 {%- if application %}
   - nextcloud.application
 {%- endif %}

@@ -34,6 +34,9 @@ GUEST_ENV = {"PATH": SANE_PATH, "HOME": "/root", "LANG": "C.UTF-8", "TERM": "dum
 # overlayfs refuses an overlay upper dir, so Docker's overlay2 (and containerd's overlayfs
 # snapshotter) would not work on it. On Proxmox the guest's root is a plain filesystem already.
 NESTED_DATA_DIRS = ("var/lib/docker", "var/lib/containerd", "var/lib/rancher")
+# A guest's mount points (site.guests.<name>.mounts; PVE's mp0, mp1, ... in production) are folders of
+# the host, <guest dir>/mounts/mp<N>, bind-mounted at their paths: a mount point in the guest as on PVE.
+MOUNTS_DIR = "mounts"
 
 
 def nesting_requested(features) -> bool:
@@ -111,6 +114,7 @@ def render_config(
     memory_mib: int | None = None,
     cores: int | float | None = None,
     nesting: bool = False,
+    mounts: tuple[str, ...] = (),
 ) -> str:
     g = _gdir(lab_dir, name)
     lines = [
@@ -137,6 +141,8 @@ def render_config(
         f"lxc.net.0.ipv4.gateway = {gateway}",
     ]
     lines += _limit_lines(memory_mib, cores)
+    lines += [f"lxc.mount.entry = {g}/{MOUNTS_DIR}/mp{n} {path.strip('/')} none bind,create=dir 0 0"
+              for n, path in enumerate(mounts)]
     if nesting:
         lines += [f"lxc.mount.entry = {g}/nested/{d.replace('/', '-')} {d} none bind,create=dir 0 0"
                   for d in NESTED_DATA_DIRS]
@@ -253,6 +259,13 @@ def _write_delta(template: str, delta: str, guest_path: str, content: bytes, mod
     os.replace(tmp, target)
 
 
+def _checked_mounts(name: str, mounts) -> tuple[str, ...]:
+    for path in mounts:
+        if not path.startswith("/") or path.strip("/") == "" or ".." in path.split("/") or " " in path:
+            raise LabError(f"mount path must be absolute, not /, without '..' or spaces: {path!r}", guest=name)
+    return tuple(mounts)
+
+
 # ------------------------------------------------------------------------------ the API
 
 
@@ -267,9 +280,11 @@ def create_guest(
     cores: int | float | None = None,
     bridge: str = DEFAULT_BRIDGE,
     nesting: bool = False,
+    mounts: tuple[str, ...] = (),
 ) -> dict:
     """Create a stopped guest (idempotent: same arguments again = no-op). Returns guest_info.
-    ``nesting``: the guest runs containers itself (Docker, k3s), see NESTED_DATA_DIRS."""
+    ``nesting``: the guest runs containers itself (Docker, k3s), see NESTED_DATA_DIRS. ``mounts``: the
+    guest paths of its mount points, see MOUNTS_DIR."""
     _check_name(name)
     iface = ipaddress.ip_interface(address_cidr)
     if iface.version != 4 or iface.network.prefixlen == 32:
@@ -288,7 +303,8 @@ def create_guest(
 
     lab_dir = os.path.realpath(lab_dir)
     g = _gdir(lab_dir, name)
-    cfg = render_config(name, lab_dir, template, str(iface), gateway, bridge, memory_mib, cores, nesting)
+    mounts = _checked_mounts(name, mounts)
+    cfg = render_config(name, lab_dir, template, str(iface), gateway, bridge, memory_mib, cores, nesting, mounts)
     meta = {
         "name": name,
         "address": str(iface),
@@ -299,6 +315,7 @@ def create_guest(
         "memory_mib": memory_mib,
         "cores": cores,
         **({"nesting": True} if nesting else {}),
+        **({"mounts": list(mounts)} if mounts else {}),
     }
 
     if _has_config(lab_dir, name):
@@ -318,6 +335,8 @@ def create_guest(
     if nesting:
         for d in NESTED_DATA_DIRS:
             os.makedirs(os.path.join(g, "nested", d.replace("/", "-")), mode=0o711)
+    for n in range(len(mounts)):
+        os.makedirs(os.path.join(g, MOUNTS_DIR, f"mp{n}"), mode=0o755)
 
     ip = str(iface.ip)
     files = {

@@ -31,7 +31,7 @@ def test_pillar_files_are_never_served_to_minions(salt_call, checkout):
 def test_minion_gets_its_own_view_of_the_site(salt_call):
     guest = salt_call.run("pillar.get", "platform:guest", unmask=True).data
     assert guest["name"] == MINION_ID
-    assert guest["roles"] == ["base", "reverse_proxy", "nextcloud"]
+    assert guest["roles"] == ["base", "reverse_proxy"]
     https = next(rule for rule in guest["firewall"] if rule["name"] == "https")
     assert https["from"] == "any"
     assert guest["master"] == "192.168.50.10"

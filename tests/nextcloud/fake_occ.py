@@ -76,7 +76,11 @@ def typed(value: str, kind: str):
 
 
 class Refused(Exception):
-    """occ's own failure: its message on stderr, exit 1."""
+    """occ's own failure: its message on stderr, exit 1 (and what it still wrote to stdout, if any)."""
+
+    def __init__(self, message="", out=""):
+        super().__init__(message)
+        self.message, self.out = message, out
 
 
 def status(state, positional, opts):
@@ -128,6 +132,28 @@ def upgrade(state, positional, opts):
     return "Update successful"
 
 
+def _check(name, severity="success", description=None):
+    """One SetupResult as occ serialises it (OCP\\SetupCheck\\SetupResult::jsonSerialize)."""
+    return {"name": name, "severity": severity, "description": description, "descriptionParameters": None,
+            "linkToDoc": None}
+
+
+def setup_checks(state, positional, opts):
+    """``occ setupchecks`` (Nextcloud 28+): the results by category and check class; like occ, exit 1
+    as soon as one check is anything but a success, JSON or not. Before 28 the command does not exist."""
+    if int(state["versionstring"].split(".")[0]) < 28:
+        raise Refused('Command "setupchecks" is not defined.')
+    results = state.get("setupchecks") or {
+        "system": {"OCA\\Settings\\SetupChecks\\CronInfo": _check("Cron last run", description="Last background "
+                                                                                              "job execution ran")},
+        "network": {"OCA\\Settings\\SetupChecks\\WellKnownUrls": _check(".well-known URLs")}}
+    out = json.dumps(results) if opts.get("output", "plain").startswith("json") else "\n".join(
+        f"\t{category}:" for category in results)
+    if any(check["severity"] != "success" for checks in results.values() for check in checks.values()):
+        raise Refused("", out)
+    return out
+
+
 COMMANDS = {
     "status": status,
     "maintenance:install": install,
@@ -143,9 +169,7 @@ COMMANDS = {
     "maintenance:mode": lambda state, positional, opts: state.update(maintenance="on" in opts) or "",
     "upgrade": upgrade,
     "db:add-missing-indices": lambda state, positional, opts: "",
-    "setupchecks": lambda state, positional, opts: json.dumps(state.get("setupchecks") or {
-        "system": {"Cron last run": {"severity": "success", "description": None}},
-        "network": {"WebDAV endpoint": {"severity": "success", "description": None}}}),
+    "setupchecks": setup_checks,
 }
 BEFORE_INSTALL = {"status", "maintenance:install"}
 
@@ -163,9 +187,9 @@ def main() -> int:
             raise Refused("Nextcloud is not installed - only a limited number of commands are available")
         out, code = COMMANDS[command](state, positional, opts), 0
     except Refused as exc:
-        out, code = "", 1
-        if str(exc):
-            print(exc, file=sys.stderr)
+        out, code = exc.out, 1
+        if exc.message:
+            print(exc.message, file=sys.stderr)
     state_file.write_text(json.dumps(state))
     if out:
         print(out)

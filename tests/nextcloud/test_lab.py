@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
 from sitectl import ROOT
-from tests.scratchlab import GATEWAY, guest_ip, guest_pillar, scratch_site
+from tests.scratchlab import GATEWAY, LAB_DIR, guest_ip, guest_pillar, scratch_site
 from tests.scratchlab import pebble as scratch_pebble
 
 pytestmark = pytest.mark.lab
@@ -28,7 +29,10 @@ DOMAIN = "your-domain.com"
 NAME = f"cloud.{DOMAIN}"
 SITE = scratch_site(
     {
-        GUEST: {"host": 102, "roles": ["nextcloud"], "uses": ["db"], "memory": 1024},
+        # The data directory on a volume of its own, as the example site declares it (PVE's mp0; here the
+        # lab's bind mount of a host folder).
+        GUEST: {"host": 102, "roles": ["nextcloud"], "uses": ["db"], "memory": 1024,
+                "mounts": [{"path": "/srv/nextcloud-data", "size": 8}]},
         # The database guest the role needs in the site; never started (nothing reaches it before install).
         "db": {"host": 103, "roles": ["postgresql"]},
         PROXY: {"host": 100, "roles": ["reverse_proxy"]},
@@ -68,11 +72,25 @@ def pebble(scratch_lab):
 
 
 @pytest.fixture(scope="module")
-def lab(scratch_lab, pebble):
+def backup_repository(scratch_lab):
+    """A restic REST repository on the scratch lab's gateway (the lab's own kind: rclone serve restic):
+    off the guest, as the site's backup plan wants."""
+    from sitectl.lab.backup_repo import BackupRepository
+
+    repo = BackupRepository(scratch_lab.workdir / "backup", GATEWAY, 8008).ensure()
+    try:
+        yield repo
+    finally:
+        repo.stop()
+
+
+@pytest.fixture(scope="module")
+def lab(scratch_lab, pebble, backup_repository):
     """The Nextcloud guest applied twice as the lab applies it, and a reverse proxy in front of it with
     certificates from this run's pebble."""
     site_data = {**SITE, "acme": {"directory": pebble.directory, "email": f"hostmaster@{DOMAIN}",
-                                  "ca_bundle": pebble.tls_cert.read_text()}}
+                                  "ca_bundle": pebble.tls_cert.read_text()},
+                 "backup": {"repository": backup_repository.url}}
     scratch_lab.start_guests(site_data, GUEST, PROXY)
     bao = scratch_lab.start_vault()
     scratch_lab.push_salt(GUEST, guest_pillar(site_data, GUEST, {"nextcloud": LAB_PARTS}), vault_token=bao.root_token)
@@ -167,6 +185,42 @@ def test_redis_answers_on_its_socket_to_nextcloud_only_and_the_cron_timer_is_act
     assert timer.stdout.split() == ["active", "enabled"]
     data = scratch.sh(GUEST, "stat -c '%U %a' /srv/nextcloud-data").stdout.strip()
     assert data == "nextcloud 750"
+
+
+def test_the_data_directory_is_the_guests_own_volume_not_its_root_disk(lab):
+    scratch, first, _ = lab
+    assert first.states["nextcloud-data-volume-mounted"]["result"] is True
+    assert scratch.sh(GUEST, "mountpoint -q /srv/nextcloud-data", check=False).returncode == 0
+    scratch.sh(GUEST, "runuser -u nextcloud -- sh -c 'echo kept > /srv/nextcloud-data/probe.txt'")
+    try:
+        on_host = Path(LAB_DIR) / GUEST / "mounts" / "mp0" / "probe.txt"
+        assert on_host.read_text() == "kept\n", "written to the volume, not to the guest's root"
+    finally:
+        scratch.sh(GUEST, "rm -f /srv/nextcloud-data/probe.txt", check=False)
+    assert scratch.sh(GUEST, "mountpoint -q /var/www", check=False).returncode != 0, "the code stays on the root"
+
+
+def test_the_backup_job_ships_the_data_directory_and_config_php_off_the_guest(lab, backup_repository):
+    scratch, _, _ = lab
+    scratch.sh(GUEST, "runuser -u nextcloud -- sh -c 'echo a file > /srv/nextcloud-data/users-file.txt' && "
+                      "install -d -o nextcloud /var/www/nextcloud/config && "
+                      "echo \"<?php \\$CONFIG = ['instanceid' => 'ocprobe'];\" > /var/www/nextcloud/config/config.php")
+    try:
+        ran = scratch.sh(GUEST, "systemctl start platform-backup@nextcloud.service; rc=$?; "
+                                "journalctl -u platform-backup@nextcloud.service -n 20 --no-pager -o cat; exit $rc",
+                         check=False)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert list((backup_repository.data / f"{GUEST}-nextcloud" / "snapshots").iterdir()), "a snapshot off the guest"
+        listed = scratch.sh(GUEST, "set -a; . /etc/platform-backup/nextcloud.conf; restic ls --quiet latest").stdout
+        assert "/srv/nextcloud-data/users-file.txt" in listed.splitlines()
+        assert "/var/backups/nextcloud/config.php" in listed.splitlines()
+        mode = scratch.sh(GUEST, "stat -c '%U %a' /var/backups/nextcloud/config.php").stdout.strip()
+        assert mode == "root 600"
+        metrics = scratch.sh(GUEST, "cat /var/lib/prometheus/node-exporter/platform_backup_nextcloud.prom").stdout
+        assert 'platform_backup_last_success_timestamp_seconds{job="nextcloud"}' in metrics
+    finally:
+        scratch.sh(GUEST, "rm -rf /srv/nextcloud-data/users-file.txt /var/www/nextcloud/config "
+                          "/var/backups/nextcloud/config.php", check=False)
 
 
 def test_the_admin_password_is_generated_into_vault_and_never_shown(lab):

@@ -286,17 +286,71 @@ def test_the_env_wrapper_gives_occ_the_passwords_inside_php_never_on_its_command
     assert json.loads(plain.stdout)["argv"] == [str(root / "occ"), "status"], "no secret options without secrets"
 
 
+def check(name, severity, description=None, parameters=None) -> dict:
+    """One result as occ setupchecks --output=json prints it (SetupResult::jsonSerialize)."""
+    return {"name": name, "severity": severity, "description": description, "descriptionParameters": parameters,
+            "linkToDoc": "https://docs.nextcloud.com/server/latest/go.php?to=admin-setup-well-known-URL"}
+
+
+def with_checks(occ, results=None, **changes) -> None:
+    state = occ.state
+    if results is not None:
+        state["setupchecks"] = results
+    state.update(changes)
+    occ.path.write_text(json.dumps(state))
+
+
 def test_a_setup_check_in_error_fails_the_apply_and_warnings_are_said(minion, high):
     caller, occ = minion
     run(caller, high, "nextcloud-installed")
-    state = occ.state
-    state["setupchecks"] = {
-        "security": {"HTTP headers": {"severity": "error", "description": "X-Robots-Tag is not set"}},
-        "config": {"Email test": {"severity": "warning", "description": "no mail server"}}}
-    occ.path.write_text(json.dumps(state))
+    with_checks(occ, {
+        "security": {"OCA\\Settings\\SetupChecks\\HttpsUrlGeneration": check(
+            "HTTPS access and URLs", "error", "Accessed through {url} over plain HTTP",
+            {"url": {"type": "highlight", "id": "url", "name": "http://cloud.your-domain.com"}})},
+        "config": {"OCA\\Settings\\SetupChecks\\EmailTestSuccessful": check(
+            "Email test", "warning", "You have not set or verified your email server configuration, yet.")},
+        "system": {"OCA\\Settings\\SetupChecks\\CronInfo": check("Cron last run", "success")}})
     failed = run(caller, high, "nextcloud-setup-checks-pass")
-    assert failed["result"] is False and "security: HTTP headers (X-Robots-Tag is not set)" in failed["comment"]
-    state["setupchecks"]["security"]["HTTP headers"]["severity"] = "success"
-    occ.path.write_text(json.dumps(state))
+    assert failed["result"] is False and failed["changes"] == {}
+    assert "Nextcloud's setup checks fail (1 of severity error): security: HTTPS access and URLs (Accessed " \
+           "through http://cloud.your-domain.com over plain HTTP)" in failed["comment"], failed["comment"]
+    assert "warnings: config: Email test (You have not set or verified" in failed["comment"]
+    assert "Cron last run" not in failed["comment"], "a success is not news"
+    assert occ.calls[-1] == ["setupchecks", "--output=json"], "the exact command"
+
+
+def test_warnings_alone_pass_though_occ_exits_1_for_them(minion, high):
+    """occ setupchecks exits 1 whenever a check is not a success (a warning, even an info): the state goes
+    by the severities in its JSON, not by the exit code."""
+    caller, occ = minion
+    run(caller, high, "nextcloud-installed")
+    with_checks(occ, {
+        "config": {"OCA\\Settings\\SetupChecks\\EmailTestSuccessful": check("Email test", "warning",
+                                                                                   "no mail server")},
+        "system": {"OCA\\Settings\\SetupChecks\\PhpOpcacheSetup": check("PHP opcache", "info", "noted")}})
+    before = len(occ.calls)
     passed = run(caller, high, "nextcloud-setup-checks-pass")
-    assert passed["result"] is True and passed["changes"] == {} and "no mail server" in passed["comment"]
+    assert passed["result"] is True and passed["changes"] == {}
+    assert passed["comment"] == "Nextcloud's setup checks pass (warnings: config: Email test (no mail server))"
+    assert occ.calls[before:] == [["status", "--output=json"], ["setupchecks", "--output=json"]], \
+        "only reads: the version, then the checks"
+
+
+def test_occs_own_error_fails_the_state_with_its_message(minion, high):
+    caller, occ = minion
+    run(caller, high, "nextcloud-installed")
+    with_checks(occ, installed=False)  # occ then knows only a few commands, setupchecks not among them
+    failed = run(caller, high, "nextcloud-setup-checks-pass")
+    assert failed["result"] is False
+    assert failed["comment"].startswith("occ setupchecks: ") and "not installed" in failed["comment"]
+
+
+def test_a_server_before_28_has_no_setup_checks_and_the_state_says_so(minion, high):
+    caller, occ = minion
+    run(caller, high, "nextcloud-installed")
+    with_checks(occ, versionstring="27.1.11", version="27.1.11.3")
+    before = len(occ.calls)
+    skipped = run(caller, high, "nextcloud-setup-checks-pass")
+    assert skipped["result"] is True and skipped["changes"] == {}
+    assert skipped["comment"] == "Nextcloud 27.1.11 has no occ setupchecks (Nextcloud 28 and later): not checked"
+    assert occ.calls[before:] == [["status", "--output=json"]]

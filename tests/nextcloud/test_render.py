@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 import yaml
+from salt.exceptions import CommandExecutionError
 
 from sitectl import ROOT, render, roles, site
 from tests.conftest import guest_with_role, load_site, state_args
@@ -122,10 +123,32 @@ def test_redis_listens_on_its_socket_only_and_the_timer_runs_cron_php(example_co
     assert data["name"] == "/srv/nextcloud-data" and data["mode"] == "0750" and data["user"] == "nextcloud"
 
 
-def test_a_data_directory_inside_the_web_root_is_refused(example_config):
-    errors = show(example_config, pillar={"nextcloud": {"data_dir": "/var/www/nextcloud/data"}})
-    assert isinstance(errors, list)
-    assert "expected the data directory outside the web root" in "\n".join(errors)
+def test_the_data_directory_is_made_only_on_its_mounted_volume(example_config, high):
+    """The example site gives the Nextcloud guest a volume at the data directory (its mp0): the directory
+    is made only when that volume is mounted, the check only reads."""
+    mounted = state_args(high["nextcloud-data-volume-mounted"], "cmd")
+    assert mounted["unless"] == "mountpoint -q /srv/nextcloud-data"
+    assert "/srv/nextcloud-data is not a mount point" in mounted["name"] and "exit 1" in mounted["name"]
+    assert {"cmd": "nextcloud-data-volume-mounted"} in state_args(high["nextcloud-data-dir-managed"], "file")["require"]
+    assert [m["path"] for m in load_site()["guests"][GUEST]["mounts"]] == ["/srv/nextcloud-data"]
+
+
+def test_a_data_directory_below_a_mount_waits_for_that_mount_and_none_without_one(example_config):
+    below = show(example_config, pillar={"nextcloud": {"data_dir": "/srv/nextcloud-data/files"}})
+    assert state_args(below["nextcloud-data-volume-mounted"], "cmd")["unless"] == "mountpoint -q /srv/nextcloud-data"
+    assert state_args(below["nextcloud-data-dir-managed"], "file")["name"] == "/srv/nextcloud-data/files"
+    without = show(example_config, pillar={"platform": {"guest": {"mounts": []}}})
+    assert "nextcloud-data-volume-mounted" not in without
+    assert {"cmd": "nextcloud-data-volume-mounted"} not in state_args(without["nextcloud-data-dir-managed"],
+                                                                      "file")["require"]
+
+
+def test_a_data_directory_inside_the_web_root_is_refused_before_anything_renders(example_config):
+    with pytest.raises(CommandExecutionError) as refused:
+        show(example_config, pillar={"nextcloud": {"data_dir": "/var/www/nextcloud/data"}})
+    message = str(refused.value.info)
+    assert "nextcloud.data_dir: /var/www/nextcloud/data and the web root nextcloud.root /var/www/nextcloud " \
+           "overlap; expected the data directory outside the web root" in message
 
 
 def test_the_download_is_proven_before_install_and_secrets_come_from_vault_at_run_time(high):
@@ -222,8 +245,48 @@ def test_the_lab_report_lists_what_of_nextcloud_it_did_not_converge(lab_config):
                           converges=lambda role: pillar["roles"][role].get("converge", True) is not False)
     out = io.StringIO()
     labctl.print_table(lab, {}, {}, out=out)
-    off, partly = out.getvalue().split("not converged in the lab")[1].split("converged in part")
+    report = out.getvalue()
+    off = report.split("not converged in the lab")[1].split("converged in part")[0]
+    partly = report.split("converged in part (the rest has no build reachable here")[1]
     assert "nextcloud" not in off, "the role converges: it is not listed as switched off"
     lines = [line.split() for line in partly.splitlines() if line.strip().startswith("nextcloud.")]
     assert [(line[0], line[2]) for line in lines] == [("nextcloud.application", "nextcloud"),
                                                       ("nextcloud.collabora", "nextcloud")]
+
+
+def test_the_data_directory_and_config_php_join_the_sites_backup_plan(example_config, high):
+    """The example site names a backup repository: the Nextcloud guest gets the job `nextcloud`, which
+    ships the data directory and the folder its prepare step fills, to its own repository off the guest."""
+    conf = rendered(example_config, high, "backup-nextcloud-job-managed")
+    assert "RESTIC_REPOSITORY=rest:https://backup.your-domain.com:8000/nextcloud-nextcloud" in conf.splitlines()
+    assert "JOB_PATHS=(/srv/nextcloud-data /var/backups/nextcloud )" in conf.splitlines()
+    assert "JOB_PREPARE=(/usr/local/sbin/nextcloud-backup-prepare )" in conf.splitlines()
+    secret = state_args(high["backup-nextcloud-secret-generated"], "vault_server")
+    assert secret["name"] == "roles/nextcloud/backup", "the role's own path, which only its guests read"
+    assert "backup-nextcloud-timer-running" in high and "backup-nextcloud-repository-initialised" in high
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_the_backup_prepare_step_copies_config_php_only_when_there_is_one(example_config, high, tmp_path, installed):
+    root, folder = tmp_path / "www", tmp_path / "backup"
+    (root / "config").mkdir(parents=True)
+    folder.mkdir()
+    (folder / "config.php").write_text("<?php $CONFIG = ['instanceid' => 'stale'];\n")
+    if installed:
+        (root / "config" / "config.php").write_text("<?php $CONFIG = ['instanceid' => 'oc1234'];\n")
+    args = state_args(high["nextcloud-backup-prepare-managed"], "file")
+    assert args["context"] == {"root": "/var/www/nextcloud", "dir": "/var/backups/nextcloud"}
+    caller = render.caller(example_config, GUEST)
+    with open(caller.cmd("cp.cache_file", args["source"])) as fh:
+        script = caller.cmd("file.apply_template_on_contents", fh.read(), "jinja",
+                            {"root": str(root), "dir": str(folder)}, None, "base")
+    (tmp_path / "prepare").write_text(script)
+    ran = subprocess.run(["sh", str(tmp_path / "prepare")], capture_output=True, text=True, check=False)
+    assert ran.returncode == 0, ran.stderr
+    copy = folder / "config.php"
+    if installed:
+        assert copy.read_text() == (root / "config" / "config.php").read_text()
+        assert copy.stat().st_mode & 0o077 == 0, "the instance's secret: root only"
+    else:
+        assert not copy.exists(), "no stale config.php shipped for a server that is not there"
+        assert "the data directory alone" in ran.stderr

@@ -13,6 +13,7 @@ import subprocess
 import uuid
 
 import pytest
+import yaml
 
 from sitectl import render
 from sitectl import site as site_rules
@@ -75,6 +76,12 @@ def test_invalid_site_is_refused_with_its_message(tmp_path, case):
     assert "platform" not in data, "an invalid site must not yield a guest view"
 
 
+def cloud_address(case: str) -> str:
+    """The address of the fixture's Nextcloud guest (the one guest that uses db), as a /32."""
+    guests = yaml.safe_load((SITES / "valid" / case / "site.sls").read_text())["site"]["guests"]
+    return guests["cloud"]["address"].split("/")[0] + "/32"
+
+
 @pytest.mark.parametrize("case", VALID)
 def test_valid_site_compiles_and_gives_each_guest_its_view(tmp_path, case):
     data = compile_pillar(tmp_path, SITES / "valid" / case, minion_id="db")
@@ -84,7 +91,7 @@ def test_valid_site_compiles_and_gives_each_guest_its_view(tmp_path, case):
     assert guest["roles"] == ["base", "postgresql"]
     assert guest["states"] == ["common", "postgresql"]
     postgres = next(rule for rule in guest["firewall"] if rule["name"] == "postgresql")
-    assert postgres["from"] == ["192.168.50.12/32"], "only the guest that uses db may reach 5432"
+    assert postgres["from"] == [cloud_address(case)], "only the guest that uses db may reach 5432"
 
 
 def test_a_minion_outside_the_site_gets_no_guest_view(tmp_path):
@@ -141,3 +148,36 @@ def test_every_documented_gitlab_token_prefix_is_recognised(prefix):
 ])
 def test_values_that_only_look_alike_are_not_secrets(harmless):
     assert site_rules.secret_errors({"description": harmless}, "site") == []
+
+
+def _catalog() -> dict:
+    from sitectl import ROOT
+
+    return yaml.safe_load((ROOT / "pillar/platform/roles.sls").read_text())["roles"]
+
+
+def _one_guest(*roles: str) -> dict:
+    return {"guests": {"g": {"roles": list(roles)}}}
+
+
+def test_roles_that_both_open_a_port_cannot_share_a_guest_but_one_service_may_serve_two_roles():
+    catalog = _catalog()
+    assert site_rules._port_conflict_errors(_one_guest("k3s", "reverse_proxy"), catalog) == [
+        "site.guests.g.roles: the roles k3s and reverse_proxy both open tcp port 80 (k3s: ingress-http, "
+        "reverse_proxy: http in the role catalog) and cannot share a guest; expected them on two guests (for "
+        "example reverse_proxy on a guest of its own)"]
+    # The two runners are one gitlab_runner service (the same state): its metrics port once.
+    assert site_rules._port_conflict_errors(_one_guest("deploy_runner", "gitlab_runner"), catalog) == []
+    assert site_rules._port_conflict_errors(_one_guest("postgresql", "rabbitmq", "vault"), catalog) == []
+
+
+def test_a_port_range_overlapping_another_roles_port_is_a_conflict_and_udp_is_not_tcp():
+    catalog = {
+        "a": {"states": ["a"], "firewall": [{"name": "media", "port": "10000-10100", "proto": "udp"}]},
+        "b": {"states": ["b"], "firewall": [{"name": "turn", "port": 10050, "proto": "udp"}]},
+        "c": {"states": ["c"], "firewall": [{"name": "web", "port": 10050}]},
+    }
+    errors = site_rules._port_conflict_errors(_one_guest("a", "b", "c"), catalog)
+    assert errors == ["site.guests.g.roles: the roles a and b both open udp port 10050 (a: media, b: turn in the "
+                      "role catalog) and cannot share a guest; expected them on two guests (for example b on a "
+                      "guest of its own)"]

@@ -44,6 +44,7 @@ def site_text() -> str:
     guests = site["site"]["guests"]
     db = guests.pop("db")
     guests.pop("web")
+    guests.pop("cloud")
     site["site"].pop("routes", None)
     for number, (name, roles) in enumerate(((DB, ["postgresql"]), (MQ, ["rabbitmq"]), ("vault", ["vault"]))):
         guests[name] = {**db, "vmid": 110 + number, "address": f"192.168.50.{20 + number}/24", "roles": roles}
