@@ -12,6 +12,7 @@ Per guest, under ``lab_dir`` (the LXC path, default /var/lib/sitectl-lab):
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -104,6 +105,12 @@ def _limit_lines(memory_mib: int | None, cores: int | float | None) -> list[str]
     return lines
 
 
+def guest_mac(name: str, address_cidr: str) -> str:
+    """A locally administered unicast MAC, the same for the same guest and address on every start."""
+    digest = hashlib.sha256(f"{name}/{address_cidr}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
 def render_config(
     name: str,
     lab_dir: str,
@@ -136,6 +143,9 @@ def render_config(
         f"lxc.net.0.link = {bridge}",
         "lxc.net.0.flags = up",
         "lxc.net.0.name = eth0",
+        # A MAC of its own that survives a restart, as a Proxmox guest's config keeps one: with a new
+        # random MAC on every start the other guests' neighbour caches point at the old one for a while.
+        f"lxc.net.0.hwaddr = {guest_mac(name, address_cidr)}",
         # explicit broadcast: LXC 5.0.2 otherwise sets "brd 0.0.0.255" for a /24
         f"lxc.net.0.ipv4.address = {address_cidr} {ipaddress.ip_interface(address_cidr).network.broadcast_address}",
         f"lxc.net.0.ipv4.gateway = {gateway}",
