@@ -139,9 +139,19 @@ def _operator_writes_the_approle(lab) -> None:
     lab.sh(CONTROL, f"umask 077 && cat > {ETC}/vault-master.yaml", input=creds)
 
 
+def _scheduled_restart_done(lab, timeout: float = 90) -> None:
+    """Wait until the restart the role scheduled (restart_delay) has run and the master is up."""
+    deadline = time.monotonic() + timeout
+    while lab.sh(CONTROL, "systemctl is-active salt-master-restart.timer salt-master-restart.service "
+                          "salt-master", check=False).stdout.split() != ["inactive", "inactive", "active"]:
+        assert time.monotonic() < deadline, "the master did not come up after its scheduled restart"
+        time.sleep(2)
+
+
 @pytest.fixture(scope="module")
 def applies(lab):
     first = lab.apply(CONTROL, "salt_master")
+    _scheduled_restart_done(lab)
     _operator_writes_the_approle(lab)
     second = lab.apply(CONTROL, "salt_master")
     return first, second
@@ -153,7 +163,6 @@ def test_the_role_converges_the_guest_into_a_running_master_and_a_second_apply_c
     assert {"salt-master-checkout-cloned", "salt-master-install-venv-installed", "salt-master-config-rendered",
             "salt-master-service-running"} <= set(first.changed), sorted(first.changed)
     assert not second.failed and second.changed == {}, second.changed
-    time.sleep(15)  # the restart the first apply scheduled (restart_delay 10 s)
     assert lab.sh(CONTROL, "systemctl is-active salt-master").stdout.strip() == "active"
     assert lab.sh(CONTROL, f"git -C {CHECKOUT} rev-parse --abbrev-ref HEAD").stdout.strip() == "main"
     assert lab.sh(CONTROL, f"git -C {CHECKOUT} log -1 --format=%s").stdout.strip() == "the scratch site"
