@@ -251,3 +251,18 @@ def test_a_highstate_through_that_master_converges_and_the_second_changes_nothin
         "the highstate came from that master's checkout"
     assert not [k for k, v in second.items() if v["changes"] or v["result"] is not True], \
         "the second highstate through the control guest's master changed something"
+
+
+def test_the_master_issues_the_guest_a_vault_token_over_its_approle(lab, through_control):
+    """saltext-vault's issuing through the control guest's master: the guest asks that master, which
+    creates its token over the AppRole the operator gave it, with the guest's own policy."""
+    value = secrets.token_hex(12)
+    lab.bao.policy(f"salt_minion_{WEB}", f'path "secret/data/minions/{WEB}/*" {{ capabilities = ["read"] }}')
+    lab.bao.write(f"minions/{WEB}/probe", value=value)
+    got = lab.attach(WEB, ["salt-call", "--out=json", "vault.read_secret", f"secret/minions/{WEB}/probe", "key=value"],
+                     check=False)
+    assert json.loads(got.stdout or "{}").get("local") == value, got.stdout[-2000:] + got.stderr[-2000:]
+    denied = lab.attach(WEB, ["salt-call", "--out=json", "vault.read_secret", "secret/platform/proxmox",
+                              "key=token_secret"], check=False)
+    assert denied.returncode != 0 and lab.secrets["token secret"] not in denied.stdout + denied.stderr, \
+        "the guest's token reads only its own policy's paths"
