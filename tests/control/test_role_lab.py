@@ -261,8 +261,22 @@ def test_the_master_issues_the_guest_a_vault_token_over_its_approle(lab, through
     lab.bao.write(f"minions/{WEB}/probe", value=value)
     got = lab.attach(WEB, ["salt-call", "--out=json", "vault.read_secret", f"secret/minions/{WEB}/probe", "key=value"],
                      check=False)
-    assert json.loads(got.stdout or "{}").get("local") == value, got.stdout[-2000:] + got.stderr[-2000:]
+    log = lab.sh(CONTROL, f"grep -v DEBUG {CHECKOUT}/.salt/log/master | tail -n 60").stdout
+    assert json.loads(got.stdout or "{}").get("local") == value, got.stdout[-2000:] + got.stderr[-2000:] + log
     denied = lab.attach(WEB, ["salt-call", "--out=json", "vault.read_secret", "secret/platform/proxmox",
                               "key=token_secret"], check=False)
     assert denied.returncode != 0 and lab.secrets["token secret"] not in denied.stdout + denied.stderr, \
         "the guest's token reads only its own policy's paths"
+
+
+def test_the_masters_reactor_runs_the_checkouts_runner_on_an_event(lab, through_control):
+    """etc/master.j2's reactor on the control guest's master: a `platform/acme/renewed` event from a
+    guest runs reactor/acme-renewed.sls, whose runner (_runners/acme.py, from the checkout) finds no
+    reverse proxy with that lineage in this site and says so in the master's log."""
+    lineage = f"probe-{secrets.token_hex(4)}.lab.example.org"
+    lab.attach(WEB, ["salt-call", "event.send", "platform/acme/renewed", f"lineage={lineage}"])
+    expected = f"acme: no reverse proxy of the site has the lineage {lineage}"
+    deadline = time.monotonic() + 90
+    while expected not in lab.sh(CONTROL, f"cat {CHECKOUT}/.salt/log/master").stdout:
+        assert time.monotonic() < deadline, "the reactor's runner never ran on the control guest's master"
+        time.sleep(3)
