@@ -31,3 +31,4 @@ salt-master-config-rendered:
     - unless: {{ sitectl | quote }}{% for arg in master_config_args %} {{ arg | quote }}{% endfor %} --check
     - require:
       - sls: salt_master.checkout
+      - sls: salt_master.install

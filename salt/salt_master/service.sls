@@ -1,6 +1,6 @@
-{#- The salt-master service from the checkout's venv. A new config or unit
-    restarts it a few seconds after the run, so that the highstate that
-    changed it still returns through it. #}
+{#- The salt-master service from the checkout's venv, enabled and running. A
+    new config or unit restarts it a few seconds after the run, so that the
+    highstate that changed it still returns through it. #}
 {%- from 'salt_master/map.jinja' import salt_master, state_dir, venv with context %}
 
 salt-master-service-unit-managed:
@@ -13,11 +13,16 @@ salt-master-service-unit-managed:
         state_dir: {{ state_dir | json }}
     - mode: '0644'
 
-salt-master-service-enabled:
-  service.enabled:
+{#- Started when it is not running (a new control node, a crash); a running
+    master is never restarted here, only by the scheduled restart below. #}
+salt-master-service-running:
+  service.running:
     - name: {{ salt_master.service }}
+    - enable: true
     - require:
       - file: salt-master-service-unit-managed
+      - file: salt-master-config-sdb-managed
+      - cmd: salt-master-config-rendered
 
 salt-master-service-restart-scheduled:
   cmd.run:

@@ -60,6 +60,11 @@ vault-configure-policy-salt-master-present:
         path "auth/token/lookup-self" { capabilities = ["read"] }
         path "auth/token/renew-self" { capabilities = ["update"] }
         path "sys/policies/acl/salt_*" { capabilities = ["read"] }
+{%- set proxmox_ref = (site.get('proxmox') or {}).get('token_secret', '') %}
+{%- if proxmox_ref.startswith('vault:') %}
+        # salt-cloud on the master reads the Proxmox token's secret at run time (sdb, salt_master role).
+        path "{{ kv }}/data/{{ proxmox_ref[6:].split('#')[0] }}" { capabilities = ["read"] }
+{%- endif %}
     - url: {{ conn.url }}
     - verify: {{ conn.verify }}
     - require:

