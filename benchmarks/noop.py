@@ -219,19 +219,10 @@ def measure_scratch(roles: list[str], runs: int) -> dict:
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scratch", nargs="+", metavar="ROLE", help="each role alone in a scratch lab")
-    parser.add_argument("--state-dir", type=Path, default=ROOT / ".salt", help="the lab's state dir")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--json", type=Path, help="also write the figures there")
-    args = parser.parse_args()
-    figures = measure_scratch(args.scratch, args.runs) if args.scratch else measure_lab(args.state_dir, args.runs)
-    print(f"\n== no-op highstate per guest (seconds; medians of {args.runs}; compare ratios, not seconds)")
-    if args.scratch:
+def report(figures: dict, runs: int, scratch: bool = False) -> None:
+    print(f"\n== no-op highstate per guest (seconds; medians of {runs}; compare ratios, not seconds)")
+    if scratch:
         print("masterless scratch lab: 'trip' is salt-call's own start (no master), no master pillar or token")
-        for fig in figures["guests"].values():
-            fig["round_trip"] = fig.pop("salt_call_start")
     header()
     for name, fig in figures["guests"].items():
         print_row(name, fig["roles"], fig)
@@ -242,6 +233,20 @@ def main() -> int:
         ratio = w["median"] / GOAL_WHOLE_LAB_S
         print(f"\nwhole lab, {w['guests']} guests at once: {w['median']:.1f}s (goal {GOAL_WHOLE_LAB_S:.0f}s, "
               f"{ratio:.1f}x), runs {', '.join(f'{r:.1f}' for r in w['runs'])}; not clean: {w['not_clean'] or 'none'}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scratch", nargs="+", metavar="ROLE", help="each role alone in a scratch lab")
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".salt", help="the lab's state dir")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures there")
+    args = parser.parse_args()
+    figures = measure_scratch(args.scratch, args.runs) if args.scratch else measure_lab(args.state_dir, args.runs)
+    if args.scratch:
+        for fig in figures["guests"].values():
+            fig["round_trip"] = fig.pop("salt_call_start")
+    report(figures, args.runs, scratch=bool(args.scratch))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str))
     return 0
