@@ -84,7 +84,7 @@ Users = lists:flatmap(fun(P) ->
   end, rabbit_auth_backend_internal:list_users()),
 Perms = [maps:from_list([{atom_to_binary(K, utf8), V} || {K, V} <- P])
          || P <- rabbit_auth_backend_internal:list_permissions()],
-io:format("~s~n", [rabbit_json:encode(#{<<"users">> => Users, <<"vhosts">> => rabbit_vhost:list_names(),
+io:format("~ts~n", [rabbit_json:encode(#{<<"users">> => Users, <<"vhosts">> => rabbit_vhost:list_names(),
                                         <<"permissions">> => Perms})]),
 ok.
 """
