@@ -100,17 +100,25 @@ def header() -> None:
 
 # ---------------------------------------------------------------------------------- the whole lab
 
+def median_run(runs: list[tuple[float, object]]) -> tuple[float, object]:
+    """The (seconds, return) of the median run (the lower middle one of an even count): the states'
+    durations shown are those of the run whose time is shown."""
+    if not runs:
+        return float("nan"), None
+    return sorted(runs, key=lambda r: r[0])[(len(runs) - 1) // 2]
+
+
 def timed(client, names: list[str], fun, arg=(), runs: int = 3, timeout: int = 300) -> tuple[dict, dict]:
-    """name -> median seconds from publication to each minion's return; name -> the last return."""
-    seconds: dict[str, list[float]] = {n: [] for n in names}
-    last: dict[str, object] = {}
+    """name -> median seconds from publication to each minion's return; name -> that run's return."""
+    seen: dict[str, list[tuple[float, object]]] = {n: [] for n in names}
     for _ in range(runs):
         t0 = time.monotonic()
         for reply in client.cmd_iter(names, fun, arg=list(arg), tgt_type="list", timeout=timeout):
             for minion, data in reply.items():
-                seconds[minion].append(time.monotonic() - t0)
-                last[minion] = data.get("ret")
-    return {n: statistics.median(s) if s else float("nan") for n, s in seconds.items()}, last
+                if minion in seen:
+                    seen[minion].append((time.monotonic() - t0, data.get("ret")))
+    medians = {n: median_run(r) for n, r in seen.items()}
+    return {n: m[0] for n, m in medians.items()}, {n: m[1] for n, m in medians.items()}
 
 
 def measure_lab(state_dir: Path, runs: int) -> dict:
@@ -187,12 +195,12 @@ def measure_scratch(roles: list[str], runs: int) -> dict:
             first = lab.apply(name, role)
             if first.failed:
                 raise SystemExit(f"{role}: the first apply failed: {first.failed}")
-            noops, last = [], None
+            noops = []
             for _ in range(runs):
                 t0 = time.monotonic()
                 returns, _cp = lab._salt_call(name, "state.apply", role)
-                noops.append(time.monotonic() - t0)
-                last = returns
+                noops.append((time.monotonic() - t0, returns))
+            total, last = median_run(noops)
             cli = []
             for _ in range(runs):
                 t0 = time.monotonic()
@@ -204,7 +212,7 @@ def measure_scratch(roles: list[str], runs: int) -> dict:
                 lab.salt(name, "state.show_low_sls", role)
                 compiled.append(time.monotonic() - t0)
             states, slowest, count, changed = state_split(last)
-            total, start = statistics.median(noops), statistics.median(cli)
+            start = statistics.median(cli)
             compiler = max(statistics.median(compiled) - start, 0.0)
             cold, warm = ext_pillar_seconds(ROOT / "pillar", "example", name)
             out["guests"][name] = {
