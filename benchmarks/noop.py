@@ -157,6 +157,9 @@ def measure_lab(state_dir: Path, runs: int) -> dict:
         }
         fig["other"] = max(fig["total"] - fig["round_trip"] - fig["pillar"] - fig["compiler"] - fig["states"], 0.0)
         out["guests"][name] = fig
+        print(f"measured {name}: total {fig['total']:.2f}s, trip {fig['round_trip']:.2f}, pillar {fig['pillar']:.2f}, "
+              f"token {fig['vault_token']:.2f}, compiler {fig['compiler']:.2f}, states {fig['states']:.2f}; slowest "
+              + ", ".join(f"{state_id} {seconds:.2f}s" for seconds, state_id in slowest[:3]), flush=True)
     t0 = time.monotonic()
     whole, rets = [], {}
     for _ in range(runs):
