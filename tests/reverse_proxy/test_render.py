@@ -16,7 +16,8 @@ pytestmark = pytest.mark.render
 
 PROXY = guest_with_role(load_site(), "reverse_proxy")
 
-LINEAGES = ("api.your-domain.com", "app.your-domain.com", "chat.your-domain.com", "mail.your-domain.com", "nextcloud.your-domain.com", "office.your-domain.com")
+LINEAGES = ("api.your-domain.com", "app.your-domain.com", "chat.your-domain.com", "mail.your-domain.com",
+            "nextcloud.your-domain.com", "office.your-domain.com")
 DNS01 = {"site": {"acme": {"challenge": "dns-01", "dns_server": "10.10.10.1"}}}
 
 
