@@ -23,7 +23,7 @@ YAML     := pillar/site/*.sls pillar/platform/*.sls $(filter-out %_generated.sls
             sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint .gitlab-ci.yml
 SLS      := $(shell find salt reactor -name '*.sls' | sort)
 
-.PHONY: setup lint test test-fast lab lab-down lab-status bench clean
+.PHONY: setup lint test test-fast lab lab-down lab-status bench bench-noop clean
 
 setup: $(STAMP) $(GITLAB_CI_LOCAL)
 
@@ -71,3 +71,7 @@ clean:
 
 bench: setup
 	$(PY) benchmarks/lab.py
+
+# The no-op split per guest against the running lab (`make lab` first; shared: take the lock).
+bench-noop: setup
+	flock /tmp/sitectl-lab.lock $(PY) benchmarks/noop.py

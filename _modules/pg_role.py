@@ -8,12 +8,18 @@ over the local socket (peer authentication), with statement logging switched off
 PostgreSQL receives only the verifier, never the password, and no function returns or logs either.
 
 Role and group names must match ``^[a-z_][a-z0-9_]{0,62}$`` (the site's schema says the same),
-so they are quoted as identifiers without further escaping.
+so they are quoted as identifiers without further escaping. Database names too (``database_present``).
+
+Speed (issue 21): every role (login, verifier, groups) and every database (owner, whether PUBLIC
+may connect or create temporary tables) is read in one psql session, as one JSON document. In a
+state run the ``pg_role`` states ask for that once per run (``run_cache``) and every write drops
+it, so the next read asks the server again; outside a state run every call reads the server.
 """
 
 import base64
 import hashlib
 import hmac
+import json
 import logging
 import re
 import secrets
@@ -98,19 +104,53 @@ def _psql(sql, runas="postgres", variables=None):
     return ret["stdout"]
 
 
+_CATALOG = (
+    "SELECT json_build_object("
+    "'roles', (SELECT coalesce(json_object_agg(r.rolname, json_build_object("
+    "'login', r.rolcanlogin, 'verifier', coalesce(r.rolpassword, ''), "
+    "'member_of', (SELECT coalesce(json_agg(g.rolname ORDER BY g.rolname), '[]') FROM pg_auth_members m "
+    "JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid))), '{}') FROM pg_authid r), "
+    "'databases', (SELECT coalesce(json_object_agg(d.datname, json_build_object("
+    "'owner', pg_get_userbyid(d.datdba), "
+    "'public_connect', has_database_privilege('public', d.oid, 'CONNECT'), "
+    "'public_temporary', has_database_privilege('public', d.oid, 'TEMPORARY'))), '{}') FROM pg_database d));\n"
+)
+_RUN_CACHE = "pg_role.run_cache"
+
+
+def run_cache():
+    """Keep the server's roles and databases read once for the rest of this state run (the states
+    call it first). A state run works on its own copy of the minion's context, so what is kept
+    here is gone when the run ends; every write below drops it at once."""
+    __context__.setdefault(_RUN_CACHE, {})
+    return True
+
+
+def _forget():
+    cache = __context__.get(_RUN_CACHE)
+    if cache is not None:
+        cache.clear()
+
+
+def _catalog(runas="postgres"):
+    """Every role (login, verifier: internal only, groups) and database (owner, PUBLIC's CONNECT and
+    TEMPORARY), from one psql session."""
+    cache = __context__.get(_RUN_CACHE)
+    key = (runas, tuple(_cluster()))
+    if cache is not None and key in cache:
+        return cache[key]
+    catalog = json.loads(_psql(_CATALOG, runas).strip())
+    if cache is not None:
+        cache[key] = catalog
+    return catalog
+
+
 def _role(name, runas="postgres"):
     """The role's attributes with its stored verifier (internal only), or None."""
-    out = _psql(
-        "SELECT r.rolcanlogin, coalesce(r.rolpassword, ''), coalesce((SELECT string_agg(g.rolname, ',' "
-        "ORDER BY g.rolname) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
-        "WHERE m.member = r.oid), '') FROM pg_authid r WHERE r.rolname = :'role_name';\n",
-        runas,
-        {"role_name": _check_name(name)},
-    ).strip()
-    if not out:
+    role = _catalog(runas)["roles"].get(_check_name(name))
+    if role is None:
         return None
-    login, verifier, groups = out.split("|")
-    return {"login": login == "t", "verifier": verifier, "member_of": [g for g in groups.split(",") if g]}
+    return {"login": bool(role["login"]), "verifier": role["verifier"], "member_of": list(role["member_of"])}
 
 
 def differences(name, password, login=True, member_of=(), runas="postgres"):
@@ -156,6 +196,57 @@ def present(name, password, login=True, member_of=(), runas="postgres"):
             statements.append(f"ALTER ROLE {role} {attributes};")
     for group in changes.get("member_of", []):
         statements.append(f'GRANT "{group}" TO {role};')
+    _forget()
     _psql("BEGIN;\n" + "\n".join(statements) + "\nCOMMIT;\n", runas)
     log.info("pg_role: %s: %s", name, ", ".join(sorted(changes)))
+    return changes
+
+
+def database_differences(name, owner, runas="postgres"):
+    """
+    What ``database_present`` would change: ``{}`` when database ``name`` exists, is owned by
+    ``owner`` and PUBLIC may neither connect to it nor create temporary tables in it; else some of
+    ``database: created``, ``owner: {old, new}``, ``public: [CONNECT, TEMPORARY]`` (to revoke).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt postgresql pg_role.database_differences chat chat
+    """
+    _check_name(name)
+    _check_name(owner)
+    current = _catalog(runas)["databases"].get(name)
+    if current is None:
+        return {"database": "created", "public": ["CONNECT", "TEMPORARY"]}
+    out = {}
+    if current["owner"] != owner:
+        out["owner"] = {"old": current["owner"], "new": owner}
+    public = [p for p, granted in (("CONNECT", current["public_connect"]),
+                                   ("TEMPORARY", current["public_temporary"])) if granted]
+    if public:
+        out["public"] = public
+    return out
+
+
+def database_present(name, owner, runas="postgres"):
+    """
+    Create database ``name`` owned by ``owner`` (or give it to ``owner``), and revoke CONNECT and
+    TEMPORARY from PUBLIC: a role reaches only the databases it owns. Returns what changed, as
+    ``database_differences`` does.
+    """
+    changes = database_differences(name, owner, runas)
+    if not changes:
+        return changes
+    _forget()
+    if "database" in changes:  # CREATE DATABASE cannot run inside a transaction block
+        _psql(f'CREATE DATABASE "{name}" OWNER "{owner}";\n', runas)
+    statements = []
+    if "owner" in changes:
+        statements.append(f'ALTER DATABASE "{name}" OWNER TO "{owner}";')
+    if changes.get("public"):
+        statements.append(f'REVOKE {", ".join(changes["public"])} ON DATABASE "{name}" FROM PUBLIC;')
+    if statements:
+        _psql("BEGIN;\n" + "\n".join(statements) + "\nCOMMIT;\n", runas)
+    log.info("pg_role: database %s: %s", name, ", ".join(sorted(changes)))
     return changes

@@ -9,8 +9,20 @@ and RabbitMQ's own message.
 
 The functions that take a password are meant for states (``rabbitmq_access``) that read it from
 Vault; calling them from the command line would put the password on that command line.
+
+Speed (issue 21): each ``rabbitmqctl`` call starts an Erlang VM (about a second on two cores). The
+reads (users with their tags, vhosts, every permission and each user's stored password hash) are
+one ``rabbitmqctl eval`` for all of them; in a state run the ``rabbitmq_access`` states ask for
+that once per run (``run_cache``) and every write drops it, so the next read asks the broker
+again. Outside a state run every call reads the broker. ``authenticates`` checks a password
+against the hash RabbitMQ stored, the way its internal backend does (salt + SHA-256/512/MD5 of salt
+and password); a hashing module it does not know is asked with ``authenticate_user``. Hashes never
+leave this module: no function returns or logs one.
 """
 
+import base64
+import hashlib
+import hmac
 import json
 
 from salt.exceptions import CommandExecutionError
@@ -57,9 +69,69 @@ def _ctl(*args, stdin=None, accept=(0,)):
     return res
 
 
-def _json(*args):
-    out = _ctl(*args, "--formatter", "json")["stdout"].strip()
-    return json.loads(out) if out else []
+# One Erlang expression for every read: users (tags, stored hash and its hashing module), vhosts and
+# permissions, printed as one line of JSON. A user deleted between the listing and its lookup is left out.
+_READ_ALL = """
+Users = lists:flatmap(fun(P) ->
+    Name = proplists:get_value(user, P),
+    case rabbit_auth_backend_internal:lookup_user(Name) of
+        {ok, U} -> [#{<<"name">> => Name,
+                      <<"tags">> => [atom_to_binary(T, utf8) || T <- internal_user:get_tags(U)],
+                      <<"hash">> => base64:encode(internal_user:get_password_hash(U)),
+                      <<"hashing">> => atom_to_binary(internal_user:get_hashing_algorithm(U), utf8)}];
+        _ -> []
+    end
+  end, rabbit_auth_backend_internal:list_users()),
+Perms = [maps:from_list([{atom_to_binary(K, utf8), V} || {K, V} <- P])
+         || P <- rabbit_auth_backend_internal:list_permissions()],
+io:format("~ts~n", [rabbit_json:encode(#{<<"users">> => Users, <<"vhosts">> => rabbit_vhost:list_names(),
+                                        <<"permissions">> => Perms})]),
+ok.
+"""
+_RUN_CACHE = "rabbitmq_access.run_cache"
+# RabbitMQ's password hashing modules: salted hash = salt (4 bytes) + H(salt + password).
+_HASHES = {
+    "rabbit_password_hashing_sha256": hashlib.sha256,
+    "rabbit_password_hashing_sha512": hashlib.sha512,
+    "rabbit_password_hashing_md5": hashlib.md5,
+}
+
+
+def run_cache():
+    """Keep the broker's state read once for the rest of this state run (states call it first).
+
+    A state run works on its own copy of the minion's context, so what is kept here is gone when
+    the run ends; every write function below drops it at once."""
+    __context__.setdefault(_RUN_CACHE, {})
+    return True
+
+
+def _forget():
+    cache = __context__.get(_RUN_CACHE)
+    if cache is not None:
+        cache.clear()
+
+
+def _read_all():
+    cache = __context__.get(_RUN_CACHE)
+    if cache is not None and "state" in cache:
+        return cache["state"]
+    out = _ctl("eval", _READ_ALL)["stdout"]
+    line = next((x for x in out.splitlines() if x.startswith("{")), None)
+    if line is None:
+        raise CommandExecutionError(f"rabbitmqctl eval printed no state: {out.strip()[-300:]}")
+    raw = json.loads(line)
+    state = {
+        "users": {u["name"]: {"tags": sorted(u["tags"]), "hash": u["hash"], "hashing": u["hashing"]}
+                  for u in raw["users"]},
+        "vhosts": sorted(raw["vhosts"]),
+        "permissions": {},
+    }
+    for entry in raw["permissions"]:
+        state["permissions"].setdefault(entry["user"], {})[entry["vhost"]] = {k: entry[k] for k in KINDS}
+    if cache is not None:
+        cache["state"] = state
+    return state
 
 
 def users():
@@ -72,7 +144,7 @@ def users():
 
         salt rabbitmq rabbitmq_access.users
     """
-    return {entry["user"]: sorted(entry["tags"]) for entry in _json("list_users")}
+    return {name: user["tags"] for name, user in _read_all()["users"].items()}
 
 
 def permissions(name):
@@ -85,7 +157,7 @@ def permissions(name):
 
         salt rabbitmq rabbitmq_access.permissions chat
     """
-    return {entry["vhost"]: {k: entry[k] for k in KINDS} for entry in _json("list_user_permissions", name)}
+    return dict(_read_all()["permissions"].get(name, {}))
 
 
 def vhosts():
@@ -98,40 +170,63 @@ def vhosts():
 
         salt rabbitmq rabbitmq_access.vhosts
     """
-    return sorted(entry["name"] for entry in _json("list_vhosts"))
+    return list(_read_all()["vhosts"])
+
+
+def _hash_matches(stored, hashing, password):
+    """True/False when ``hashing`` is a module this knows; None otherwise."""
+    digest = _HASHES.get(hashing)
+    if digest is None:
+        return None
+    raw = base64.b64decode(stored or "")
+    if len(raw) <= 4:  # no password set: nothing authenticates
+        return False
+    salt = raw[:4]
+    return hmac.compare_digest(raw[4:], digest(salt + password.encode("utf-8")).digest())
 
 
 def authenticates(name, password):
     """True if user ``name`` authenticates with ``password``, False if RabbitMQ refuses it."""
+    user = _read_all()["users"].get(name)
+    if user is None:
+        return False
+    matches = _hash_matches(user["hash"], user["hashing"], password)
+    if matches is not None:
+        return matches
     return _ctl("authenticate_user", name, stdin=password, accept=(0, _BAD_CREDENTIALS))["retcode"] == 0
 
 
 def add_user(name, password):
     """Create user ``name`` with ``password`` (and no tags, no permissions)."""
+    _forget()
     _ctl("add_user", name, stdin=password)
     return True
 
 
 def change_password(name, password):
     """Set the password of user ``name``; its open connections stay up."""
+    _forget()
     _ctl("change_password", name, stdin=password)
     return True
 
 
 def set_tags(name, tags):
     """Replace the tags of user ``name`` by ``tags``."""
+    _forget()
     _ctl("set_user_tags", name, *tags)
     return True
 
 
 def set_permissions(vhost, name, configure, write, read):
     """Set the permissions of user ``name`` on ``vhost`` (three regular expressions)."""
+    _forget()
     _ctl("set_permissions", "-p", vhost, name, configure, write, read)
     return True
 
 
 def clear_permissions(vhost, name):
     """Remove every permission of user ``name`` on ``vhost``."""
+    _forget()
     _ctl("clear_permissions", "-p", vhost, name)
     return True
 
@@ -146,11 +241,13 @@ def delete_user(name):
 
         salt rabbitmq rabbitmq_access.delete_user guest
     """
+    _forget()
     _ctl("delete_user", name)
     return True
 
 
 def add_vhost(name):
     """Create the vhost ``name``."""
+    _forget()
     _ctl("add_vhost", name)
     return True

@@ -15,6 +15,17 @@ refuses to run anything and prints it once, and the master logs it once, without
 The minion gets ``platform:guest`` (see ``sitectl.site.guest_view``): its roles, the SLS to apply,
 its firewall openings with resolved sources, and the master's address. A minion that is not a guest
 of the site (the master's own minion, a test minion) gets ``platform:guest: None``.
+
+Speed (issue 21): every minion's every run, and every Vault token the master issues (its
+``refresh_pillar``), asks for this pillar; parsing and validating the whole site each time cost
+~75 ms of a master worker per call. The result is kept per master worker process, keyed by the
+SHA-256 of exactly what it is computed from: the text of both files as read on this call and the
+overlay pillar Salt passes in (and the minion id for the guest's view). Any change to either file or to the overlay is a
+different key, so the next call parses and validates again; the files are read on every call.
+(The schemas and role defaults were already loaded once per process: a changed checkout needs a
+master restart, as before.) Each call gets its own deep copy. The cache lives in
+``sitectl.pillarcache``, an ordinary module: Salt's loader executes this file anew for every
+pillar compile, so a cache here would start empty each time.
 """
 
 import logging
@@ -39,17 +50,16 @@ def _refused(message):
 
 
 def ext_pillar(minion_id, pillar, *args, **kwargs):
-    from sitectl import roles, site, sitefile
+    from sitectl import pillarcache, sitefile
 
     root = Path(__opts__.get("platform_pillar_dir") or __opts__["pillar_roots"]["base"][0])
     name = __opts__.get("platform_site", "example")
     try:
-        catalog = sitefile.load(root / "platform" / "roles.sls", "pillar/platform/roles.sls")
-        described = sitefile.load(sitefile.site_path(root, name), f"pillar/site/{name}.sls")
+        texts = (sitefile.read(root / "platform" / "roles.sls", "pillar/platform/roles.sls"),
+                 sitefile.read(sitefile.site_path(root, name), f"pillar/site/{name}.sls"))
     except sitefile.SiteFileError as exc:
         return _refused(f"the site description is unreadable: {exc}")
-    merged = roles.merge(roles.merge(catalog, described), pillar)
-    errors = site.validate(merged)
-    if errors:
-        return _refused(str(site.SiteError(errors)))
-    return {**merged, **site.platform_pillar(merged, minion_id)}
+    merged = pillarcache.validated(texts, f"pillar/site/{name}.sls", pillar)
+    if "_errors" in merged:
+        return _refused(merged["_errors"][0])
+    return pillarcache.with_view(texts, pillar, merged, minion_id)

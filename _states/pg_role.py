@@ -36,6 +36,7 @@ def present(name, password_path, password_field="password", mount="secret", logi
     ``password_field``. A changed password is set with ALTER ROLE: no restart, open sessions stay.
     """
     ret = __utils__["platform_state.new"](name)
+    __salt__["pg_role.run_cache"]()
     member_of = sorted(member_of or [])
     where = f"{mount}/data/{password_path}"
     try:
@@ -54,4 +55,26 @@ def present(name, password_path, password_field="password", mount="secret", logi
         apply=lambda: __salt__["pg_role.present"](name, password, login=login, member_of=member_of, runas=runas),
         done=updated,
         failure=f"role {name}: ",
+    )
+
+
+def database_present(name, owner, runas="postgres"):
+    """
+    The database ``name`` exists, is owned by ``owner``, and PUBLIC may neither connect to it nor
+    create temporary tables in it (a role reaches only the databases it owns, whatever pg_hba.conf
+    would let it try). Roles and databases are read in one session per state run.
+    """
+    ret = __utils__["platform_state.new"](name)
+    __salt__["pg_role.run_cache"]()
+    try:
+        changes = __salt__["pg_role.database_differences"](name, owner, runas=runas)
+    except CommandExecutionError as exc:
+        return __utils__["platform_state.failed"](ret, f"database {name}: {exc}; nothing was changed")
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], changes,
+        unchanged=f"database {name} exists, owned by {owner}; PUBLIC may not connect to it",
+        planned=f"database {name} would be updated ({', '.join(sorted(changes))})",
+        apply=lambda: __salt__["pg_role.database_present"](name, owner, runas=runas),
+        done=lambda applied: (f"database {name} updated ({', '.join(sorted(applied))})", applied),
+        failure=f"database {name}: ",
     )

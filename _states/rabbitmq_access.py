@@ -5,7 +5,8 @@ The password is read from Vault (``vault_server.secret_read``) when the state ru
 render time, so it is in no compiled state data, no output, no comment, no change and no log.
 The ``rabbitmq_access`` execution module hands it to ``rabbitmqctl`` on standard input. A
 changed password in Vault is applied with ``change_password``: the broker is not restarted and
-open connections stay up. Every state honours ``test=True``.
+open connections stay up. Every state honours ``test=True``. The broker's users, vhosts and
+permissions are read once per state run (one ``rabbitmqctl eval``) and read again after any write.
 
 .. code-block:: yaml
 
@@ -60,6 +61,7 @@ def user_present(name, password_path, field="password", mount="secret", tags=Non
     wanted_tags = sorted(tags or [])
     wanted = {vhost: {k: str(perms[k]) for k in KINDS} for vhost, perms in (permissions or {}).items()}
     where = f"{mount}/data/{password_path}"
+    __salt__["rabbitmq_access.run_cache"]()
     try:
         password = __salt__["vault_server.secret_read"](password_path, field, mount=mount)
         users = __salt__["rabbitmq_access.users"]()
@@ -98,6 +100,7 @@ def user_present(name, password_path, field="password", mount="secret", tags=Non
 def user_absent(name):
     """The user ``name`` does not exist (RabbitMQ's default ``guest``, for one)."""
     ret = __utils__["platform_state.new"](name)
+    __salt__["rabbitmq_access.run_cache"]()
     try:
         exists = name in __salt__["rabbitmq_access.users"]()
     except CommandExecutionError as exc:
@@ -119,6 +122,7 @@ def only_declared_users(name, users):
     this way: deleting one deletes its queues and messages.
     """
     ret = __utils__["platform_state.new"](name)
+    __salt__["rabbitmq_access.run_cache"]()
     try:
         extra = sorted(set(__salt__["rabbitmq_access.users"]()) - set(users))
     except CommandExecutionError as exc:
@@ -141,6 +145,7 @@ def only_declared_users(name, users):
 def vhost_present(name):
     """The virtual host ``name`` exists."""
     ret = __utils__["platform_state.new"](name)
+    __salt__["rabbitmq_access.run_cache"]()
     try:
         exists = name in __salt__["rabbitmq_access.vhosts"]()
     except CommandExecutionError as exc:

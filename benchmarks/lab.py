@@ -2,6 +2,8 @@
 
 Prints: template build time, guest creation time (salt-cloud -m of the whole map), the Vault
 bootstrap phases, the first and the no-op highstate per guest and for the whole lab, peak memory,
+each guest's no-op split (round trip, pillar, Vault token, compiler, states: benchmarks/noop.py)
+with the whole site up,
 then each guest of ALONE by itself (destroyed and created again with salt-cloud -p: first
 highstate, no-op median of 3) next to its floor: a plain `apt-get install` of the same packages
 (the base state's and the ones its role's states install) on a fresh guest of the same template.
@@ -30,6 +32,13 @@ sys.path.insert(0, str(ROOT))
 
 from sitectl import labctl, site  # noqa: E402
 from sitectl.lab import aptsources, host  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import noop  # noqa: E402
+
+# The goals of issue 21, next to each figure of the summary.
+GOAL_FIRST_TO_FLOOR = 1.3
+GOAL_LAB_UP_S = 600
 
 # The data tier (issue 6). Not the vault guest: its Vault holds the site's secrets and the lab's
 # bootstrap ciphertext; destroying it would orphan both.
@@ -159,6 +168,8 @@ def run(state: Path) -> int:
 
     lab = labctl.Lab(state_dir=state)
     lab.configure()
+    split = noop.measure_lab(state, runs=3)  # the whole site up, before any guest is taken away
+    figures["noop_split"] = split
     for name in ALONE:
         packages = sorted({*common_packages(), *role_packages(lab, name)})
         first_alone, noop_alone = one_guest_alone(lab, name)
@@ -178,8 +189,31 @@ def run(state: Path) -> int:
     for name in sorted(report["first"]):
         first, second = report["first"][name]["seconds"], report["second"][name]["seconds"]
         print(f"{name:<22} {first:>19.1f}s {second:>19.1f}s")
-    print(json.dumps(figures, indent=2))
+    noop.report(split, 3)
+    summary(figures, split)
+    print(json.dumps(figures, indent=2, default=str))
     return 0
+
+
+def summary(figures: dict, split: dict) -> None:
+    """Issue 21's table: each figure of this run next to its goal, as a ratio (1.0 = the goal)."""
+    rows = []
+    for name, fig in split["guests"].items():
+        goal = noop.goal_for(fig["roles"])
+        rows.append((f"no-op, one guest: {name} ({','.join(fig['roles'])})", f"{fig['total']:.1f} s", f"<= {goal} s",
+                     fig["total"] / goal))
+    whole = split["whole_lab"]["median"]
+    rows.append((f"no-op, whole lab ({split['whole_lab']['guests']} guests at once)", f"{whole:.1f} s",
+                 f"<= {noop.GOAL_WHOLE_LAB_S:.0f} s", whole / noop.GOAL_WHOLE_LAB_S))
+    for name in ALONE:
+        ratio = figures[f"{name}_alone"]["ratio_first_highstate_job_to_floor"]
+        rows.append((f"first highstate job / apt floor: {name}", f"{ratio:.2f}", f"<= {GOAL_FIRST_TO_FLOOR}",
+                     ratio / GOAL_FIRST_TO_FLOOR))
+    up = figures["whole_lab_up_s"]
+    rows.append(("lab up (template cached)", f"{up:.0f} s", f"<= {GOAL_LAB_UP_S} s", up / GOAL_LAB_UP_S))
+    print(f"\n{'figure (this run)':<58} {'measured':>10} {'goal':>10} {'x goal':>7}")
+    for what, measured, goal, ratio in rows:
+        print(f"{what:<58} {measured:>10} {goal:>10} {ratio:>7.2f}{'' if ratio <= 1 else '  over'}")
 
 
 if __name__ == "__main__":

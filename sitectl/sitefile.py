@@ -74,6 +74,11 @@ def _where(path: Path, mark) -> str:
 
 def load(path: Path, shown: str | None = None) -> dict:
     """The mapping in YAML file ``path``; ``shown`` is how errors name the file."""
+    return loads(read(path, shown), shown or path)
+
+
+def read(path: Path, shown: str | None = None) -> str:
+    """The text of file ``path`` (refused when missing or over ``MAX_BYTES``); ``shown`` names it in errors."""
     shown_path = Path(shown or path)
     try:
         size = os.stat(path).st_size
@@ -81,7 +86,12 @@ def load(path: Path, shown: str | None = None) -> dict:
         raise SiteFileError(f"{shown_path}: no such file; expected the site description there") from None
     if size > MAX_BYTES:
         raise SiteFileError(f"{shown_path}: {size} bytes; expected a site file of at most {MAX_BYTES} bytes")
-    text = path.read_text(encoding="utf-8", errors="replace")
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def loads(text: str, shown: Path | str) -> dict:
+    """The mapping in YAML ``text`` (a file's content, already size-checked); ``shown`` names it in errors."""
+    shown_path = Path(shown)
     loader = _StrictLoader(text)
     try:
         node = loader.get_single_node()

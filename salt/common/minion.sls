@@ -14,6 +14,14 @@ common-minion-config-managed:
         hash_type: sha256
         random_reauth_delay: 10
         log_level_logfile: warning
+        # Each job in a process of its own (Salt's default, kept on purpose): while a
+        # long highstate runs, saltutil.find_job and test.ping still answer, so the
+        # master's gather_job_timeout never takes a busy minion for a gone one, and a
+        # job's memory is freed when it ends.
+        multiprocessing: true
+        # The minion's grains are read at start and kept for the life of the process
+        # (no periodic refresh): a highstate reads them, never gathers them again.
+        grains_refresh_every: 0
 
 {%- set proc = opts.get('cachedir', '/var/cache/salt/minion') ~ '/proc' %}
 

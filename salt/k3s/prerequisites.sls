@@ -17,7 +17,11 @@ k3s-prerequisites-kmsg-present:
   file.symlink:
     - name: /dev/kmsg
     - target: /dev/console
-    - unless: test -e /dev/kmsg
+    # In-process (os.access F_OK, following a symlink as `test -e` does): no shell.
+    - unless:
+      - fun: file.access
+        path: /dev/kmsg
+        mode: f
     - require:
       - file: k3s-prerequisites-kmsg-tmpfiles-managed
 

@@ -67,3 +67,38 @@ def test_a_secret_missing_from_vault_fails_and_leaves_the_server_alone(pg_caller
     assert ret["comment"].startswith(f"role {role}: secret/data/{path}: no such secret"), ret["comment"]
     assert ret["comment"].endswith("; the role was not changed")
     assert postgres.role(role) is None
+
+
+def database(postgres, name: str) -> dict | None:
+    """The database as the server has it: owner and what PUBLIC may do, or None."""
+    row = postgres.sql("SELECT pg_get_userbyid(datdba), has_database_privilege('public', datname, 'CONNECT'), "
+                       "has_database_privilege('public', datname, 'TEMPORARY') FROM pg_database "
+                       "WHERE datname = :'db_name';", db_name=name)
+    if not row:
+        return None
+    owner, connect, temporary = row.split("|")
+    return {"owner": owner, "public_connect": connect == "t", "public_temporary": temporary == "t"}
+
+
+def test_a_database_is_created_for_its_owner_and_public_may_not_connect(pg_caller, postgres, testmode):
+    owner, name = unique("owner"), unique("db")
+    postgres.sql("SELECT format('CREATE ROLE %I LOGIN', :'role_name') \\gexec", role_name=owner)
+    wanted = {"owner": owner, "public_connect": False, "public_temporary": False}
+    converges(lambda test: pg_caller.state("pg_role.database_present", name, test=test, owner=owner),
+              lambda: database(postgres, name) == wanted,
+              {"database": "created", "public": ["CONNECT", "TEMPORARY"]}, testmode)
+
+
+def test_a_database_given_to_another_role_and_opened_to_public_is_taken_back(pg_caller, postgres, testmode):
+    owner, other, name = unique("owner"), unique("other"), unique("db")
+    for role in (owner, other):
+        postgres.sql("SELECT format('CREATE ROLE %I LOGIN', :'role_name') \\gexec", role_name=role)
+    assert pg_caller.state("pg_role.database_present", name, owner=owner)["result"] is True
+    postgres.sql("SELECT format('ALTER DATABASE %I OWNER TO %I', :'db_name', :'role_name') \\gexec",
+                 db_name=name, role_name=other)
+    postgres.sql("SELECT format('GRANT TEMPORARY ON DATABASE %I TO PUBLIC', :'db_name') \\gexec", db_name=name)
+    wanted = {"owner": owner, "public_connect": False, "public_temporary": False}
+    ret = converges(lambda test: pg_caller.state("pg_role.database_present", name, test=test, owner=owner),
+                    lambda: database(postgres, name) == wanted,
+                    {"owner": {"old": other, "new": owner}, "public": ["TEMPORARY"]}, testmode)
+    assert ret[-1]["comment"] == f"database {name} exists, owned by {owner}; PUBLIC may not connect to it"

@@ -30,6 +30,13 @@ def test_a_vhost_is_added(rabbit_caller, rabbitmq, testmode):
               {"vhost": {"old": None, "new": vhost}}, testmode)
 
 
+def test_a_vhost_named_beyond_ascii_is_read_back_as_named(rabbit_caller, rabbitmq, testmode):
+    """The broker's state is read as one JSON document: a name outside ASCII must come back intact."""
+    vhost = unique("caf\u00e9-\u00fc")
+    converges(state(rabbit_caller, "vhost_present", vhost), lambda: vhost in rabbitmq.vhosts(),
+              {"vhost": {"old": None, "new": vhost}}, testmode)
+
+
 def test_a_new_user_gets_its_vault_password_tags_and_exact_permissions(rabbit_caller, rabbitmq, bao, testmode):
     user, vhost = unique("app"), unique("vhost")
     rabbitmq.ctl("add_vhost", vhost)
