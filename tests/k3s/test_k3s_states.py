@@ -251,3 +251,47 @@ def test_a_rollout_waits_for_an_api_server_that_is_not_up_yet_within_its_timeout
     assert 2 <= time.monotonic() - started < 8
     assert ret["result"] is False
     assert "the API server at https://127.0.0.1:" in ret["comment"] and "is unreachable" in ret["comment"]
+
+
+def test_the_kubelet_scrapers_token_and_the_clusters_ca_go_to_vault_for_prometheus(k3s_caller, apiserver, bao,
+                                                                                  testmode):
+    """The site's scraper account (sitectl.apps: what salt/k3s/cluster.sls applies), filled by the token
+    controller (the test plays it), then its token and the cluster's CA stored where the monitoring
+    role reads them."""
+    import base64
+
+    import yaml
+
+    from sitectl import ROOT, apps
+    from tests.conftest import load_site
+
+    ns, account = unique("system"), unique("prometheus-kubelet")
+    apiserver.handler.put("v1", "Namespace", "namespaces", None, ns, {})  # as kube-system exists in a cluster
+    catalog = yaml.safe_load((ROOT / "pillar/platform/roles.sls").read_text())["roles"]
+    pillar = {"site": load_site(), "roles": catalog,
+              "monitoring": {"kubelet": {"namespace": ns, "service_account": account}}}
+    ret = k3s_caller.state("k3s.manifests_applied", unique("scraper"), manifests=apps.kubelet_scraper_manifests(pillar))
+    assert ret["result"] is True, ret["comment"]
+    role = apiserver.handler.object("rbac.authorization.k8s.io/v1", "clusterroles", None, account)
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]}]
+    path = f"roles/monitoring/{unique('kubelet')}"
+    waiting = k3s_caller.state("k3s.service_account_token_stored", path, secret=account, namespace=ns)
+    assert waiting["result"] is False
+    assert "has no token or ca.crt yet" in waiting["comment"], "the token controller has not filled it"
+
+    jwt, _ = apiserver.handler.issue_token(ns, account, ttl=86400)
+    live = apiserver.handler.object("v1", "secrets", ns, account)
+    live["data"] = {"token": base64.b64encode(jwt.encode()).decode(),
+                    "ca.crt": base64.b64encode(apiserver.tls.ca_pem.encode()).decode()}
+    apiserver.handler.put("v1", "Secret", "secrets", ns, account, live)
+
+    def stored():
+        try:
+            return bao.read(path, "token") == jwt and bao.read(path, "ca") == apiserver.tls.ca_pem
+        except Exception:  # noqa: BLE001 - absent
+            return False
+
+    converges(lambda test: k3s_caller.state("k3s.service_account_token_stored", path, test=test, secret=account,
+                                            namespace=ns), stored,
+              {"token": {"old": None, "new": f"(the token of {ns}/{account})"},
+               "ca": {"old": None, "new": "(the cluster's CA certificate)"}}, testmode, secret_values=(jwt,))
