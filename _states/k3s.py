@@ -36,7 +36,8 @@ PRUNE_KINDS = (
     ("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet"), ("v1", "ConfigMap"),
     ("external-secrets.io/v1", "ExternalSecret"), ("external-secrets.io/v1", "ClusterSecretStore"),
     ("helm.cattle.io/v1", "HelmChart"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("rbac.authorization.k8s.io/v1", "ClusterRole"), ("v1", "Secret"), ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("v1", "Secret"), ("v1", "ServiceAccount"),
     ("v1", "Namespace"),
 )
 

@@ -185,8 +185,9 @@ def _alertmanagers(site: dict, catalog: dict, mon: dict) -> list[str]:
     if mon["alertmanager"].get("api_urls"):
         return list(mon["alertmanager"]["api_urls"])
     port = roles_of.ports(catalog, "monitoring")["alertmanager"]
-    return [f"http://{roles_of.ip(site['guests'][name])}:{port}" for name in roles_of.guests_with_role(site, "monitoring")
-            if "monitoring" in enabled_roles(catalog, site["guests"][name])]
+    guests = [n for n in roles_of.guests_with_role(site, "monitoring")
+              if "monitoring" in enabled_roles(catalog, site["guests"][n])]
+    return [f"http://{roles_of.ip(site['guests'][name])}:{port}" for name in guests]
 
 
 def _smarthost(site: dict, catalog: dict, mon: dict) -> str | None:
