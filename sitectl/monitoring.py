@@ -140,8 +140,8 @@ def plan(pillar: dict, master: str) -> dict:
         for job, spec in role_jobs.items():
             jobs[job] = {"scheme": spec.get("scheme", "http"), "path": spec.get("path", "/metrics"),
                          "params": spec.get("params", {}), "probe": None,
-                         "ca": spec.get("ca"), "token": spec.get("token")}
-    plain = {"scheme": "http", "params": {}, "ca": None, "token": None}
+                         "ca": spec.get("ca"), "bearer": spec.get("bearer")}
+    plain = {"scheme": "http", "params": {}, "ca": None, "bearer": None}
     jobs[BLACKBOX_ROUTE_JOB] = {**plain, "path": "/probe", "probe": "http"}
     jobs[SALT_MASTER_JOB] = {**plain, "path": "/probe", "probe": "tcp"}
     for job in SELF_JOBS:

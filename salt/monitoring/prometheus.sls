@@ -13,7 +13,7 @@
     cluster state (monitoring:kubelet:vault_path). #}
 {%- set kubelet = monitoring.kubelet %}
 {%- set k3s_jobs = watch.jobs.values() | selectattr('ca', 'equalto', 'k3s') | list %}
-{%- set token_jobs = watch.jobs.values() | selectattr('token', 'equalto', 'kubelet') | list %}
+{%- set token_jobs = watch.jobs.values() | selectattr('bearer', 'equalto', 'kubelet') | list %}
 {%- set k3s_ca = config_dir ~ '/k3s-ca.pem' if k3s_jobs else '' %}
 {%- set kubelet_token = config_dir ~ '/kubelet.token' if token_jobs else '' %}
 {%- set args = ['--config.file=' ~ config_dir ~ '/prometheus.yml',

@@ -244,7 +244,7 @@ def test_every_k3s_node_kubelet_is_a_target_unless_k3s_is_not_installed():
     assert [(t["address"], t["labels"]) for t in kubelets] == [
         ("10.10.10.112:10250", {"guest": "k3s", "role": "k3s", "vmid": "112"})]
     assert plan(data)["jobs"]["kubelet"] == {"scheme": "https", "path": "/metrics", "params": {}, "probe": None,
-                                             "ca": "k3s", "token": "kubelet"}
+                                             "ca": "k3s", "bearer": "kubelet"}
     # The lab: k3s converges up to its binary, no kubelet listens, none is scraped.
     off = {"k3s": {"install": {"converge": False, "reason": "test"}}}
     assert not [t for t in plan(data, extra=off)["targets"] if t["job"] == "kubelet"]
