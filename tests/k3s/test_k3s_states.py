@@ -239,20 +239,6 @@ def test_the_node_token_goes_to_vault_and_to_an_agents_file(k3s_caller, apiserve
     assert json.dumps(k3s_caller.cmd("k3s.facts")).find(token) == -1
 
 
-def test_a_rollout_waits_for_an_api_server_that_is_not_up_yet_within_its_timeout(tmp_path, apiserver, bao,
-                                                                               bao_token_file):
-    from tests.openbao import free_port
-    from tests.states.conftest import make_caller
-
-    closed = {**apiserver.module_config(), "url": f"https://127.0.0.1:{free_port()}"}
-    caller = make_caller(tmp_path / "salt", bao, bao_token_file, {"k3s": closed})
-    started = time.monotonic()
-    ret = caller.state("k3s.rollout_complete", "coredns", namespace="kube-system", timeout=2, interval=0.5)
-    assert 2 <= time.monotonic() - started < 8
-    assert ret["result"] is False
-    assert "the API server at https://127.0.0.1:" in ret["comment"] and "is unreachable" in ret["comment"]
-
-
 def test_the_kubelet_scrapers_token_and_the_clusters_ca_go_to_vault_for_prometheus(k3s_caller, apiserver, bao,
                                                                                   testmode):
     """The site's scraper account (sitectl.apps: what salt/k3s/cluster.sls applies), filled by the token
@@ -295,3 +281,17 @@ def test_the_kubelet_scrapers_token_and_the_clusters_ca_go_to_vault_for_promethe
                                             namespace=ns), stored,
               {"token": {"old": None, "new": f"(the token of {ns}/{account})"},
                "ca": {"old": None, "new": "(the cluster's CA certificate)"}}, testmode, secret_values=(jwt,))
+
+
+def test_a_rollout_waits_for_an_api_server_that_is_not_up_yet_within_its_timeout(tmp_path, apiserver, bao,
+                                                                               bao_token_file):
+    from tests.openbao import free_port
+    from tests.states.conftest import make_caller
+
+    closed = {**apiserver.module_config(), "url": f"https://127.0.0.1:{free_port()}"}
+    caller = make_caller(tmp_path / "salt", bao, bao_token_file, {"k3s": closed})
+    started = time.monotonic()
+    ret = caller.state("k3s.rollout_complete", "coredns", namespace="kube-system", timeout=2, interval=0.5)
+    assert 2 <= time.monotonic() - started < 8
+    assert ret["result"] is False
+    assert "the API server at https://127.0.0.1:" in ret["comment"] and "is unreachable" in ret["comment"]
