@@ -1,7 +1,9 @@
 """The k3s states against the Kubernetes API double (tests/k3s/apiserver.py: real HTTPS on loopback,
 server-side apply with field ownership; not a cluster): applied directly and after a dry run, a
 second run changing nothing, a person's edit shown as a diff and put back, pruning, rollouts waited
-for within a bounded time, cluster facts, the node token into Vault and out to an agent's file."""
+for within a bounded time, cluster facts, the node token into Vault and out to an agent's file, the
+kubelet scraper's token and the cluster's CA into Vault. The test with an API server that is not up
+stays last: tests placed after it in this module found the double's port closed."""
 
 from __future__ import annotations
 
