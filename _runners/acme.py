@@ -16,6 +16,9 @@ checked against the site; everything else the runner finds out itself:
   only): a forged event finds nothing new and does nothing; a real renewal is acted on once;
 - ``expiring`` reads the certificate's end date on the proxy and reports only a certificate that
   really is within ``renewal.expiry_warn_days`` of its end; the event's ``days_left`` is ignored.
+  What it verified becomes the alert ``CertificateRenewalFailing`` in the site's Alertmanager(s)
+  (``platform:monitoring:alertmanagers``), which mails it like every other alert; one that cannot be
+  posted makes the runner's return false, naming the Alertmanager and why.
 
 ``renewed``: on the proxy, ``nginx -t`` then reload (``nginx-safe-reload``, the same script the
 deploy hook runs: the reload is repeated harmlessly when the hook already did it); when the lineage
@@ -39,6 +42,7 @@ import os
 import re
 import time
 
+import requests
 import salt.client
 import salt.utils.minions
 from cryptography import x509
@@ -50,6 +54,12 @@ log = logging.getLogger(__name__)
 
 _MINION = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _LINEAGE = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+ALERT_NAME = "CertificateRenewalFailing"
+# The proxy's expiry check runs daily: an alert that lives a day and two hours stays firing while the
+# check keeps finding the certificate near its end, and resolves by itself a day after renewals work.
+ALERT_LIFETIME = datetime.timedelta(hours=26)
+# Within this many days of its end the alert is critical (mailed hourly), before that a warning.
+CRITICAL_DAYS = 7
 
 
 def _proxy_target(minion):
@@ -75,12 +85,15 @@ def _proxy_context(minion, lineage):
     if minion not in ckminions.check_minions(_proxy_target(minion), "compound", greedy=False)["minions"]:
         return None, f"{minion} is not a reverse proxy of the site; event ignored"
     # The facts the proxy's own states use (sitectl.roles via the platform ext_pillar), compiled now.
-    platform = __salt__["pillar.show_pillar"](minion).get("platform") or {}
+    pillar = __salt__["pillar.show_pillar"](minion)
+    platform = pillar.get("platform") or {}
     edge, rp = platform.get("edge") or {}, (platform.get("params") or {}).get("reverse_proxy") or {}
     lineages = [item["name"] for item in edge.get("lineages", [])]
     if lineage not in lineages:
         return None, f"{lineage} is not a lineage of {minion} (expected one of: {', '.join(sorted(lineages))})"
-    return {"minion": minion, "rp": rp, "acme": edge["acme"], "routes": {r["name"]: r for r in edge["routes"]}}, None
+    return {"minion": minion, "rp": rp, "acme": edge["acme"], "routes": {r["name"]: r for r in edge["routes"]},
+            "site": (pillar.get("site") or {}).get("name"),
+            "alertmanagers": (platform.get("monitoring") or {}).get("alertmanagers") or []}, None
 
 
 def _proxies_with(lineage, minion=None):
@@ -264,8 +277,10 @@ def expiring(minion=None, lineage=None, days_left=None, timeout=60):
     Act on ``platform/acme/expiring``: a proxy's certificate is close to its end, so its renewals
     keep failing. The runner reads the certificate's end itself on ``minion`` (or each of the site's
     reverse proxies that has the lineage); ``days_left`` from the event is ignored. One within
-    ``renewal.expiry_warn_days`` of its end is logged as an error on the master and returned for the
-    job's record.
+    ``renewal.expiry_warn_days`` of its end is logged as an error on the master, posted to the site's
+    Alertmanager(s) as ``CertificateRenewalFailing`` (critical within ``CRITICAL_DAYS`` of its end,
+    else warning; it ends a day and two hours later unless the next daily check posts it again) and
+    returned for the job's record; ``result`` is false when an Alertmanager did not take it.
 
     CLI Example:
 
@@ -296,5 +311,36 @@ def expiring(minion=None, lineage=None, days_left=None, timeout=60):
     comment = (f"certificate {lineage} on {minion} expires in {days} day(s): renewals are failing "
                f"(journalctl -u certbot on {minion})")
     log.error("acme: %s", comment)
-    return {"result": True, "minion": minion, "lineage": lineage, "days_left": days, "comment": comment,
-            "directory": ctx["acme"].get("directory")}
+    delivered = _raise_alert(ctx, lineage, days, comment, now)
+    failed = {url: outcome for url, outcome in delivered.items() if outcome != "posted"}
+    if not delivered:
+        comment += "; no Alertmanager to post the alert to (the site has no monitoring guest)"
+    elif failed:
+        comment += "; the alert did not reach " + "; ".join(f"{url} ({why})" for url, why in sorted(failed.items()))
+        log.error("acme: %s", comment)
+    else:
+        comment += f"; alert {ALERT_NAME} posted to {', '.join(sorted(delivered))}"
+    return {"result": not failed, "minion": minion, "lineage": lineage, "days_left": days, "comment": comment,
+            "directory": ctx["acme"].get("directory"), "alertmanagers": delivered}
+
+
+def _raise_alert(ctx, lineage, days, comment, now, timeout=10):
+    """``CertificateRenewalFailing`` for what the runner verified, posted to each of the site's
+    Alertmanagers (API v2, ``POST /api/v2/alerts``): url -> ``posted`` or why it was not."""
+    labels = {"alertname": ALERT_NAME, "severity": "critical" if days <= CRITICAL_DAYS else "warning",
+              "guest": ctx["minion"], "role": "reverse_proxy", "lineage": lineage, "fqdn": lineage}
+    if ctx.get("site"):
+        labels["site"] = ctx["site"]  # as Prometheus's own alerts carry it (external_labels)
+    alert = {"labels": labels,
+             "annotations": {"summary": f"the certificate {lineage} on {ctx['minion']} is not being renewed",
+                             "description": comment},
+             "startsAt": now.isoformat(), "endsAt": (now + ALERT_LIFETIME).isoformat()}
+    out = {}
+    for url in ctx["alertmanagers"]:
+        try:
+            reply = requests.post(f"{url.rstrip('/')}/api/v2/alerts", json=[alert], timeout=timeout)
+        except requests.exceptions.RequestException as exc:
+            out[url] = f"unreachable: {type(exc).__name__}"
+            continue
+        out[url] = "posted" if reply.ok else f"HTTP {reply.status_code}: {reply.text.strip()[:200]}"
+    return out

@@ -36,7 +36,8 @@ PRUNE_KINDS = (
     ("apps/v1", "StatefulSet"), ("apps/v1", "DaemonSet"), ("v1", "ConfigMap"),
     ("external-secrets.io/v1", "ExternalSecret"), ("external-secrets.io/v1", "ClusterSecretStore"),
     ("helm.cattle.io/v1", "HelmChart"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("v1", "Secret"), ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("v1", "Secret"), ("v1", "ServiceAccount"),
     ("v1", "Namespace"),
 )
 
@@ -226,6 +227,39 @@ def node_token_stored(name, mount="secret", field="token"):
         planned=f"the node token would be written to {where}",
         apply=lambda: __salt__["vault_server.write"](where, {"data": {field: token}}),
         done=f"the node token written to {where}",
+        failure=f"{where}: ",
+    )
+
+
+def service_account_token_stored(name, secret, namespace="kube-system", mount="secret"):
+    """
+    The long-lived token of a service account (its ``kubernetes.io/service-account-token`` Secret
+    ``namespace/secret``, filled by the cluster's token controller) and the cluster's CA certificate
+    are in Vault at ``<mount>/data/<name>`` (fields ``token`` and ``ca``), for a guest outside the
+    cluster that authenticates as that account: Prometheus scraping the kubelets
+    (``roles/monitoring/kubelet``). Read inside the state; the token is never shown.
+    """
+    ret = __utils__["platform_state.new"](name)
+    where = f"{mount}/data/{name}"
+    try:
+        found = __salt__["k3s.reviewer_credentials"](secret, namespace)
+        stored = {field: _vault_field(name, field, mount) for field in ("token", "ca")}
+    except CommandExecutionError as exc:
+        return __utils__["platform_state.failed"](ret, f"the token of {namespace}/{secret}: {exc}")
+    wanted = {"token": found["jwt"], "ca": found["ca"]}
+    changes = {}
+    if stored["token"] != wanted["token"]:
+        changes["token"] = {"old": None if stored["token"] is None else "(another value)",
+                            "new": f"(the token of {namespace}/{secret})"}
+    if stored["ca"] != wanted["ca"]:
+        changes["ca"] = {"old": None if stored["ca"] is None else "(another certificate)",
+                         "new": "(the cluster's CA certificate)"}
+    return __utils__["platform_state.converge"](
+        ret, __opts__["test"], changes,
+        unchanged=f"{where} holds the token of {namespace}/{secret} and the cluster's CA",
+        planned=f"the token of {namespace}/{secret} would be written to {where}",
+        apply=lambda: __salt__["vault_server.write"](where, {"data": wanted}),
+        done=f"the token of {namespace}/{secret} written to {where}",
         failure=f"{where}: ",
     )
 

@@ -105,13 +105,14 @@ def _labels(app: str) -> dict:
 
 
 def system_manifests(pillar: dict) -> list[dict]:
-    """The cluster's own set: the token reviewer Vault's Kubernetes auth calls TokenReview with (a
-    service account, its long-lived token Secret, system:auth-delegator), and External Secrets Operator
-    from its Helm chart at the pinned version through k3s's HelmChart resource."""
+    """The cluster's own set: the kubelet scraper of the site's Prometheus (``kubelet_scraper_manifests``),
+    the token reviewer Vault's Kubernetes auth calls TokenReview with (a service account, its long-lived
+    token Secret, system:auth-delegator), and External Secrets Operator from its Helm chart at the
+    pinned version through k3s's HelmChart resource."""
     params = roles_of.parameters(pillar, "k3s")
     auth, eso = params["vault_auth"], params["eso"]
     reviewer_ns = auth["reviewer_namespace"]
-    return [
+    return [*kubelet_scraper_manifests(pillar),
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": eso["namespace"]}},
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": auth["reviewer"], "namespace": reviewer_ns}},
@@ -127,6 +128,33 @@ def system_manifests(pillar: dict) -> list[dict]:
          "spec": {"repo": eso["repo"], "chart": eso["chart"], "version": eso["chart_version"],
                   "targetNamespace": eso["namespace"],
                   "valuesContent": "installCRDs: true\n"}},
+    ]
+
+
+def kubelet_scraper(pillar: dict) -> dict | None:
+    """The service account the site's Prometheus scrapes the kubelets as (``monitoring:kubelet``), or
+    None when no guest has the monitoring role."""
+    if not roles_of.guests_with_role(pillar["site"], "monitoring"):
+        return None
+    return dict(roles_of.parameters(pillar, "monitoring")["kubelet"])
+
+
+def kubelet_scraper_manifests(pillar: dict) -> list[dict]:
+    """The scraper's account, its long-lived token Secret, and read access to ``nodes/metrics`` (what
+    a kubelet's webhook authorisation asks for ``/metrics`` and ``/metrics/cadvisor``), nothing else."""
+    scraper = kubelet_scraper(pillar)
+    if scraper is None:
+        return []
+    name, ns = scraper["service_account"], scraper["namespace"]
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": ns}},
+        {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+         "metadata": {"name": name, "namespace": ns, "annotations": {"kubernetes.io/service-account.name": name}}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name},
+         "rules": [{"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]},
     ]
 
 
@@ -202,8 +230,9 @@ def app_manifests(pillar: dict, name: str, app: dict, vault_url: str) -> list[di
 
 def cluster(pillar: dict) -> dict | None:
     """What the k3s guests need: the server, its agents, the API's address, the Vault URL the cluster
-    reaches, and the manifest sets (``platform-system`` and one ``app-<name>`` per app). None when the
-    site has no k3s guest."""
+    reaches, the manifest sets (``platform-system`` and one ``app-<name>`` per app), and the service
+    account the site's Prometheus scrapes the kubelets as (None without a monitoring guest). None when
+    the site has no k3s guest."""
     site = pillar["site"]
     server, agents = k3s_guests(site)
     if server is None:
@@ -217,7 +246,7 @@ def cluster(pillar: dict) -> dict | None:
     sets.update({f"app-{name}": app_manifests(pillar, name, app, vault_url) for name, app in apps.items()})
     return {"server": server, "server_ip": roles_of.ip(site["guests"][server]), "agents": agents,
             "api_url": f"https://{roles_of.ip(site['guests'][server])}:{api_port}", "vault_url": vault_url,
-            "sets": sets,
+            "sets": sets, "kubelet_scraper": kubelet_scraper(pillar),
             "rollouts": [{"name": name, "namespace": app["namespace"]} for name, app in apps.items()
                          if app["replicas"]]}
 

@@ -139,17 +139,20 @@ def plan(pillar: dict, master: str) -> dict:
     for role_jobs in exporters.values():
         for job, spec in role_jobs.items():
             jobs[job] = {"scheme": spec.get("scheme", "http"), "path": spec.get("path", "/metrics"),
-                         "params": spec.get("params", {}), "probe": None}
-    jobs[BLACKBOX_ROUTE_JOB] = {"scheme": "http", "path": "/probe", "params": {}, "probe": "http"}
-    jobs[SALT_MASTER_JOB] = {"scheme": "http", "path": "/probe", "params": {}, "probe": "tcp"}
+                         "params": spec.get("params", {}), "probe": None,
+                         "ca": spec.get("ca"), "bearer": spec.get("bearer")}
+    plain = {"scheme": "http", "params": {}, "ca": None, "bearer": None}
+    jobs[BLACKBOX_ROUTE_JOB] = {**plain, "path": "/probe", "probe": "http"}
+    jobs[SALT_MASTER_JOB] = {**plain, "path": "/probe", "probe": "tcp"}
     for job in SELF_JOBS:
-        jobs[job] = {"scheme": "http", "path": "/metrics", "params": {}, "probe": None}
+        jobs[job] = {**plain, "path": "/metrics", "probe": None}
     used = {t["job"] for t in targets}
     routes = [{"module": t["module"], "fqdn": t["fqdn"]} for t in targets if t["job"] == BLACKBOX_ROUTE_JOB]
     return {"targets": targets,
             "jobs": {job: spec for job, spec in sorted(jobs.items()) if job in used},
             "route_modules": sorted({r["module"]: r for r in routes}.values(), key=lambda r: r["module"]),
             "mail_smarthost": _smarthost(site, catalog, mon),
+            "alertmanagers": _alertmanagers(site, catalog, mon),
             "grafana_database": _grafana_database(site, catalog, mon),
             "loki_push": _loki_push(site, catalog)}
 
@@ -174,6 +177,17 @@ def _loki_push(site: dict, catalog: dict) -> str | None:
         return None
     port = roles_of.ports(catalog, "monitoring").get("loki-push", "3100")
     return f"http://{roles_of.ip(site['guests'][guests[0]])}:{port}/loki/api/v1/push"
+
+
+def _alertmanagers(site: dict, catalog: dict, mon: dict) -> list[str]:
+    """Where the master posts the alerts it raises itself (``_runners/acme.py``): the role's
+    ``alertmanager:api_urls``, else the Alertmanager of every guest where the monitoring role converges."""
+    if mon["alertmanager"].get("api_urls"):
+        return list(mon["alertmanager"]["api_urls"])
+    port = roles_of.ports(catalog, "monitoring")["alertmanager"]
+    guests = [n for n in roles_of.guests_with_role(site, "monitoring")
+              if "monitoring" in enabled_roles(catalog, site["guests"][n])]
+    return [f"http://{roles_of.ip(site['guests'][name])}:{port}" for name in guests]
 
 
 def _smarthost(site: dict, catalog: dict, mon: dict) -> str | None:

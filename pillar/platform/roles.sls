@@ -121,7 +121,8 @@ roles:
     system_users: [grafana, loki, promtail, alertmanager]
     firewall:
       - {name: prometheus, port: 9090, from: [admin]}
-      - {name: alertmanager, port: 9093, from: [admin]}
+      # The master posts the alerts it raises itself (the acme runner's CertificateRenewalFailing).
+      - {name: alertmanager, port: 9093, from: [admin, 'role:salt_master']}
       # Bound to loopback: only the monitoring guest's Prometheus asks it.
       - {name: blackbox-exporter, port: 9115, from: ['role:monitoring']}
       - {name: grafana, port: 3000, from: [admin, 'role:reverse_proxy']}

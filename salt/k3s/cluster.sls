@@ -2,7 +2,9 @@
     runs): the node token into Vault for the agents; the platform's own set
     (Vault's token reviewer, External Secrets Operator from its Helm chart);
     Vault's Kubernetes auth pointed at this cluster with the reviewer's JWT and
-    CA read from it; Vault's CA for ESO; then one set per app, each waited for. #}
+    CA read from it; Vault's CA for ESO; the kubelet scraper's token and the
+    cluster's CA into Vault for the monitoring role; then one set per app, each
+    waited for. #}
 {%- from 'k3s/map.jinja' import k3s, cluster, apps, kv %}
 include:
   - k3s.service
@@ -30,6 +32,18 @@ k3s-cluster-platform-system-applied:
     - manifests: {{ cluster.sets['platform-system'] | json }}
     - require:
       - k3s: k3s-cluster-api-ready
+
+{%- if cluster.get('kubelet_scraper') %}
+
+k3s-cluster-kubelet-scraper-token-stored:
+  k3s.service_account_token_stored:
+    - name: {{ cluster.kubelet_scraper.vault_path }}
+    - secret: {{ cluster.kubelet_scraper.service_account }}
+    - namespace: {{ cluster.kubelet_scraper.namespace }}
+    - mount: {{ kv }}
+    - require:
+      - k3s: k3s-cluster-platform-system-applied
+{%- endif %}
 
 k3s-cluster-eso-rolled-out:
   k3s.rollout_complete:

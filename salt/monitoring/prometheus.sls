@@ -2,12 +2,20 @@
     promtool before it replaces the old one, then a reload (SIGHUP); its flags
     (listen address, retention by time and by a share of the guest's disk)
     restart it. #}
-{%- from 'monitoring/map.jinja' import site, watch, prometheus, own_ports, listen_ip, config_dir, rules_dir,
-                                       retention_size, blackbox_address, vault_ca_file %}
+{%- from 'monitoring/map.jinja' import monitoring, site, watch, prometheus, own_ports, listen_ip, config_dir,
+                                       rules_dir, retention_size, blackbox_address, vault_ca_file %}
 {#- Vault's listeners have a certificate from Vault's own CA: Prometheus trusts
     the CA this minion trusts Vault with. #}
 {%- set vault_pem = salt['vault_server.ca_certificate']() if watch.jobs.get('vault') else '' %}
 {%- set vault_ca = vault_ca_file if vault_pem else '' %}
+{#- k3s's kubelets: a certificate from the k3s server's CA and a bearer token of
+    the scraper's service account, both written into Vault by the k3s server's
+    cluster state (monitoring:kubelet:vault_path). #}
+{%- set kubelet = monitoring.kubelet %}
+{%- set k3s_jobs = watch.jobs.values() | selectattr('ca', 'equalto', 'k3s') | list %}
+{%- set token_jobs = watch.jobs.values() | selectattr('bearer', 'equalto', 'kubelet') | list %}
+{%- set k3s_ca = config_dir ~ '/k3s-ca.pem' if k3s_jobs else '' %}
+{%- set kubelet_token = config_dir ~ '/kubelet.token' if token_jobs else '' %}
 {%- set args = ['--config.file=' ~ config_dir ~ '/prometheus.yml',
                  '--web.listen-address=' ~ listen_ip ~ ':' ~ own_ports.prometheus,
                  '--storage.tsdb.path=' ~ prometheus.data_dir,
@@ -67,6 +75,28 @@ monitoring-prometheus-vault-ca-managed:
     - require_in:
       - file: monitoring-prometheus-config-managed
 {%- endif %}
+{%- for file, field, mode in [(k3s_ca, 'ca', '0644'), (kubelet_token, 'token', '0640')] if file %}
+
+monitoring-prometheus-kubelet-{{ field }}-managed:
+  file.managed:
+    - name: {{ file }}
+    - source: salt://monitoring/files/secret.j2
+    - template: jinja
+    - context:
+        path: {{ kubelet.vault_path }}
+        field: {{ field }}
+        mount: {{ monitoring.vault_mount }}
+    - user: root
+    - group: prometheus
+    - mode: '{{ mode }}'
+    - show_changes: {{ field == 'ca' }}
+    - require:
+      - pkg: monitoring-prometheus-package-installed
+    - require_in:
+      - file: monitoring-prometheus-config-managed
+    - onchanges_in:
+      - cmd: monitoring-prometheus-reloaded
+{%- endfor %}
 
 monitoring-prometheus-config-managed:
   file.managed:
@@ -76,7 +106,9 @@ monitoring-prometheus-config-managed:
     - user: root
     - group: root
     - mode: '0644'
-    - check_cmd: promtool check config
+    # Syntax and semantics of the whole config; the files it names are not opened: the rules have
+    # their own check above and the kubelet's token and CA are required before this file.
+    - check_cmd: promtool check config --syntax-only
     - context:
         site_name: {{ site.get('name', 'site') }}
         prometheus: {{ prometheus | json }}
@@ -86,6 +118,8 @@ monitoring-prometheus-config-managed:
         blackbox_address: {{ blackbox_address }}
         alertmanager_address: {{ listen_ip }}:{{ own_ports.alertmanager }}
         vault_ca: {{ vault_ca | json }}
+        k3s_ca: {{ k3s_ca | json }}
+        kubelet_token: {{ kubelet_token | json }}
     - require:
       - file: monitoring-prometheus-rules-managed
 

@@ -122,6 +122,10 @@ vault-configure-policy-minion-{{ minion }}-present:
 {%-   if minion == k3s.get('server') %}
         # The k3s server points Kubernetes auth at its cluster (the reviewer's JWT and CA, read from it).
         path "auth/{{ vault.kubernetes.mount }}/config" { capabilities = ["create", "read", "update"] }
+{%-     if k3s.get('kubelet_scraper') %}
+        # It alone can read the kubelet scraper's token from the cluster: it writes it for the monitoring role.
+        path "{{ kv }}/data/{{ k3s.kubelet_scraper.vault_path }}" { capabilities = ["create", "read", "update"] }
+{%-     endif %}
 {%-   endif %}
 {%-   for path in grants.get(minion, []) %}
         # Another role's secret: a client's credential, or the mail route's certificate (sitectl.roles.secret_grants).

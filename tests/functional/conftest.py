@@ -1,5 +1,6 @@
 """A real Salt master configured from the repository's own template, two minions, and salt-cloud's
-provider.
+provider, and a real Alertmanager on loopback (Debian's prometheus-alertmanager, with the routing
+the monitoring role renders) where the acme runner posts the alerts it raises.
 
 The minions run on this machine, so the highstate they are given comes from a harmless test tree
 placed before the repository's salt/ (its top.sls shadows the real one): the base state is never
@@ -12,11 +13,14 @@ this guest" is asked of a provider as in production.
 from __future__ import annotations
 
 import datetime
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import jinja2
 import pytest
+import requests
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -26,8 +30,10 @@ from cryptography.x509.oid import NameOID
 from fakepve import FakePve
 from fakepve.certs import make_cert
 
+from sitectl import ROOT
 from sitectl.config import SaltSettings, write_config
 from tests.conftest import SITES, make_checkout
+from tests.openbao import free_port
 from tests.proxmox.conftest import (
     GRANTED,
     NODE,
@@ -69,6 +75,71 @@ def pve(tmp_path_factory):
         served.stop()
 
 
+class Alertmanager:
+    """Debian's Alertmanager on loopback with the routing tree the monitoring role renders
+    (salt/monitoring/files/alertmanager.yml.j2, its defaults); mail goes to a closed loopback port."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        params = yaml.safe_load((ROOT / "salt/monitoring/defaults.yaml").read_text())["monitoring"]["alertmanager"]
+        params["require_tls"] = False
+        # YAML, not HTML: nothing to escape (the role renders it the same way, through Salt's Jinja).
+        env = jinja2.Environment(extensions=["jinja2.ext.do"], undefined=jinja2.StrictUndefined,
+                                 autoescape=False)  # noqa: S701
+        env.filters["yaml"] = lambda data, flow=False: yaml.safe_dump(data, default_flow_style=flow)
+        template = env.from_string((ROOT / "salt/monitoring/files/alertmanager.yml.j2").read_text())
+        (workdir / "smtp.pass").write_text("unused\n")
+        self.config = workdir / "alertmanager.yml"
+        self.config.write_text(template.render(
+            alertmanager=params, smarthost=f"127.0.0.1:{free_port()}", mail_to="hostmaster@example.org",
+            mail_from="alertmanager@example.org", fqdn="monitoring.example.org",
+            password_file=str(workdir / "smtp.pass")))
+
+    def start(self) -> Alertmanager:
+        binary = shutil.which("prometheus-alertmanager")
+        assert binary, "Debian's prometheus-alertmanager is not installed (make setup)"
+        self.log = (self.workdir / "alertmanager.log").open("ab")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={self.config}", f"--storage.path={self.workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/-/ready", timeout=2).ok:
+                    return self
+            except requests.exceptions.ConnectionError:
+                pass
+            assert self.proc.poll() is None, (self.workdir / "alertmanager.log").read_text()
+            time.sleep(0.3)
+        raise AssertionError(f"Alertmanager did not answer on {self.url}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def alerts(self, **labels) -> list[dict]:
+        """The alerts Alertmanager holds now (API v2), those with ``labels`` only."""
+        matchers = [f'{key}="{value}"' for key, value in labels.items()]
+        reply = requests.get(f"{self.url}/api/v2/alerts", params={"filter": matchers}, timeout=10)
+        reply.raise_for_status()
+        return reply.json()
+
+
+@pytest.fixture(scope="package")
+def alertmanager(tmp_path_factory):
+    server = Alertmanager(tmp_path_factory.mktemp("fn-alertmanager")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="package")
 def acme_paths(tmp_path_factory) -> dict:
     """The proxy's certbot folder and its nginx reload, in a temp folder (the minion runs here)."""
@@ -95,11 +166,13 @@ def write_certificate(live: Path, days: int = 90) -> int:
 
 
 @pytest.fixture(scope="package")
-def checkout(tmp_path_factory, pve, acme_paths):
+def checkout(tmp_path_factory, pve, acme_paths, alertmanager):
     site = (SITES / "valid" / "small" / "site.sls").read_text().replace("    web:\n", f"    {MINION_ID}:\n")
     site = site.replace("guest: web", f"guest: {MINION_ID}")
     site += yaml.safe_dump({"reverse_proxy": {"nginx": {"safe_reload": str(acme_paths["reload"])},
-                                              "acme": {"config_dir": str(acme_paths["base"] / "letsencrypt")}}})
+                                              "acme": {"config_dir": str(acme_paths["base"] / "letsencrypt")}},
+                            # The site has no monitoring guest here: the master posts to the test's Alertmanager.
+                            "monitoring": {"alertmanager": {"api_urls": [alertmanager.url]}}})
     base = tmp_path_factory.mktemp("functional")
     source = base / "site.sls"
     source.write_text(site)

@@ -10,11 +10,13 @@ a forger would set, claiming to be the master's salt-cloud or the reverse proxy.
 returns on the bus show that the reactor ran each time and that the runner refused, and why.
 
 The tests run in order: before salt-cloud created the guest, its creation, after it; then the
-proxy's renewal, forged renewals, forged expiry warnings.
+proxy's renewal, forged renewals, forged expiry warnings (nothing reaches the site's Alertmanager, a
+real one), and a certificate really near its end, which becomes an alert there whoever sent the event.
 """
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import pytest
@@ -167,7 +169,7 @@ def test_a_forged_renewal_reaches_at_most_what_the_real_one_would(salt_master, o
     assert acme_paths["reloads"].read_text() == "reloaded\nreloaded\n"
 
 
-def test_forged_expiry_warnings_change_nothing(salt_master, other_call, event_listener):
+def test_forged_expiry_warnings_change_nothing(salt_master, other_call, event_listener, alertmanager):
     start = time.time()
     forge(other_call, "platform/acme/expiring", renewal_data(days_left=1))
     returns = runner_returns(event_listener, salt_master, "acme.expiring", start, 3)
@@ -175,3 +177,40 @@ def test_forged_expiry_warnings_change_nothing(salt_master, other_call, event_li
     for ret in returns:
         assert ret == {"result": False, "comment": f"no certificate of {LINEAGE} on a proxy is within its warning "
                                                    f"days of its end; nothing done"}
+    assert alertmanager.alerts() == [], "the certificate is 90 days from its end: no alert is posted"
+
+
+def test_a_certificate_near_its_end_becomes_an_alert_in_alertmanager(salt_master, salt_call, other_call,
+                                                                       event_listener, acme_paths, alertmanager):
+    write_certificate(acme_paths["live"], days=5)  # renewals have been failing on the proxy
+    start = time.time()
+    # The proxy's daily check; its days_left is not what the runner reports.
+    assert salt_call.run("event.send", "platform/acme/expiring",
+                         data={"lineage": LINEAGE, "days_left": 40}).returncode == 0
+    [ret] = runner_returns(event_listener, salt_master, "acme.expiring", start, 1)
+    assert ret["result"] is True and ret["days_left"] in (4, 5), ret
+    assert ret["alertmanagers"] == {alertmanager.url: "posted"}, ret
+    [alert] = alertmanager.alerts(alertname="CertificateRenewalFailing")
+    assert alert["labels"] == {"alertname": "CertificateRenewalFailing", "severity": "critical", "guest": MINION_ID,
+                               "role": "reverse_proxy", "lineage": LINEAGE, "fqdn": LINEAGE, "site": "small"}
+    assert alert["status"]["state"] == "active"
+    assert [r["name"] for r in alert["receivers"]] == ["mail-critical"], "routed to mail like Prometheus's alerts"
+    ends = datetime.datetime.fromisoformat(alert["endsAt"].replace("Z", "+00:00"))
+    left = ends - datetime.datetime.now(datetime.timezone.utc)
+    assert datetime.timedelta(days=1) < left < datetime.timedelta(days=2), "outlives the next daily check only"
+    # The same finding from a forger's event is the same alert: verified, kept alive, not duplicated.
+    start = time.time()
+    forge(other_call, "platform/acme/expiring", renewal_data(days_left=80))
+    assert all(r["result"] is True for r in runner_returns(event_listener, salt_master, "acme.expiring", start, 3))
+    assert len(alertmanager.alerts(alertname="CertificateRenewalFailing")) == 1
+
+
+def test_an_alertmanager_that_does_not_answer_is_reported_in_the_runners_return(salt_run, alertmanager):
+    alertmanager.stop()
+    try:
+        ret = salt_run.run("acme.expiring", f"lineage={LINEAGE}").data
+    finally:
+        alertmanager.start()
+    assert ret["result"] is False and ret["days_left"] in (4, 5), ret
+    assert ret["alertmanagers"] == {alertmanager.url: "unreachable: ConnectionError"}
+    assert ret["comment"].endswith(f"; the alert did not reach {alertmanager.url} (unreachable: ConnectionError)")

@@ -1,7 +1,9 @@
 """The k3s states against the Kubernetes API double (tests/k3s/apiserver.py: real HTTPS on loopback,
 server-side apply with field ownership; not a cluster): applied directly and after a dry run, a
 second run changing nothing, a person's edit shown as a diff and put back, pruning, rollouts waited
-for within a bounded time, cluster facts, the node token into Vault and out to an agent's file."""
+for within a bounded time, cluster facts, the node token into Vault and out to an agent's file, the
+kubelet scraper's token and the cluster's CA into Vault. The test with an API server that is not up
+stays last: tests placed after it in this module found the double's port closed."""
 
 from __future__ import annotations
 
@@ -237,6 +239,50 @@ def test_the_node_token_goes_to_vault_and_to_an_agents_file(k3s_caller, apiserve
               {"token": {"old": None, "new": f"(from secret/data/{path})"}}, testmode, secret_values=(token,))
     assert os.stat(agent_file).st_mode & 0o777 == 0o600
     assert json.dumps(k3s_caller.cmd("k3s.facts")).find(token) == -1
+
+
+def test_the_kubelet_scrapers_token_and_the_clusters_ca_go_to_vault_for_prometheus(k3s_caller, apiserver, bao,
+                                                                                  testmode):
+    """The site's scraper account (sitectl.apps: what salt/k3s/cluster.sls applies), filled by the token
+    controller (the test plays it), then its token and the cluster's CA stored where the monitoring
+    role reads them."""
+    import base64
+
+    import yaml
+
+    from sitectl import ROOT, apps
+    from tests.conftest import load_site
+
+    ns, account = unique("system"), unique("prometheus-kubelet")
+    apiserver.handler.put("v1", "Namespace", "namespaces", None, ns, {})  # as kube-system exists in a cluster
+    catalog = yaml.safe_load((ROOT / "pillar/platform/roles.sls").read_text())["roles"]
+    pillar = {"site": load_site(), "roles": catalog,
+              "monitoring": {"kubelet": {"namespace": ns, "service_account": account}}}
+    ret = k3s_caller.state("k3s.manifests_applied", unique("scraper"), manifests=apps.kubelet_scraper_manifests(pillar))
+    assert ret["result"] is True, ret["comment"]
+    role = apiserver.handler.object("rbac.authorization.k8s.io/v1", "clusterroles", None, account)
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]}]
+    path = f"roles/monitoring/{unique('kubelet')}"
+    waiting = k3s_caller.state("k3s.service_account_token_stored", path, secret=account, namespace=ns)
+    assert waiting["result"] is False
+    assert "has no token or ca.crt yet" in waiting["comment"], "the token controller has not filled it"
+
+    jwt, _ = apiserver.handler.issue_token(ns, account, ttl=86400)
+    live = apiserver.handler.object("v1", "secrets", ns, account)
+    live["data"] = {"token": base64.b64encode(jwt.encode()).decode(),
+                    "ca.crt": base64.b64encode(apiserver.tls.ca_pem.encode()).decode()}
+    apiserver.handler.put("v1", "Secret", "secrets", ns, account, live)
+
+    def stored():
+        try:
+            return bao.read(path, "token") == jwt and bao.read(path, "ca") == apiserver.tls.ca_pem
+        except Exception:  # noqa: BLE001 - absent
+            return False
+
+    converges(lambda test: k3s_caller.state("k3s.service_account_token_stored", path, test=test, secret=account,
+                                            namespace=ns), stored,
+              {"token": {"old": None, "new": f"(the token of {ns}/{account})"},
+               "ca": {"old": None, "new": "(the cluster's CA certificate)"}}, testmode, secret_values=(jwt,))
 
 
 def test_a_rollout_waits_for_an_api_server_that_is_not_up_yet_within_its_timeout(tmp_path, apiserver, bao,

@@ -47,7 +47,8 @@ def test_every_guest_and_exporter_of_the_example_site_is_a_target_with_its_label
     assert by_job["vault"]["address"] == "10.10.10.111:8210"
     assert by_job["salt_master"]["address"] == "10.10.10.110:4506"
     routes = {t["labels"]["route"]: t for t in targets if t["job"] == "routes"}
-    assert set(routes) == set(data["routes"])
+    app_routes = {app["route"] for app in data.get("apps", {}).values() if app.get("route")}
+    assert set(routes) == set(data["routes"]) | app_routes, "the site's routes and its apps'"
     assert routes["nextcloud"]["address"] == "https://10.10.10.100/"
     assert routes["nextcloud"]["labels"]["fqdn"] == "nextcloud.your-domain.com"
     assert routes["mail"]["labels"]["guest"] == "mailcow" and routes["mail"]["module"] == "route_mail"
@@ -230,4 +231,73 @@ def test_a_grafana_route_of_the_site_becomes_grafanas_public_address(tmp_path):
     ini = rendered(conf, "monitoring", high, "monitoring-grafana-ini-managed")
     assert "root_url = https://grafana.your-domain.com/" in ini and "cookie_secure = true" in ini
     probes = [t for t in plan(data["site"])["targets"] if t["job"] == "routes"]
-    assert {t["labels"]["route"] for t in probes} == {"nextcloud", "mail", "grafana", "chat", "office"}
+    app_routes = {app["route"] for app in data["site"].get("apps", {}).values() if app.get("route")}
+    assert {t["labels"]["route"] for t in probes} == {"nextcloud", "mail", "grafana", "chat", "office", *app_routes}
+
+
+# --- k3s's kubelets and the alerts the master raises ---------------------------------------------------
+
+
+def test_every_k3s_node_kubelet_is_a_target_unless_k3s_is_not_installed():
+    data = load_site()
+    kubelets = [t for t in plan(data)["targets"] if t["job"] == "kubelet"]
+    assert [(t["address"], t["labels"]) for t in kubelets] == [
+        ("10.10.10.112:10250", {"guest": "k3s", "role": "k3s", "vmid": "112"})]
+    assert plan(data)["jobs"]["kubelet"] == {"scheme": "https", "path": "/metrics", "params": {}, "probe": None,
+                                             "ca": "k3s", "bearer": "kubelet"}
+    # The lab: k3s converges up to its binary, no kubelet listens, none is scraped.
+    off = {"k3s": {"install": {"converge": False, "reason": "test"}}}
+    assert not [t for t in plan(data, extra=off)["targets"] if t["job"] == "kubelet"]
+    assert "kubelet" not in plan(data, extra=off)["jobs"]
+
+
+def test_kubelets_are_scraped_over_verified_tls_with_the_scrapers_token_from_vault(example_config, monitoring_high):
+    config = yaml.safe_load(rendered(example_config, "monitoring", monitoring_high,
+                                     "monitoring-prometheus-config-managed"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    kubelet = jobs["kubelet"]
+    assert kubelet["scheme"] == "https"
+    assert kubelet["tls_config"] == {"ca_file": "/etc/prometheus/k3s-ca.pem"}, "verified, never skipped"
+    assert kubelet["authorization"] == {"type": "Bearer", "credentials_file": "/etc/prometheus/kubelet.token"}
+    assert "authorization" not in jobs["node"] and "tls_config" not in jobs["node"]
+    token = state_args(monitoring_high["monitoring-prometheus-kubelet-token-managed"], "file")
+    assert token["name"] == "/etc/prometheus/kubelet.token"
+    assert (token["user"], token["group"], token["mode"], token["show_changes"]) == ("root", "prometheus", "0640",
+                                                                                   False)
+    assert token["source"] == "salt://monitoring/files/secret.j2"
+    assert token["context"] == {"path": "roles/monitoring/kubelet", "field": "token", "mount": "secret"}
+    ca = state_args(monitoring_high["monitoring-prometheus-kubelet-ca-managed"], "file")
+    assert ca["name"] == "/etc/prometheus/k3s-ca.pem" and ca["context"]["field"] == "ca"
+    for state in (token, ca):
+        assert {"file": "monitoring-prometheus-config-managed"} in state["require_in"]
+        assert {"cmd": "monitoring-prometheus-reloaded"} in state["onchanges_in"], "a new token reloads Prometheus"
+
+
+def test_the_lab_renders_no_kubelet_token(tmp_path):
+    from tests.conftest import make_checkout
+
+    _, conf = make_checkout(tmp_path, overlay="lab")
+    high = render.caller(conf, "monitoring").cmd("state.show_sls", "monitoring.prometheus")
+    assert not [sid for sid in high if "kubelet" in sid]
+
+
+def test_the_master_posts_its_alerts_to_every_alertmanager_of_the_site_and_may_reach_it():
+    data = load_site()
+    assert plan(data)["alertmanagers"] == ["http://10.10.10.120:9093"]
+    urls = ["http://127.0.0.1:19093", "https://am.example.org:9093"]
+    assert plan(data, extra={"monitoring": {"alertmanager": {"api_urls": urls}}})["alertmanagers"] == urls
+    catalog = copy.deepcopy(CATALOG)
+    catalog["monitoring"].update(converge=False, reason="test")
+    assert plan(data, catalog)["alertmanagers"] == [], "no monitoring guest that converges: nowhere to post"
+    view = site.platform_pillar({"site": data, "roles": CATALOG}, "monitoring")["platform"]["guest"]
+    rule = next(r for r in view["firewall"] if r["name"] == "alertmanager")
+    assert "10.10.10.110/32" in rule["from"], "the control guest (the production master) reaches Alertmanager"
+    assert "10.10.10.0/24" in rule["from"], "the admin network (the lab's master is the lab host)"
+
+
+@pytest.mark.parametrize("api_urls", [[], ["10.10.10.120:9093"], "http://10.10.10.120:9093"])
+def test_alertmanager_api_urls_must_be_a_list_of_urls(api_urls):
+    pillar = {"site": load_site(), "roles": CATALOG, "monitoring": {"alertmanager": {"api_urls": api_urls}}}
+    with pytest.raises(site.SiteError) as refused:
+        site.check(pillar)
+    assert "monitoring.alertmanager.api_urls" in str(refused.value)

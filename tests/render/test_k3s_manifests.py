@@ -212,3 +212,36 @@ def test_a_second_k3s_guest_joins_the_first_as_an_agent_with_the_token_from_vaul
     pillar = render.pillar(conf, "k3s")
     vxlan = next(r for r in pillar["platform"]["guest"]["firewall"] if r["name"] == "flannel-vxlan")
     assert vxlan["from"] == ["10.10.10.112/32", "10.10.10.113/32"] and vxlan["proto"] == "udp"
+
+
+def test_the_cluster_gives_the_sites_prometheus_a_kubelet_scraper_reading_node_metrics_only(
+        applied_sets, k3s_highstate, example_config):
+    system = {(m["kind"], m["metadata"]["name"]): m for m in applied_sets["platform-system"]}
+    role = system["ClusterRole", "prometheus-kubelet"]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]}]
+    binding = system["ClusterRoleBinding", "prometheus-kubelet"]
+    assert binding["roleRef"]["name"] == "prometheus-kubelet"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "prometheus-kubelet", "namespace": "kube-system"}]
+    assert system["Secret", "prometheus-kubelet"]["type"] == "kubernetes.io/service-account-token"
+    assert ("ServiceAccount", "prometheus-kubelet") in system
+    stored = state_args(k3s_highstate["k3s-cluster-kubelet-scraper-token-stored"], "k3s")
+    assert stored == {**stored, "__fun__": "service_account_token_stored", "name": "roles/monitoring/kubelet",
+                      "secret": "prometheus-kubelet", "namespace": "kube-system", "mount": "secret"}
+    assert {"k3s": "k3s-cluster-platform-system-applied"} in stored["require"]
+    vault = render.caller(example_config, "vault").cmd("state.show_sls", "vault.configure")
+    writers = [sid for sid, state in vault.items() if sid.startswith("vault-configure-policy-")
+               and "roles/monitoring/kubelet" in str(state)]
+    assert writers == ["vault-configure-policy-minion-k3s-present"], "the k3s server alone writes it"
+    rules = state_args(vault["vault-configure-policy-minion-k3s-present"], "vault_server")["rules"]
+    assert 'path "secret/data/roles/monitoring/kubelet" { capabilities = ["create", "read", "update"] }' in rules
+
+
+def test_a_site_without_monitoring_has_no_kubelet_scraper(example_site):
+    import copy
+
+    catalog = yaml.safe_load((ROOT / "pillar/platform/roles.sls").read_text())["roles"]
+    data = copy.deepcopy(example_site)
+    data["guests"]["monitoring"]["roles"] = ["rabbitmq"]
+    cluster = site_rules.platform_pillar({"site": data, "roles": catalog}, "k3s")["platform"]["k3s"]
+    assert cluster["kubelet_scraper"] is None
+    assert not [m for m in cluster["sets"]["platform-system"] if m["metadata"]["name"] == "prometheus-kubelet"]
