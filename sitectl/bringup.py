@@ -7,12 +7,17 @@ The order comes from the site, not from a list of guests: a guest comes after
 
 - every guest it ``uses`` and every guest with a role one of its roles ``needs`` (role catalog);
 - every guest with a role of ``FIRST_ROLES`` (Vault: every other role reads its secrets there);
-- for a guest with a role of ``ROUTER_ROLES`` (the reverse proxy), the guests its routes point at
-  (site.routes, and the k3s guests when an app has a route);
-- for a guest with a role of ``LAST_ROLES`` (monitoring, whose target list is the whole site), every
-  other guest; a route to it does not put the proxy after it (the proxy answers 502 until it is up).
+- for a guest with a role of ``ROUTER_ROLES`` (the reverse proxy), the guest of the route its mail
+  certificate is handed to (the master seals it for that guest's minion key the moment it is
+  issued); the other routes' guests need not be up (nginx answers 502 until they are, and the
+  certificates are the proxy's own);
+- for a guest with a role of ``LAST_ROLES`` (monitoring), the k3s guests when their kubelets are
+  scraped (the k3s server writes the scraper's token into Vault); its targets come from the site, so
+  the rest of the site need not be up.
 
-Guests with no order between them form one phase and converge in parallel.
+Only what a guest's highstate really reads from another guest orders them: guests with no order
+between them form one phase and converge in parallel (the lab's bring-up time is the sum of the
+phases).
 """
 
 from __future__ import annotations
@@ -41,9 +46,8 @@ def dependencies(pillar: dict) -> dict[str, set[str]]:
     site, catalog = pillar["site"], pillar.get("roles", {})
     guests = site["guests"]
     first, last = _with_any(guests, FIRST_ROLES), _with_any(guests, LAST_ROLES)
-    routed = {route["guest"] for route in (site.get("routes") or {}).values() if route.get("guest") in guests}
-    if any(app.get("route") for app in (site.get("apps") or {}).values()):
-        routed |= _with_any(guests, ["k3s"])
+    handover = _mail_route_guests(pillar)
+    scraped_k3s = _with_any(guests, ["k3s"]) if _kubelets_scraped(pillar) else set()
     out: dict[str, set[str]] = {}
     for name, guest in guests.items():
         roles = guest.get("roles", [])
@@ -53,12 +57,37 @@ def dependencies(pillar: dict) -> dict[str, set[str]]:
         if name not in first:
             after |= first
         if set(roles) & set(ROUTER_ROLES):
-            after |= routed - last
+            after |= handover
         if name in last:
-            after |= set(guests) - last
+            after |= scraped_k3s
         out[name] = after - {name}
     return out
 
+
+def _mail_route_guests(pillar: dict) -> set[str]:
+    """The guest of the route the proxy hands its mail certificate to (reverse_proxy:mail_certificate)."""
+    from sitectl import roles as roles_of
+
+    site = pillar["site"]
+    try:
+        route = roles_of.parameters(pillar, "reverse_proxy")["mail_certificate"]["route"]
+    except KeyError:
+        return set()
+    guest = ((site.get("routes") or {}).get(route) or {}).get("guest")
+    return {guest} if guest in site["guests"] else set()
+
+
+def _kubelets_scraped(pillar: dict) -> bool:
+    """Whether monitoring scrapes the k3s kubelets: its exporter for k3s, with k3s's install part on."""
+    from sitectl import roles as roles_of
+
+    try:
+        exporters = roles_of.parameters(pillar, "monitoring")["exporters"].get("k3s") or {}
+        k3s = roles_of.parameters(pillar, "k3s")
+    except KeyError:
+        return False
+    return any(roles_of.part_converges(k3s, spec["part"]) if spec.get("part") else True
+               for spec in exporters.values())
 
 def phases(pillar: dict) -> list[list[str]]:
     """The guests in phases: each phase only after every guest of the phases before it."""
