@@ -73,10 +73,24 @@ RABBITMQ_RESTORE = "rabbitmqctl --quiet import_definitions /var/backups/rabbitmq
 
 def rabbitmq_fingerprint(definitions: dict) -> dict:
     """What a restore must bring back, in a form that compares: every vhost, user (tags and password
-    hash), permission, queue, exchange, binding and policy (the broker's own version fields left out)."""
+    hash), permission, durable queue, exchange, binding and policy (the broker's own version fields
+    left out). A client's own transient queues (server-named ``amq.gen-*``, exclusive or auto-deleted,
+    gone with its connection) and their bindings are not the broker's to restore: the client declares
+    them again when it reconnects, under new names."""
+    transient = {(q.get("vhost"), q.get("name")) for q in definitions.get("queues") or []
+                 if not q.get("durable") or q.get("auto_delete") or str(q.get("name", "")).startswith("amq.gen-")}
+
+    def kept(key: str, item: dict) -> bool:
+        if key == "queues":
+            return (item.get("vhost"), item.get("name")) not in transient
+        if key == "bindings" and item.get("destination_type") == "queue":
+            return ((item.get("vhost"), item.get("destination")) not in transient
+                    and not str(item.get("destination", "")).startswith("amq.gen-"))
+        return True
+
     def rows(key: str, fields: tuple[str, ...]) -> list:
         return sorted(json.dumps({f: item.get(f) for f in fields}, sort_keys=True)
-                      for item in definitions.get(key) or [])
+                      for item in definitions.get(key) or [] if kept(key, item))
 
     return {"vhosts": rows("vhosts", ("name",)),
             "users": rows("users", ("name", "tags", "password_hash", "hashing_algorithm")),

@@ -39,6 +39,18 @@ def test_the_same_definitions_from_another_broker_version_compare_equal():
     assert rabbitmq_fingerprint(other) == rabbitmq_fingerprint(EXPORT)
 
 
+def test_a_clients_own_transient_queues_are_not_the_brokers_to_restore():
+    """The chat service's exclusive, server-named queue and its binding come back under another name
+    when it reconnects: they are left out; the durable queue is not."""
+    live = copy.deepcopy(EXPORT)
+    live["queues"].append({"name": "amq.gen-CKu7lvq5VK", "vhost": "chat", "durable": False, "auto_delete": True,
+                           "arguments": {}})
+    live["bindings"].append({"source": "chat.messages", "vhost": "chat", "destination": "amq.gen-CKu7lvq5VK",
+                             "destination_type": "queue", "routing_key": "", "arguments": {}})
+    assert rabbitmq_fingerprint(live) == rabbitmq_fingerprint(EXPORT)
+    assert [q for q in rabbitmq_fingerprint(live)["queues"] if "recovery_drill" in q]
+
+
 @pytest.mark.parametrize("change", [
     lambda d: d["users"][0].update({"password_hash": fake_hash()}),
     lambda d: d["users"][0].update(tags=["administrator"]),
