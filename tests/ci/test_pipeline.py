@@ -79,7 +79,7 @@ def test_a_change_under_salt_on_main_deploys_it(repos, pipeline, deploy_command)
     assert "test=True ok/chg/fail" in out and "highstate ok/chg/fail" in out
     row = next(line for line in out.splitlines() if f" {MINION_ID} " in line and "reverse_proxy" in line)
     assert "0/1/0" in row, row
-    assert "not created yet (the manual provision job creates them): control, db" in out
+    assert "not created yet (the manual provision job creates them): cloud, control, db" in out
     tested = artifact(repos, "highstate-test.json")
     state = next(iter(tested[MINION_ID].values()))
     assert state["result"] is None and state["changes"], "test=True saw the change coming, and made none"
@@ -170,7 +170,7 @@ def test_a_new_guest_in_the_site_is_created_by_the_manual_provision_job_only(rep
     result = pipeline()
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
-    assert "not created yet (the manual provision job creates them): ci-new, control, db" in out
+    assert "not created yet (the manual provision job creates them): ci-new, cloud, control, db" in out
     made = provision_command.parent / "map"
     assert not made.exists(), "a manual job runs only when asked"
     result = pipeline("--manual", "provision", "provision")
