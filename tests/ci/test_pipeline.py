@@ -160,8 +160,8 @@ def test_a_state_that_does_not_render_stops_the_deploy_before_anything_changes(r
 def test_a_new_guest_in_the_site_is_created_by_the_manual_provision_job_only(repos, pipeline, provision_command):
     site = repos.dev / "pillar" / "site" / "ci.sls"
     added = site.read_text().replace("  routes:\n", (
-        "    ci-new:\n      kind: lxc\n      vmid: 103\n      cores: 1\n      memory: 512\n      disk: 4\n"
-        "      address: 192.168.50.13/24\n      roles: [rabbitmq]\n  routes:\n"))
+        "    ci-new:\n      kind: lxc\n      vmid: 104\n      cores: 1\n      memory: 512\n      disk: 4\n"
+        "      address: 192.168.50.14/24\n      roles: [rabbitmq]\n  routes:\n"))
     repaired = (repos.dev / "salt" / "deploy" / "init.sls").read_text().replace("  {{ unclosed\n", "")
     repos.commit({"pillar/site/ci.sls": added, "salt/deploy/init.sls": repaired, "salt/deploy/version.txt": "F\n"},
                  "a new guest")
@@ -177,7 +177,7 @@ def test_a_new_guest_in_the_site_is_created_by_the_manual_provision_job_only(rep
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     created = json.loads(made.read_text())
-    assert sorted(n for names in created.values() for n in names) == ["ci-new", "control", "db"], \
+    assert sorted(n for names in created.values() for n in names) == ["ci-new", "cloud", "control", "db"], \
         "only the guests without a key are created"
     repos.settle()
 
