@@ -48,6 +48,22 @@ def replaced(path: Path, text: str):
             path.write_text(old)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def nothing_left_behind(pve, salt_master):
+    """After this module, the package's provider and master are as the next module expects them (the
+    conftest's promise: nothing created yet): the guests made here are gone from fakepve, and the
+    master's record of their first highstate with them (the reactor's tests in test_forged_events.py
+    create fn-web anew and expect its first highstate)."""
+    yield
+    names = set(SITE["guests"])
+    pve.vms[:] = [g for g in pve.vms if g.name not in names]
+    pve.cts[:] = [g for g in pve.cts if g.name not in names]
+    records = Path(salt_master.config["cachedir"]) / "platform" / "provisioned"
+    for name in names:
+        for record in records.glob(f"{name}.*"):
+            record.unlink()
+
+
 @pytest.fixture
 def site(checkout, salt_run, salt_minion, other_minion, pve, salt_cloud):
     """The two-guest site in the checkout, both guests at the provider; the old site back afterwards."""

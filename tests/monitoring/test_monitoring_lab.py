@@ -27,7 +27,10 @@ OFF = {"converge": False, "reason": "not in the scratch lab"}
 PILLAR = {"monitoring": {"grafana": OFF, "loki": OFF, "alloy": OFF,
                          "prometheus": {"scrape_interval": "5s", "evaluation_interval": "5s"},
                          "alertmanager": {"require_tls": False, "smarthost": f"{GATEWAY}:{SINK_PORT}",
-                                          "group_wait": "2s", "group_interval": "5s"}}}
+                                          "group_wait": "2s", "group_interval": "5s"}},
+          # as in the lab (pillar/overlays/lab.sls): no k3s binary, so no kubelet to scrape and no token
+          # of its scraper in Vault
+          "k3s": {"install": OFF}}
 
 pytestmark = pytest.mark.lab
 
