@@ -47,7 +47,8 @@ SITE = scratch_site({CONTROL: {"host": 110, "roles": ["salt_master"]},
                              "token_id": "salt@pve!platform", "token_secret": TOKEN_REF})
 SITE["salt"] = {"master": guest_ip(SITE, CONTROL)}  # the control guest's master, not the lab host's
 # As pillar/overlays/lab.sls: Debian's docker.io, and GitLab Runner not installed (no build reachable).
-ROLE_SETTINGS = {"gitlab_runner": {"install": False}, "docker": {"flavor": "debian"}}
+ROLE_SETTINGS = {"gitlab_runner": {"install": {"converge": False, "reason": "GitLab's apt repository is unreachable"}},
+                 "docker": {"flavor": "debian"}}
 CHECKOUT = "/srv/salt-platform"
 ETC = f"{CHECKOUT}/.salt/etc"
 SALT = [f"{CHECKOUT}/.venv/bin/salt", "-c", ETC]
