@@ -25,6 +25,22 @@ salt-master-config-approle-private:
     - create: false
     - mode: '0600'
 
+{#- Salt resolves the sdb:// values of its config when the master starts: a master
+    that started before the operator wrote the credentials (or that still has old
+    ones) keeps what it read then, and every Vault token it issues fails. The
+    credentials' fingerprint is recorded here; when it changes, the master is
+    restarted (service.sls), so the run after the operator's step 5 is the one that
+    makes the master use them. The fingerprint is never shown. #}
+{%- set approle = state_dir ~ '/etc/vault-master.yaml' %}
+{%- set approle_seen = salt['file.get_hash'](approle, 'sha256') if salt['file.file_exists'](approle) else 'absent' %}
+salt-master-config-approle-loaded:
+  file.managed:
+    - name: {{ state_dir }}/etc/.vault-master.loaded
+    - contents: {{ approle_seen | json }}
+    - show_changes: false
+    - mode: '0600'
+    - makedirs: true
+
 salt-master-config-rendered:
   cmd.run:
     - name: {{ sitectl | quote }}{% for arg in master_config_args %} {{ arg | quote }}{% endfor %}

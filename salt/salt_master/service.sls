@@ -1,5 +1,5 @@
 {#- The salt-master service from the checkout's venv, enabled and running. A
-    new config or unit restarts it a few seconds after the run, so that the
+    new config, unit or AppRole credentials restart it a few seconds after the run, so that the
     highstate that changed it still returns through it. #}
 {%- from 'salt_master/map.jinja' import salt_master, state_dir, venv with context %}
 
@@ -33,4 +33,5 @@ salt-master-service-restart-scheduled:
     - onchanges:
       - file: salt-master-service-unit-managed
       - file: salt-master-config-sdb-managed
+      - file: salt-master-config-approle-loaded
       - cmd: salt-master-config-rendered
