@@ -48,11 +48,19 @@ lint: setup
 	$(VENV)/bin/salt-lint $(SLS)
 
 # Every tier: render, functional, lab. `make test-fast` skips the lab while iterating.
+# Two workers: most of a lab test's time is spent waiting (on apt in a guest, on a
+# daemon's start), so a second worker keeps the second core busy; tests that share a
+# fixture stay on one worker (tests/conftest.py), scratch labs take a slot per worker.
+# The slowest tests are listed at the end, for whoever makes the suite faster.
+TEST_WORKERS ?= 2
+PYTEST   := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25 \
+            --basetemp=$(CURDIR)/.pytest-tmp
+
 test: lint
-	$(PY) -m pytest --basetemp=$(CURDIR)/.pytest-tmp
+	$(PYTEST)
 
 test-fast: lint
-	$(PY) -m pytest -m 'not lab' --basetemp=$(CURDIR)/.pytest-tmp
+	$(PYTEST) -m 'not lab'
 
 # Each phase prints a line when it starts and when it ends, with its time (also into a pipe or a CI log).
 lab:

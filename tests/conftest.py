@@ -71,6 +71,25 @@ def make_checkout(base: Path, site_file: Path | None = None, site_name: str = "e
     return root, conf
 
 
+# Parallel runs (pytest-xdist, `make test`): tests that share a package-scoped fixture (a Salt master,
+# an OpenBao, fakepve, the whole-site lab) run on one worker, in their order; every other module is a
+# group of its own (a scratch lab is per module, on its worker's slot: tests/scratchlab.py). The
+# whole-site lab, the longest group by far, is collected first so that a worker starts on it at once.
+SHARED_PACKAGES = ("lab", "functional", "ci", "vault", "states", "proxmox")
+FIRST = "lab"
+
+
+def pytest_collection_modifyitems(config, items):
+    tests_dir = Path(__file__).parent
+    groups = {}
+    for item in items:
+        parts = Path(item.fspath).relative_to(tests_dir).parts
+        group = parts[0] if len(parts) > 1 and parts[0] in SHARED_PACKAGES else "/".join(parts)
+        item.add_marker(pytest.mark.xdist_group(group))
+        groups[item.nodeid] = group
+    items.sort(key=lambda item: groups[item.nodeid] != FIRST)  # stable: the order within is kept
+
+
 @pytest.fixture(scope="session")
 def example_config(tmp_path_factory) -> Path:
     """Salt config over the repository itself with the example site."""

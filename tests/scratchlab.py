@@ -46,10 +46,12 @@ from tests.openbao import BaoServer
 
 # SITECTL_SCRATCH_SLOT (0-9, default 0) picks the scratch lab's bridge, subnet, lab dir and nft table,
 # so checkouts side by side on one host can each run their role tests: slot N is sitelabs<N>,
-# 10.77.<98-N>.0/24. Slot 0 is the one CI uses.
-SLOT = int(os.environ.get("SITECTL_SCRATCH_SLOT", "0"))
+# 10.77.<98-N>.0/24. A parallel run's worker N (pytest-xdist's gwN) takes the slot N above it: CI's
+# `make test` uses slots 0 and 1.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+SLOT = int(os.environ.get("SITECTL_SCRATCH_SLOT", "0")) + int(_WORKER.removeprefix("gw") or 0)
 if not 0 <= SLOT <= 9:
-    raise ValueError(f"SITECTL_SCRATCH_SLOT must be 0-9, got {SLOT}")
+    raise ValueError(f"SITECTL_SCRATCH_SLOT plus the xdist worker's number must be 0-9, got {SLOT}")
 _SUFFIX = "" if SLOT == 0 else f"-{SLOT}"
 LAB_DIR = f"/var/lib/sitectl-lab-scratch{_SUFFIX}"
 BRIDGE = f"sitelabs{SLOT}"
