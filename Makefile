@@ -53,7 +53,7 @@ lint: setup
 # fixture stay on one worker (tests/conftest.py), scratch labs take a slot per worker.
 # The slowest tests are listed at the end, for whoever makes the suite faster.
 TEST_WORKERS ?= 2
-PYTEST   := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25 \
+PYTEST   := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=25 \
             --basetemp=$(CURDIR)/.pytest-tmp
 
 test: lint

@@ -75,19 +75,31 @@ def make_checkout(base: Path, site_file: Path | None = None, site_name: str = "e
 # an OpenBao, fakepve, the whole-site lab) run on one worker, in their order; every other module is a
 # group of its own (a scratch lab is per module, on its worker's slot: tests/scratchlab.py). The
 # whole-site lab, the longest group by far, is collected first so that a worker starts on it at once.
+# (The scheduler groups by path itself: xdist's own xdist_group marker renames node ids, which this
+# pytest no longer honours.)
 SHARED_PACKAGES = ("lab", "functional", "ci", "vault", "states", "proxmox")
 FIRST = "lab"
 
 
+def group_of(nodeid: str) -> str:
+    """The group of a test's node id (``tests/<package>/<module>.py::...``)."""
+    path = nodeid.split("::", 1)[0]
+    parts = path.split("/")
+    return parts[1] if len(parts) > 2 and parts[1] in SHARED_PACKAGES else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    tests_dir = Path(__file__).parent
-    groups = {}
-    for item in items:
-        parts = Path(item.fspath).relative_to(tests_dir).parts
-        group = parts[0] if len(parts) > 1 and parts[0] in SHARED_PACKAGES else "/".join(parts)
-        item.add_marker(pytest.mark.xdist_group(group))
-        groups[item.nodeid] = group
-    items.sort(key=lambda item: groups[item.nodeid] != FIRST)  # stable: the order within is kept
+    items.sort(key=lambda item: group_of(item.nodeid) != FIRST)  # stable: the order within is kept
 
 
 @pytest.fixture(scope="session")
