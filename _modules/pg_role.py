@@ -120,29 +120,19 @@ _RUN_CACHE = "pg_role.run_cache"
 
 def run_cache():
     """Keep the server's roles and databases read once for the rest of this state run (the states
-    call it first). A state run works on its own copy of the minion's context, so what is kept
-    here is gone when the run ends; every write below drops it at once."""
-    __context__.setdefault(_RUN_CACHE, {})
-    return True
+    call it first; every write below drops it at once): _utils/platform_state.py."""
+    return __utils__["platform_state.cache_open"](__context__, _RUN_CACHE)
 
 
 def _forget():
-    cache = __context__.get(_RUN_CACHE)
-    if cache is not None:
-        cache.clear()
+    __utils__["platform_state.cache_drop"](__context__, _RUN_CACHE)
 
 
 def _catalog(runas="postgres"):
     """Every role (login, verifier: internal only, groups) and database (owner, PUBLIC's CONNECT and
     TEMPORARY), from one psql session."""
-    cache = __context__.get(_RUN_CACHE)
-    key = (runas, tuple(_cluster()))
-    if cache is not None and key in cache:
-        return cache[key]
-    catalog = json.loads(_psql(_CATALOG, runas).strip())
-    if cache is not None:
-        cache[key] = catalog
-    return catalog
+    return __utils__["platform_state.cached"](__context__, _RUN_CACHE, (runas, tuple(_cluster())),
+                                              lambda: json.loads(_psql(_CATALOG, runas).strip()))
 
 
 def _role(name, runas="postgres"):

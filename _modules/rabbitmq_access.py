@@ -98,24 +98,20 @@ _HASHES = {
 
 
 def run_cache():
-    """Keep the broker's state read once for the rest of this state run (states call it first).
-
-    A state run works on its own copy of the minion's context, so what is kept here is gone when
-    the run ends; every write function below drops it at once."""
-    __context__.setdefault(_RUN_CACHE, {})
-    return True
+    """Keep the broker's state read once for the rest of this state run (states call it first;
+    every write function below drops it at once): _utils/platform_state.py."""
+    return __utils__["platform_state.cache_open"](__context__, _RUN_CACHE)
 
 
 def _forget():
-    cache = __context__.get(_RUN_CACHE)
-    if cache is not None:
-        cache.clear()
+    __utils__["platform_state.cache_drop"](__context__, _RUN_CACHE)
 
 
 def _read_all():
-    cache = __context__.get(_RUN_CACHE)
-    if cache is not None and "state" in cache:
-        return cache["state"]
+    return __utils__["platform_state.cached"](__context__, _RUN_CACHE, "state", _read_broker)
+
+
+def _read_broker():
     out = _ctl("eval", _READ_ALL)["stdout"]
     line = next((x for x in out.splitlines() if x.startswith("{")), None)
     if line is None:
@@ -129,8 +125,6 @@ def _read_all():
     }
     for entry in raw["permissions"]:
         state["permissions"].setdefault(entry["user"], {})[entry["vhost"]] = {k: entry[k] for k in KINDS}
-    if cache is not None:
-        cache["state"] = state
     return state
 
 

@@ -59,3 +59,38 @@ def converge(ret, test, changes, *, unchanged, planned, apply, done, failure="")
     else:
         ret["comment"] = done
     return ret
+
+
+# ---------------------------------------------------------------- one read per state run
+#
+# A custom state asks its execution module what is (a server's roles, a broker's users) before
+# deciding; a highstate with many such states would ask the server once per state. The execution
+# module keeps the answer in the state run's context instead: its states open the cache first
+# (``cache_open``), each read goes through ``cached``, every write drops it (``cache_drop``) so the
+# next read asks the server again. A state run works on its own copy of the minion's context, so
+# nothing kept here outlives the run; outside a state run (no cache opened) every read asks.
+# The execution module passes its own ``__context__`` (a utility module's is not the caller's).
+
+
+def cache_open(context, name):
+    """Keep reads under ``name`` for the rest of this state run."""
+    context.setdefault(name, {})
+    return True
+
+
+def cache_drop(context, name):
+    """Forget every read under ``name`` (after a write)."""
+    cache = context.get(name)
+    if cache is not None:
+        cache.clear()
+
+
+def cached(context, name, key, read):
+    """``read()``, or what it returned earlier in this state run for ``key``."""
+    cache = context.get(name)
+    if cache is not None and key in cache:
+        return cache[key]
+    value = read()
+    if cache is not None:
+        cache[key] = value
+    return value
