@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,16 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: group_of(item.nodeid) != FIRST)  # stable: the order within is kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_gpg_agent_left(tmp_path_factory):
+    """gpg starts an agent for each home directory a test signs or makes keys in; they end with the run
+    (only those of this run's homes)."""
+    yield
+    for keyring in tmp_path_factory.getbasetemp().rglob("pubring.kbx"):
+        subprocess.run(["gpgconf", "--homedir", str(keyring.parent), "--kill", "gpg-agent"],
+                       capture_output=True, check=False, timeout=30)
 
 
 @pytest.fixture(scope="session")
