@@ -89,6 +89,7 @@ def group_of(nodeid: str) -> str:
     return parts[1] if len(parts) > 2 and parts[1] in SHARED_PACKAGES else path
 
 
+@pytest.hookimpl(optionalhook=True)  # a plain `pytest` needs no xdist
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
