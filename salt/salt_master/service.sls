@@ -1,6 +1,7 @@
 {#- The salt-master service from the checkout's venv, enabled and running. A
-    new config, unit or AppRole credentials restart it a few seconds after the run, so that the
-    highstate that changed it still returns through it. #}
+    new config, unit or set of AppRole credentials restarts it a few seconds
+    after the run, so that the highstate that changed it still returns through
+    it. #}
 {%- from 'salt_master/map.jinja' import salt_master, state_dir, venv with context %}
 
 salt-master-service-unit-managed:
