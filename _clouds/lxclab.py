@@ -115,7 +115,7 @@ def _seed_minion(host, lab_dir, name, guest):
     host.write_guest_file(name, "/etc/salt/pki/minion/minion.pem", priv.encode(), 0o400, lab_dir=lab_dir)
     host.write_guest_file(name, "/etc/salt/pki/minion/minion.pub", pub.encode(), 0o644, lab_dir=lab_dir)
     bootstrap = f"# Written by salt-cloud (lxclab) before the first boot.\nid: {name}\nmaster: {guest['master']}\n"
-    bootstrap += "hash_type: sha256\n"
+    bootstrap += "".join(f"{key}: {value}\n" for key, value in sorted(guest["minion"].items()))
     host.write_guest_file(name, "/etc/salt/minion.d/00-bootstrap.conf", bootstrap.encode(), 0o644, lab_dir=lab_dir)
     salt.utils.cloud.accept_key(__opts__["pki_dir"], pub, name)
 

@@ -880,7 +880,7 @@ def _bootstrap(vm_, guest, ip):
     """Salt's official bootstrap over SSH with the pre-seeded (already accepted) key pair."""
     vm_.update(ssh_host=ip, deploy=True, salt_host=ip)
     minion = dict(_value("minion", vm_) or {})
-    minion.update(id=guest["name"], master=guest["master"], hash_type="sha256")
+    minion.update(guest["minion"], id=guest["name"], master=guest["master"])
     vm_["minion"] = minion
     ret = __utils__["cloud.bootstrap"](vm_, __opts__)
     if isinstance(ret, dict) and ret.get("Error"):

@@ -62,4 +62,9 @@ def ext_pillar(minion_id, pillar, *args, **kwargs):
     merged = pillarcache.validated(texts, f"pillar/site/{name}.sls", pillar)
     if "_errors" in merged:
         return _refused(merged["_errors"][0])
-    return pillarcache.with_view(texts, pillar, merged, minion_id)
+    out = pillarcache.with_view(texts, pillar, merged, minion_id)
+    if isinstance(out.get("platform"), dict):
+        # What top.sls syncs by (minions do not sync custom modules on every highstate).
+        out["platform"]["extension_modules"] = pillarcache.extension_modules(
+            __opts__.get("file_roots", {}).get("base", []))
+    return out

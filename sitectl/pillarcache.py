@@ -15,7 +15,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from collections import OrderedDict
+from pathlib import Path
 
 # The last inputs only: a site edited while the master runs leaves its old entries to age out.
 SIZE = 256
@@ -82,3 +84,41 @@ def with_view(texts: tuple[str, str], overlay, merged: dict, minion_id: str) -> 
 
 def clear() -> None:
     _kept.clear()
+
+
+# What `saltutil.sync_all` takes from a file root: the files of its `_<kind>` folders (salt.utils.extmods).
+_SYNCED = (".py", ".pyx", ".so", ".zip")
+_fingerprints: dict = {}
+
+
+def extension_modules(file_roots: list[str]) -> str:
+    """SHA-256 of the extension modules the minions sync from these file roots (every file of a
+    top-level ``_<kind>`` folder that Salt's sync takes, by path and content). top.sls compares it
+    with the one its minion last synced and syncs only when they differ (minions do not sync on
+    every highstate: ``autoload_dynamic_modules`` is off, sitectl.site.MINION_SETTINGS). The files
+    are listed and stat'ed on every call; their content is read again only when a size or a
+    modification time changed."""
+    found = []
+    for root in file_roots:
+        base = Path(root)
+        if not base.is_dir():
+            continue
+        for kind in sorted(p for p in base.iterdir() if p.name.startswith("_") and p.is_dir()):
+            for dirpath, dirnames, filenames in os.walk(kind, followlinks=True):
+                dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+                for fn in sorted(filenames):
+                    if fn.endswith(_SYNCED):
+                        path = Path(dirpath) / fn
+                        st = path.stat()
+                        found.append((str(path.relative_to(base)), str(path), st.st_size, st.st_mtime_ns))
+    key = tuple(found)
+    if key not in _fingerprints:
+        out = hashlib.sha256()
+        for rel, path, _size, _mtime in found:
+            data = Path(path).read_bytes()
+            for part in (rel.encode(), data):
+                out.update(len(part).to_bytes(8, "big"))
+                out.update(part)
+        _fingerprints.clear()
+        _fingerprints[key] = out.hexdigest()
+    return _fingerprints[key]

@@ -11,7 +11,10 @@ common-minion-config-managed:
         # Managed by Salt (common.minion), from the site.
         id: {{ guest.name }}
         master: {{ guest.master }}
-        hash_type: sha256
+        # From its first start on (sitectl.site.MINION_SETTINGS, with the reasons):
+{%- for key, value in guest.get('minion', {}) | dictsort %}
+        {{ key }}: {{ value }}
+{%- endfor %}
         random_reauth_delay: 10
         log_level_logfile: warning
         # Each job in a process of its own (Salt's default, kept on purpose): while a
