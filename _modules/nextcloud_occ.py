@@ -58,7 +58,7 @@ def __virtual__():
 def _conf():
     """The defaults, then the role's parameters (pillar ``platform:params:nextcloud``), then the config
     key ``nextcloud_occ``."""
-    params = __salt__["pillar.get"]("platform:params:nextcloud", {}) or {}
+    params = __salt__["pillar.get"]("platform:params:nextcloud", {}, unmask=True) or {}
     derived = {key: params[key] for key in ("root", "user") if params.get(key)}
     if (params.get("php") or {}).get("version"):
         derived["php"] = f"/usr/bin/php{params['php']['version']}"

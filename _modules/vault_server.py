@@ -76,21 +76,51 @@ def _settings(url=None, verify=None, token_file=None):
     }
 
 
+_LOOKED_UP = "vault_server.issued_credentials_looked_up"
+
+
 def _issued_credentials():
-    """The master-issued token of saltext-vault: (url, verify, token)."""
+    """The master-issued token of saltext-vault: (url, verify, token).
+
+    The minion keeps that token on its disk for its lifetime (the master's ``vault:cache:backend:
+    disk``), so a job does not ask the master for a new one. Once per job it is looked up: a token
+    Vault no longer knows (revoked, or Vault restored from a snapshot) or one issued before the guest
+    got a role (it lacks the role's policy) is dropped and a new one issued."""
     try:
-        from saltext.vault.utils.vault.factory import get_authd_client
+        from saltext.vault.utils.vault.factory import clear_cache, get_authd_client
     except ImportError as exc:
         raise CommandExecutionError(
             "no token: set vault_server:token_file or configure saltext-vault (not importable: " f"{exc})"
         ) from exc
+    for attempt in range(2):
+        try:
+            client = get_authd_client(__opts__, __context__)
+        except Exception as exc:  # saltext-vault raises many kinds; all mean "no credentials"
+            raise CommandExecutionError(f"no token: saltext-vault could not get one from the master: {exc}") from exc
+        token = client.auth.get_token()
+        config = client.get_config()
+        credentials = config["url"], config["verify"], getattr(token, "id", None) or token.lease_id
+        if attempt or __context__.get(_LOOKED_UP) or _token_fits(*credentials):
+            __context__[_LOOKED_UP] = True
+            return credentials
+        log.info("vault_server: the kept Vault token is unknown to Vault or lacks a role's policy; a new one")
+        clear_cache(__opts__, __context__)
+    return credentials
+
+
+def _token_fits(url, verify, token):
+    """False when Vault refuses the token or it lacks a policy this guest's roles give it now; True
+    otherwise (also when Vault cannot answer: the call that follows says why, as it would have)."""
     try:
-        client = get_authd_client(__opts__, __context__)
-    except Exception as exc:  # saltext-vault raises many kinds; all mean "no credentials"
-        raise CommandExecutionError(f"no token: saltext-vault could not get one from the master: {exc}") from exc
-    token = client.auth.get_token()
-    config = client.get_config()
-    return config["url"], config["verify"], getattr(token, "id", None) or token.lease_id
+        looked_up = hvac.Client(url=url, token=token, verify=_verify_path(verify),
+                                timeout=_settings()["timeout"]).auth.token.lookup_self()
+    except hvac.exceptions.Forbidden:
+        return False
+    except (hvac.exceptions.VaultError, requests.exceptions.RequestException):
+        return True
+    roles = __salt__["pillar.get"]("platform:guest:roles", [], unmask=True) or []
+    wanted = {f"salt_minion_{__opts__['id']}", *(f"salt_role_{role}" for role in roles)} if roles else set()
+    return wanted <= set(((looked_up or {}).get("data") or {}).get("policies") or [])
 
 
 def _verify_path(verify):

@@ -105,7 +105,7 @@ def calls(iso_master):
             stack.enter_context(minion.started(start_timeout=120))
             clis[minion_id] = minion.salt_call_cli(timeout=120)
         for cli in clis.values():
-            synced = cli.run("saltutil.sync_modules")
+            synced = cli.run("saltutil.sync_modules", "saltenv=base")  # top.sls would sync first
             assert synced.returncode == 0, synced.stderr
             assert "modules.vault_server" in synced.data, synced.data
         yield clis
@@ -114,7 +114,9 @@ def calls(iso_master):
 def test_the_master_issues_each_minion_its_own_and_its_roles_policies(iso_master, iso_checkout):
     rendered = yaml.safe_load((iso_checkout[1] / "master").read_text())["vault"]
     assert rendered["auth"] == {"method": "approle", "role_id": "sdb://platform_vault/role_id",
-                                "secret_id": "sdb://platform_vault/secret_id"}, "no credential in the config"
+                                "secret_id": "sdb://platform_vault/secret_id",
+                                "token_lifecycle": {"minimum_ttl": 900}}, "no credential in the config"
+    assert rendered["cache"] == {"backend": "disk"}, "a minion keeps its token for its lifetime"
     run = iso_master.salt_run_cli(timeout=120)
     for minion_id in (DB, MQ):
         ret = run.run("vault.show_policies", minion_id)
@@ -155,3 +157,38 @@ def test_a_minion_reads_its_roles_secret_and_is_refused_the_other_roles(calls, i
     after = iso_bao.kv(path)
     assert after["metadata"]["version"] == 1 and digest(after["data"]["password"]) == expected
 
+
+
+def minion_tokens(bao, minion_id: str) -> set[str]:
+    """The accessors of the tokens Vault holds with ``minion_id``'s own policy (no token value seen)."""
+    client = bao.client()
+    accessors = client.adapter.list("/v1/auth/token/accessors")["data"]["keys"]
+    held = set()
+    for accessor in accessors:
+        data = client.auth.token.lookup_accessor(accessor)["data"]
+        if f"salt_minion_{minion_id}" in (data.get("policies") or []):
+            held.add(accessor)
+    return held
+
+
+def test_a_minion_keeps_its_token_and_replaces_one_vault_no_longer_knows(calls, iso_bao):
+    path = f"roles/{ROLE[DB]}/kept"
+    assert calls[DB].run("vault_server.secret_generate", path, FIELDS).returncode == 0
+    # (saltext-vault's own functions also get a new token after a refusal, as the earlier test had)
+    held = minion_tokens(iso_bao, DB)
+    assert held
+
+    # Another job (another process): the token kept on the minion's disk, none issued.
+    again = calls[DB].run("vault_server.secret_read", path, "password")
+    assert again.returncode == 0, again.stderr
+    assert minion_tokens(iso_bao, DB) == held
+
+    # Revoked behind the minion's back (as a restored Vault forgets it): the next job gets a new one.
+    for accessor in held:
+        iso_bao.client().auth.token.revoke_accessor(accessor)
+    assert minion_tokens(iso_bao, DB) == set()
+    after = calls[DB].run("vault_server.secret_read", path, "password")
+    assert after.returncode == 0, after.stderr
+    assert digest(after.data) == digest(again.data)
+    renewed = minion_tokens(iso_bao, DB)
+    assert len(renewed) == 1 and not renewed & held
