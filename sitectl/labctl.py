@@ -215,15 +215,25 @@ class Lab:
                 time.sleep(2)
         return missing
 
-    def highstate(self, names: list[str], timeout: float = 1800) -> dict[str, RunResult]:
+    def highstate(self, names: list[str], timeout: float = 30) -> dict[str, RunResult]:
+        """Each guest's highstate, all at once. ``timeout`` is Salt's: how long to wait for a minion
+        that does not say it runs the job (saltutil.find_job); one that runs it is waited for however
+        long it takes. A minion that was restarting when the job went out (common.minion restarts
+        it after a change of its config) never got it: it is given the job again once it answers."""
         import salt.client
 
         client = salt.client.LocalClient(mopts=self.master_opts())
         started = time.monotonic()
         results: dict[str, RunResult] = {}
-        for reply in client.cmd_iter(names, "state.highstate", tgt_type="list", timeout=timeout):
-            for minion, data in reply.items():
-                results[minion] = RunResult.from_return(data.get("ret"), time.monotonic() - started)
+        pending = list(names)
+        for _attempt in range(2):
+            for reply in client.cmd_iter(pending, "state.highstate", tgt_type="list", timeout=timeout):
+                for minion, data in reply.items():
+                    results[minion] = RunResult.from_return(data.get("ret"), time.monotonic() - started)
+            pending = [n for n in names if n not in results]
+            if not pending:
+                break
+            self.wait_for_minions(pending)
         for name in names:
             results.setdefault(name, RunResult(failed=1, errors=["no return from the minion"]))
         return results
@@ -348,7 +358,8 @@ def bring_up(lab: Lab, first: dict[str, RunResult], timings: dict[str, float], a
 
     stop = None
     for _ in range(attempts):
-        ret = salt.runner.RunnerClient(lab.master_opts()).cmd("bringup.up", print_event=False)
+        with salt.runner.RunnerClient(lab.master_opts()) as runner:
+            ret = runner.cmd("bringup.up", print_event=False)
         if not isinstance(ret, dict) or "guests" not in ret:
             return {"step": "runner", "guest": "", "message": f"the bring-up runner failed: {ret}"}
         for name, summary in ret["guests"].items():

@@ -16,9 +16,13 @@ common-apt-debian-sources-managed:
         security_mirror: {{ apt.get('security_mirror', 'http://deb.debian.org/debian-security') }}
         codename: {{ grains.get('oscodename', 'bookworm') }}
 
+# Salt's own refresh (not a bare apt-get update): it also clears the minion's
+# once-per-start refresh flag, so the first pkg state after it does not read the
+# lists from the mirror a second time.
 common-apt-lists-refreshed:
-  cmd.run:
-    - name: apt-get update -qq
+  module.run:
+    - pkg.refresh_db:
+      - failhard: true  # a source that fails to update fails the state
     - onchanges:
       - file: common-apt-sources-list-emptied
       - file: common-apt-debian-sources-managed
@@ -32,4 +36,4 @@ common-apt-packages-installed:
     # the ssh execution module (ssh_auth in common.admins) loads only once ssh exists
     - reload_modules: true
     - require:
-      - cmd: common-apt-lists-refreshed
+      - module: common-apt-lists-refreshed

@@ -14,4 +14,4 @@ common-grafana-repo-managed:
     - signedby: /usr/share/keyrings/grafana.gpg
     - aptkey: false
     - require:
-      - cmd: common-apt-lists-refreshed
+      - module: common-apt-lists-refreshed

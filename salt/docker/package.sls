@@ -16,7 +16,7 @@ docker-package-key-tools-installed:
     - pkgs: [gpg]
     - install_recommends: false
     - require:
-      - cmd: common-apt-lists-refreshed
+      - module: common-apt-lists-refreshed
       - test: docker-guest-nesting-checked
 
 docker-package-key-check-script-managed:
@@ -58,7 +58,7 @@ docker-package-iptables-installed:
     - pkgs: [iptables]
     - install_recommends: false
     - require:
-      - cmd: common-apt-lists-refreshed
+      - module: common-apt-lists-refreshed
       - test: docker-guest-nesting-checked
 
 docker-package-installed:

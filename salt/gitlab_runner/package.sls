@@ -11,7 +11,7 @@ gitlab-runner-package-key-tools-installed:
     - pkgs: [gpg, ca-certificates]
     - install_recommends: false
     - require:
-      - cmd: common-apt-lists-refreshed
+      - module: common-apt-lists-refreshed
 
 gitlab-runner-package-key-check-script-managed:
   file.managed:

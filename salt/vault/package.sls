@@ -13,7 +13,7 @@ vault-package-repo-managed:
     - signedby: /usr/share/keyrings/hashicorp-archive-keyring.gpg
     - aptkey: false
     - require:
-      - cmd: common-apt-lists-refreshed
+      - module: common-apt-lists-refreshed
 
 vault-package-installed:
   pkg.installed:
