@@ -9,7 +9,9 @@ Per guest, for a highstate that changes nothing (the guest converged by this sam
                ``ext_pillar`` is that compile alone, timed in this process (cold: first call of a
                process; warm: the same bytes again, as the master's workers see it)
 - vault token  ``vault.clear_cache`` + ``vault.get_server_config`` minus the round trip: a new
-               token issued by the master (peer run, with its own pillar compile)
+               token issued by the master (peer run, with its own pillar compile). A highstate pays
+               it only when the token its minion keeps on disk ends (at most hourly) or no longer
+               fits (etc/master.j2 ``vault:cache``): not part of the total below otherwise
 - compiler     ``state.show_lowstate`` minus ``pillar.items``: rendering and compiling the SLS
 - states       the sum of Salt's per-state ``duration``, and the slowest states
 - other        total minus round trip, pillar, compiler and states (the minion's own work around them)
