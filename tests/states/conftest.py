@@ -226,8 +226,9 @@ class RabbitNode:
     on 127.0.0.1, cookie, mnesia and logs in ``workdir``. Its epmd is started here first (on its
     own port), so both are processes of this fixture and stopped by pid.
 
-    The states go through rabbitmqctl (about a second a call: an Erlang VM each time); the test
-    reads the broker back through the management API and logs in over AMQP, in milliseconds."""
+    The states go through erl_call to this node (its cookie in ``home``, its epmd port in
+    ERL_EPMD_PORT); the test reads the broker back through the management API and logs in over
+    AMQP, independently of the module under test."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
