@@ -104,3 +104,21 @@ def test_a_secret_missing_from_vault_fails_and_leaves_the_broker_alone(rabbit_ca
     assert ret["changes"] == {}
     assert ret["comment"].startswith(f"RabbitMQ user {user}: secret/data/{path}: no such secret"), ret["comment"]
     assert user not in rabbitmq.users()
+
+
+def test_a_password_erlang_would_misread_is_set_as_is_and_never_shown_in_an_error(rabbit_caller, rabbitmq):
+    """The module writes through erl_call, with the password inside an Erlang expression: quotes,
+    a backslash, the end of a binary literal and text beyond ASCII must reach the broker unchanged,
+    and the broker's error for a second creation names its reason, not the password."""
+    from salt.exceptions import CommandExecutionError
+
+    user = unique("quoted")
+    password = 'a"b\\c">>. ' + "\u00e9\u00df" + secrets.token_urlsafe(8)
+    assert rabbit_caller.cmd("rabbitmq_access.add_user", user, password) is True
+    assert rabbitmq.logs_in(user, password)
+    assert rabbit_caller.cmd("rabbitmq_access.authenticates", user, password) is True
+    assert rabbit_caller.cmd("rabbitmq_access.authenticates", user, password + "x") is False
+    with pytest.raises(CommandExecutionError) as failed:
+        rabbit_caller.cmd("rabbitmq_access.add_user", user, password)
+    assert "user_already_exists" in str(failed.value)
+    assert password not in str(failed.value) and password[-8:] not in str(failed.value)
