@@ -23,20 +23,23 @@ YAML     := pillar/site/*.sls pillar/platform/*.sls $(filter-out %_generated.sls
             sitectl/schemas/*.yaml salt/*/defaults.yaml cloud.profiles.d/*.conf Saltfile .yamllint .gitlab-ci.yml
 SLS      := $(shell find salt reactor -name '*.sls' | sort)
 
-.PHONY: setup lint test test-fast lab lab-down lab-status bench bench-noop clean
+.PHONY: setup debs lint test test-fast lab lab-down lab-status bench bench-noop clean
 
-setup: $(STAMP) $(GITLAB_CI_LOCAL)
+setup: debs $(STAMP) $(GITLAB_CI_LOCAL)
 
 $(GITLAB_CI_LOCAL): $(STAMP)
 	npm install --prefix .ci --no-save --no-package-lock --no-audit --no-fund gitlab-ci-local@4.72.0
 
-$(STAMP): pyproject.toml
+# Checked on every run, apart from the venv's stamp: `make lab` installs only the lab's own packages.
+debs:
 	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:" $$missing; \
 		apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $$missing; \
 	fi
-	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends npm
+	@command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends npm
+
+$(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# setuptools' note on every editable install (a box of text, not a problem) is silenced, nothing else.
@@ -63,16 +66,16 @@ test: lint
 test-fast: lint
 	$(PYTEST) -m 'not lab'
 
-# Each phase prints a line when it starts and when it ends, with its time (also into a pipe or a CI log).
+# The lab's own host packages, the venv, then the guest template and the Python packages at once,
+# then `sitectl lab up` (sitectl/lab/bootstrap.py). Each phase prints a line when it starts and when
+# it ends, with its time (also into a pipe or a CI log).
 lab:
-	@t0=$$(date +%s); echo "[$$(date +%T)] setup (Debian packages, the Python venv): started"; \
-	$(MAKE) --no-print-directory setup && echo "[$$(date +%T)] setup: done in $$(( $$(date +%s) - t0 ))s"
-	$(VENV)/bin/sitectl lab up
+	$(PYTHON) -m sitectl.lab.bootstrap --venv $(VENV)
 
-lab-down: setup
+lab-down: $(STAMP)
 	$(VENV)/bin/sitectl lab down
 
-lab-status: setup
+lab-status: $(STAMP)
 	$(VENV)/bin/sitectl lab status
 
 clean:
