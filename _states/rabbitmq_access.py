@@ -3,10 +3,10 @@ RabbitMQ vhosts, and users whose passwords live only in Vault, with their exact 
 
 The password is read from Vault (``vault_server.secret_read``) when the state runs, never at
 render time, so it is in no compiled state data, no output, no comment, no change and no log.
-The ``rabbitmq_access`` execution module hands it to ``rabbitmqctl`` on standard input. A
+The ``rabbitmq_access`` execution module hands it to the broker (``erl_call``) on standard input. A
 changed password in Vault is applied with ``change_password``: the broker is not restarted and
 open connections stay up. Every state honours ``test=True``. The broker's users, vhosts and
-permissions are read once per state run (one ``rabbitmqctl eval``) and read again after any write.
+permissions are read once per state run (one ``erl_call``) and read again after any write.
 
 .. code-block:: yaml
 
