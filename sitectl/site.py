@@ -715,7 +715,7 @@ MINION_SETTINGS = {
     # does (checked when this was set).
     "lazy_loader_strict_matching": True,
     # `multiprocessing` stays Salt's default (a forked process per job): with threads instead, the
-    # whole lab's no-op took as long (16.3 s against 15.3 s, 2 cores, 11 guests at once, the same
+    # whole lab's no-op took as long (median 16.4 s against 15.4 s, 2 cores, 11 guests at once, the same
     # CPU seconds in the guests), and a job that crashes would take the minion with it.
 }
 
