@@ -27,6 +27,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from . import aptsources
 from ._util import SANE_PATH, LabError, host_env, run, unmount_under
@@ -260,6 +261,11 @@ def template_path(cache_dir: str = DEFAULT_CACHE_DIR) -> str:
     return os.path.join(cache_dir, f"{SUITE}-{recipe_key(recipe())}", "rootfs")
 
 
+def _timed(fun, *args):
+    t0 = time.monotonic()
+    return fun(*args), time.monotonic() - t0
+
+
 def build_template(cache_dir: str = DEFAULT_CACHE_DIR, force: bool = False) -> str:
     """Return the rootfs of the cached template, building it first if needed."""
     os.makedirs(cache_dir, exist_ok=True)
@@ -280,30 +286,33 @@ def build_template(cache_dir: str = DEFAULT_CACHE_DIR, force: bool = False) -> s
             shutil.rmtree(stale, ignore_errors=True)
 
         t0 = time.monotonic()
-        wheels = _build_wheels(cache_dir)
-        t_wheels = time.monotonic() - t0
         work = tempfile.mkdtemp(prefix=f".build-{key}-", dir=cache_dir)
         os.chmod(work, 0o755)
         wroot = os.path.join(work, "rootfs")
         debs = os.path.join(cache_dir, "debs")
         os.makedirs(debs, exist_ok=True)
         try:
-            run(
-                [
-                    "debootstrap",
-                    f"--variant={rec['variant']}",
-                    f"--include={','.join(rec['packages'])}",
-                    f"--cache-dir={debs}",
-                    f"--keyring={rec['keyring']}",
-                    rec["suite"],
-                    wroot,
-                    rec["mirror"],
-                ],
-                what="debootstrap",
-                timeout=1800,
-                env=host_env(),
-            )
-            t_boot = time.monotonic() - t0 - t_wheels
+            # The guests' wheels are built on the host while debootstrap fills the rootfs: the two
+            # share nothing until _customize installs the wheels (issue 21: 11 s off a cold build).
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                wheels_job = pool.submit(_timed, _build_wheels, cache_dir)
+                run(
+                    [
+                        "debootstrap",
+                        f"--variant={rec['variant']}",
+                        f"--include={','.join(rec['packages'])}",
+                        f"--cache-dir={debs}",
+                        f"--keyring={rec['keyring']}",
+                        rec["suite"],
+                        wroot,
+                        rec["mirror"],
+                    ],
+                    what="debootstrap",
+                    timeout=1800,
+                    env=host_env(),
+                )
+                t_boot = time.monotonic() - t0
+                wheels, t_wheels = wheels_job.result()
             _customize(wroot, wheels, rec)
             meta = dict(
                 rec,
