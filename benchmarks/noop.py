@@ -16,7 +16,10 @@ Per guest, for a highstate that changes nothing (the guest converged by this sam
 - states       the sum of Salt's per-state ``duration``, and the slowest states
 - other        total minus round trip, pillar, compiler and states (the minion's own work around them)
 
-then the whole lab's no-op (every guest at once, one job) against its goal.
+then the whole lab's no-op (every guest at once, one job) against its goal, with the CPU seconds
+each guest (its LXC cgroup) and the master's processes used in the median run, next to what the
+host's cores give in that time: on two cores the whole lab is CPU-bound, so its wall time follows
+the sum, and the sum says what a change saved.
 
     .venv/bin/python benchmarks/noop.py                 # the running whole-site lab of this checkout
                                                         # (run it under flock /tmp/sitectl-lab.lock)
@@ -102,6 +105,44 @@ def header() -> None:
 
 # ---------------------------------------------------------------------------------- the whole lab
 
+def guest_cpu_seconds() -> dict[str, float]:
+    """CPU seconds each running LXC guest has used so far (its cgroup; v1 or v2)."""
+    import glob
+
+    out: dict[str, float] = {}
+    for path in glob.glob("/sys/fs/cgroup/cpuacct/lxc.payload.*/cpuacct.usage"):
+        out[path.split("lxc.payload.")[1].split("/")[0]] = int(Path(path).read_text()) / 1e9
+    for path in glob.glob("/sys/fs/cgroup/lxc.payload.*/cpu.stat"):
+        usage = next(line for line in Path(path).read_text().splitlines() if line.startswith("usage_usec"))
+        out[path.split("lxc.payload.")[1].split("/")[0]] = int(usage.split()[1]) / 1e6
+    return out
+
+
+def master_cpu_seconds(config_dir: Path) -> float:
+    """CPU seconds the processes of the master configured in ``config_dir`` have used so far."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        try:
+            # The master's processes set their title: the command line is one string, not argv.
+            raw = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            if b"salt-master" not in raw or f" {config_dir} ".encode() not in raw + b" ":
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def cpu_split(before: tuple[dict, float], after: tuple[dict, float], names: list[str]) -> dict:
+    guests = {n: round(after[0].get(n, 0.0) - before[0].get(n, 0.0), 2) for n in names}
+    return {"guests": guests, "guests_total": round(sum(guests.values()), 1),
+            "master": round(after[1] - before[1], 1)}
+
+
 def median_run(runs: list[tuple[float, object]]) -> tuple[float, object]:
     """The (seconds, return) of the median run (the lower middle one of an even count): the states'
     durations shown are those of the run whose time is shown."""
@@ -162,13 +203,19 @@ def measure_lab(state_dir: Path, runs: int) -> dict:
         print(f"measured {name}: total {fig['total']:.2f}s, trip {fig['round_trip']:.2f}, pillar {fig['pillar']:.2f}, "
               f"token {fig['vault_token']:.2f}, compiler {fig['compiler']:.2f}, states {fig['states']:.2f}; slowest "
               + ", ".join(f"{state_id} {seconds:.2f}s" for seconds, state_id in slowest[:3]), flush=True)
-    t0 = time.monotonic()
-    whole, rets = [], {}
+    import os
+
+    whole, rets, cpus = [], {}, []
     for _ in range(runs):
+        before = (guest_cpu_seconds(), master_cpu_seconds(lab.conf))
         t0 = time.monotonic()
         per, rets = timed(client, guests, "state.highstate", runs=1, timeout=1800)
         whole.append(time.monotonic() - t0)
+        cpus.append(cpu_split(before, (guest_cpu_seconds(), master_cpu_seconds(lab.conf)), guests))
+    median_index = sorted(range(len(whole)), key=lambda i: whole[i])[(len(whole) - 1) // 2]
     out["whole_lab"] = {"median": statistics.median(whole), "runs": whole, "guests": len(guests),
+                        "cpu": {**cpus[median_index], "cores": os.cpu_count(),
+                                "wall": round(whole[median_index], 1)},
                         "not_clean": {n: state_split(r)[3] for n, r in rets.items() if isinstance(r, dict)
                                       and state_split(r)[3]}}
     return out
@@ -246,6 +293,12 @@ def report(figures: dict, runs: int, scratch: bool = False) -> None:
         ratio = w["median"] / GOAL_WHOLE_LAB_S
         print(f"\nwhole lab, {w['guests']} guests at once: {w['median']:.1f}s (goal {GOAL_WHOLE_LAB_S:.0f}s, "
               f"{ratio:.1f}x), runs {', '.join(f'{r:.1f}' for r in w['runs'])}; not clean: {w['not_clean'] or 'none'}")
+        cpu = w.get("cpu")
+        if cpu:
+            top = sorted(cpu["guests"].items(), key=lambda kv: -kv[1])
+            print(f"  CPU in the median run ({cpu['wall']:.1f}s on {cpu['cores']} cores = "
+                  f"{cpu['wall'] * cpu['cores']:.0f} CPU-s): guests {cpu['guests_total']:.1f}s ("
+                  + ", ".join(f"{n} {v:.1f}" for n, v in top) + f"), master {cpu['master']:.1f}s")
 
 
 def main() -> int:
