@@ -13,10 +13,6 @@
 #   have a guest with each, and the guest with this role must list it in `uses`.
 # system_users: accounts the role's packages create; no admin may be named so
 #   (base: Debian's own accounts and the node exporter's).
-# base_transaction: packages of the role installed in the base state's one apt
-#   transaction (common.apt) instead of one of their own, once the SLS in `after`
-#   (what they read when they first start) are applied; the role's own package
-#   states stay, and find them installed. One resolver and one dpkg run per guest.
 roles:
   base:
     description: every guest (applied implicitly)
@@ -58,8 +54,6 @@ roles:
     description: RabbitMQ for asynchronous tasks between microservices
     states: [rabbitmq]
     system_users: [rabbitmq, epmd]
-    # The broker and Erlang (21 packages) with the base's: 31 + 32 s in two transactions before.
-    base_transaction: {packages: [rabbitmq-server], after: [rabbitmq.config]}
     firewall:
       - {name: amqp, port: 5672, from: [consumers]}
       - {name: rabbitmq-management, port: 15672, from: [admin]}

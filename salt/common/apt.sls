@@ -1,20 +1,5 @@
-{%- from 'common/map.jinja' import common, site, guest, base_packages %}
+{%- from 'common/map.jinja' import common, site, base_packages %}
 {%- set apt = site.get('apt', {}) %}
-{#- The guest's roles may put packages into this one transaction (role catalog,
-    base_transaction): the SLS that must come before them are applied first. #}
-{%- set catalog = salt['pillar.get']('roles', {}) %}
-{%- set with_base = {'packages': [], 'after': []} %}
-{%- for role in guest.get('roles', []) %}
-{%-   set spec = (catalog.get(role) or {}).get('base_transaction') or {} %}
-{%-   do with_base.packages.extend(spec.get('packages', [])) %}
-{%-   do with_base.after.extend(spec.get('after', [])) %}
-{%- endfor %}
-{%- if with_base.after %}
-include:
-{%-   for sls in with_base.after | unique %}
-  - {{ sls }}
-{%-   endfor %}
-{%- endif %}
 
 common-apt-sources-list-emptied:
   file.managed:
@@ -46,12 +31,9 @@ common-apt-lists-refreshed:
 # exporter's recommended collectors, for one, expect hardware a guest has not).
 common-apt-packages-installed:
   pkg.installed:
-    - pkgs: {{ (base_packages + common.packages + with_base.packages) | unique | list | json }}
+    - pkgs: {{ (base_packages + common.packages) | unique | list | json }}
     - install_recommends: false
     # the ssh execution module (ssh_auth in common.admins) loads only once ssh exists
     - reload_modules: true
     - require:
       - module: common-apt-lists-refreshed
-{%- for sls in with_base.after | unique %}
-      - sls: {{ sls }}
-{%- endfor %}

@@ -106,22 +106,6 @@ def test_cookie_comes_from_vault_before_the_package_and_a_change_stops_the_broke
 
 
 @pytest.mark.render
-def test_the_broker_is_installed_in_the_base_transaction_once_its_config_is_in_place(example_config):
-    """One apt transaction on the broker's guest (issue 21): rabbitmq-server comes with the base's
-    packages, and that transaction waits for everything the broker reads when it first starts."""
-    high = render.highstate(example_config, BROKER)
-    assert isinstance(high, dict), high
-    base = state_args(high["common-apt-packages-installed"], "pkg")
-    assert "rabbitmq-server" in base["pkgs"]
-    assert {"sls": "rabbitmq.config"} in base["require"]
-    role = state_args(high["rabbitmq-package-installed"], "pkg")
-    assert role["name"] in base["pkgs"], "the catalog names the package the role installs"
-    others = render.highstate(example_config, CLIENT)
-    assert "rabbitmq-server" not in state_args(others["common-apt-packages-installed"], "pkg")["pkgs"]
-    assert not [i for i, s in others.items() if s["__sls__"].startswith("rabbitmq")], "no broker elsewhere"
-
-
-@pytest.mark.render
 def test_site_users_get_vault_passwords_and_exactly_their_permissions(broker_high, example_site):
     messaging = example_site["messaging"]
     for vhost in messaging["vhosts"]:
