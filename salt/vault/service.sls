@@ -22,5 +22,5 @@ vault-service-running:
     - watch:
       - file: vault-service-unit-managed
       - file: vault-config-file-managed
-      - x509: vault-tls-cert-managed
+      - local_pki: vault-tls-cert-managed
       - vault-package-installed

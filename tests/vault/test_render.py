@@ -73,17 +73,19 @@ def test_server_config_raft_tls_listeners_telemetry_and_audit(example_config):
 
 
 def test_certificate_from_the_internal_ca_names_the_guest(vault_high):
-    ca = state_args(vault_high["vault-tls-ca-cert-managed"], "x509")
-    assert ca["basicConstraints"] == "critical, CA:true"
-    cert = state_args(vault_high["vault-tls-cert-managed"], "x509")
+    ca = state_args(vault_high["vault-tls-ca-cert-managed"], "local_pki")
+    assert ca["ca"] is True and ca["private_key"] == ca["signing_private_key"] == "/etc/vault.d/tls/ca.key"
+    assert "signing_cert" not in ca, "the CA certificate is self-signed"
+    cert = state_args(vault_high["vault-tls-cert-managed"], "local_pki")
     assert cert["signing_cert"] == ca["name"] and cert["signing_private_key"] == "/etc/vault.d/tls/ca.key"
-    assert cert["subjectAltName"] == ("DNS:vault.your-domain.com, DNS:vault, DNS:localhost, "
-                                      "IP:10.10.10.111, IP:127.0.0.1")
+    assert cert["subject_alt_names"] == ["DNS:vault.your-domain.com", "DNS:vault", "DNS:localhost",
+                                         "IP:10.10.10.111", "IP:127.0.0.1"]
+    assert cert["extended_key_usage"] == ["serverAuth"] and "ca" not in cert
 
 
 def test_unit_restarts_on_config_and_certificate_and_unseal_requires_it(vault_high):
     watch = state_args(vault_high["vault-service-running"], "service")["watch"]
-    assert {"file": "vault-config-file-managed"} in watch and {"x509": "vault-tls-cert-managed"} in watch
+    assert {"file": "vault-config-file-managed"} in watch and {"local_pki": "vault-tls-cert-managed"} in watch
     unseal = state_args(vault_high["vault-unseal-unsealed"], "vault_server")
     assert unseal["url"] == "https://127.0.0.1:8200" and unseal["verify"] == "/etc/vault.d/tls/ca.crt"
     assert unseal["key_files"] == [], "no key share by default: a sealed Vault fails the run"
