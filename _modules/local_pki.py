@@ -15,12 +15,8 @@ Nothing here returns or logs a private key.
 """
 
 import datetime
-import grp
 import hashlib
 import ipaddress
-import os
-import pwd
-import secrets
 
 from salt.exceptions import CommandExecutionError
 
@@ -51,68 +47,21 @@ def __virtual__():
     return __virtualname__
 
 
-# ---------------------------------------------------------------- files
-
-
-def _ids(user, group):
-    try:
-        uid = pwd.getpwnam(user).pw_uid
-        gid = grp.getgrnam(group).gr_gid
-    except KeyError as exc:
-        raise CommandExecutionError(f"no such user or group: {exc.args[0]}") from None
-    return uid, gid
+# ---------------------------------------------------------------- files (_utils/platform_files.py)
 
 
 def file_attributes(path):
     """``{'user', 'group', 'mode'}`` of ``path`` (mode as a 4-digit octal string), or None."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    try:
-        user = pwd.getpwuid(st.st_uid).pw_name
-    except KeyError:
-        user = str(st.st_uid)
-    try:
-        group = grp.getgrgid(st.st_gid).gr_name
-    except KeyError:
-        group = str(st.st_gid)
-    return {"user": user, "group": group, "mode": f"{st.st_mode & 0o7777:04o}"}
+    return __utils__["platform_files.attributes"](path)
 
 
 def set_attributes(path, user, group, mode):
     """Give ``path`` its owner, group and mode."""
-    uid, gid = _ids(user, group)
-    try:
-        os.chown(path, uid, gid)
-        os.chmod(path, int(str(mode), 8))
-    except OSError as exc:
-        raise CommandExecutionError(f"{path}: {exc.strerror}") from None
-    return True
+    return __utils__["platform_files.set_attributes"](path, user, group, mode)
 
 
 def _write(path, data, user, group, mode):
-    """``data`` to ``path`` atomically, born with its owner and mode."""
-    uid, gid = _ids(user, group)
-    directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchown(fd, uid, gid)
-            os.fchmod(fd, int(str(mode), 8))
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise CommandExecutionError(f"{path}: {exc.strerror}") from None
-    return True
+    return __utils__["platform_files.write_atomic"](path, data, user, group, mode)
 
 
 # ---------------------------------------------------------------- keys

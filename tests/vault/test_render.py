@@ -40,7 +40,7 @@ def test_production_installs_hashicorps_package_from_its_apt_repository(vault_hi
 
 
 def test_openbao_comes_from_the_masters_file_server_and_never_from_a_download(vault_high, openbao_high, example_config):
-    binary = state_args(openbao_high["vault-package-installed"], "file")
+    binary = state_args(openbao_high["vault-package-installed"], "master_file")
     assert binary["source"] == "salt://lab/openbao/bao" and binary["name"] == "/usr/local/bin/bao"
     assert "vault-package-repo-managed" not in openbao_high
     unset = show(example_config, {"vault": {"server": {"flavor": "openbao"}}})
