@@ -156,7 +156,23 @@ def _client(url=None, verify=None, token_file=None, authenticated=True):
                 conf["verify"] = issued_verify
     if not conf["url"]:
         raise CommandExecutionError("no Vault URL: pass url= or set vault_server:url")
-    return hvac.Client(url=conf["url"], token=token, verify=_verify_path(conf["verify"]), timeout=conf["timeout"])
+    return _kept_client(conf["url"], token, _verify_path(conf["verify"]), conf["timeout"])
+
+
+_CLIENTS = "vault_server.clients"
+
+
+def _kept_client(url, token, verify, timeout):
+    """One hvac client (one HTTP session, so one TLS handshake) per server and token for the whole
+    state run: the vault guest's highstate makes some forty calls, each of which opened a
+    connection of its own before. The state run's context is the run's own, so nothing outlives
+    it; a new token (``clear_cache``) gets a client of its own."""
+    clients = __context__.setdefault(_CLIENTS, {})
+    key = (url, token, verify if isinstance(verify, (str, bool)) else repr(verify), timeout)
+    client = clients.get(key)
+    if client is None:
+        client = clients[key] = hvac.Client(url=url, token=token, verify=verify, timeout=timeout)
+    return client
 
 
 def _fail(client, path, exc):
