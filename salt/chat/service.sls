@@ -5,7 +5,7 @@ include:
   - chat.release
 
 chat-service-running:
-  service.running:
+  unit.running:
     - name: {{ unit }}
     - enable: true
     - require:

@@ -19,7 +19,7 @@ common-firewall-ruleset-managed:
       - pkg: common-apt-packages-installed
 
 common-firewall-service-running:
-  service.running:
+  unit.running:
     - name: nftables
     - enable: true
     - reload: true
@@ -40,5 +40,5 @@ common-firewall-stop-keeps-container-tables:
     - makedirs: true
     - mode: '0644'
     - require_in:
-      - service: common-firewall-service-running
+      - unit: common-firewall-service-running
 {%- endif %}

@@ -11,7 +11,7 @@ common-journald-limits-managed:
         MaxRetentionSec={{ common.journald.max_retention_sec }}
 
 common-journald-service-running:
-  service.running:
+  unit.running:
     - name: systemd-journald
     - watch:
       - file: common-journald-limits-managed

@@ -45,11 +45,11 @@ common-log-shipper-{{ group }}-member:
     - require:
       - pkg: common-log-shipper-package-installed
     - watch_in:
-      - service: common-log-shipper-service-running
+      - unit: common-log-shipper-service-running
 {%- endfor %}
 
 common-log-shipper-service-running:
-  service.running:
+  unit.running:
     - name: alloy
     - enable: true
     - watch:

@@ -33,7 +33,7 @@ common-node-exporter-textfile-dir-managed:
       - pkg: common-apt-packages-installed
 
 common-node-exporter-service-running:
-  service.running:
+  unit.running:
     - name: prometheus-node-exporter
     - enable: true
     - watch:

@@ -34,7 +34,7 @@ common-sshd-config-managed:
       - file: common-sshd-privsep-dir-present
 
 common-sshd-service-running:
-  service.running:
+  unit.running:
     - name: ssh
     - enable: true
     - reload: true

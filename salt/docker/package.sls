@@ -75,7 +75,7 @@ docker-package-installed:
     - require:
       - pkg: docker-package-iptables-installed
       # the engine starts with its package: never before the forward chain filters what it publishes
-      - service: common-firewall-service-running
+      - unit: common-firewall-service-running
 {%- if docker.flavor == 'docker-ce' %}
       - pkgrepo: docker-package-repo-managed
 {%- endif %}

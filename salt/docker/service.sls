@@ -6,7 +6,7 @@ include:
   - docker.config
 
 docker-service-running:
-  service.running:
+  unit.running:
     - name: {{ docker.service }}
     - enable: true
     - watch:

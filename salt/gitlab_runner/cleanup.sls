@@ -29,11 +29,11 @@ gitlab-runner-cleanup-units-managed:
     - mode: '0644'
 
 gitlab-runner-cleanup-timer-running:
-  service.running:
+  unit.running:
     - name: docker-disk-cleanup.timer
     - enable: true
     - watch:
       - file: gitlab-runner-cleanup-units-managed
     - require:
       - file: gitlab-runner-cleanup-script-managed
-      - service: docker-service-running
+      - unit: docker-service-running

@@ -4,7 +4,7 @@ include:
   - gitlab_runner.config
 
 gitlab-runner-service-running:
-  service.running:
+  unit.running:
     - name: gitlab-runner
     - enable: true
     - require:

@@ -16,14 +16,14 @@ k3s-cluster-api-ready:
     - namespace: kube-system
     - timeout: {{ k3s.rollout_timeout }}
     - require:
-      - service: k3s-service-running
+      - unit: k3s-service-running
 
 k3s-cluster-node-token-stored:
   k3s.node_token_stored:
     - name: {{ k3s.join_token_path }}
     - mount: {{ kv }}
     - require:
-      - service: k3s-service-running
+      - unit: k3s-service-running
 
 k3s-cluster-platform-system-applied:
   k3s.manifests_applied:

@@ -17,7 +17,7 @@ k3s-service-unit-managed:
         config: {{ config_file | json }}
 
 k3s-service-running:
-  service.running:
+  unit.running:
     - name: {{ service }}
     - enable: true
     - watch:

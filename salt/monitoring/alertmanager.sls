@@ -69,7 +69,7 @@ monitoring-alertmanager-args-managed:
       - pkg: monitoring-alertmanager-package-installed
 
 monitoring-alertmanager-service-running:
-  service.running:
+  unit.running:
     - name: prometheus-alertmanager
     - enable: true
     - watch:
@@ -86,4 +86,4 @@ monitoring-alertmanager-reloaded:
     - onchanges:
       - file: monitoring-alertmanager-config-managed
     - require:
-      - service: monitoring-alertmanager-service-running
+      - unit: monitoring-alertmanager-service-running

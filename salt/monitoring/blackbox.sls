@@ -34,7 +34,7 @@ monitoring-blackbox-args-managed:
       - pkg: monitoring-blackbox-package-installed
 
 monitoring-blackbox-service-running:
-  service.running:
+  unit.running:
     - name: prometheus-blackbox-exporter
     - enable: true
     - watch:
@@ -51,4 +51,4 @@ monitoring-blackbox-reloaded:
     - onchanges:
       - file: monitoring-blackbox-config-managed
     - require:
-      - service: monitoring-blackbox-service-running
+      - unit: monitoring-blackbox-service-running

@@ -51,7 +51,7 @@ monitoring-grafana-{{ file | replace('_', '-') }}-managed:
       - pkg: monitoring-grafana-package-installed
       - vault_server: monitoring-grafana-admin-secret-generated
     - watch_in:
-      - service: monitoring-grafana-service-running
+      - unit: monitoring-grafana-service-running
 {%- endfor %}
 
 monitoring-grafana-ini-managed:
@@ -115,7 +115,7 @@ monitoring-grafana-dashboards-managed:
       - pkg: monitoring-grafana-package-installed
 
 monitoring-grafana-service-running:
-  service.running:
+  unit.running:
     - name: grafana-server
     - enable: true
     - watch:

@@ -31,7 +31,7 @@ monitoring-loki-config-managed:
       - pkg: monitoring-loki-package-installed
 
 monitoring-loki-service-running:
-  service.running:
+  unit.running:
     - name: loki
     - enable: true
     - watch:

@@ -124,7 +124,7 @@ monitoring-prometheus-config-managed:
       - file: monitoring-prometheus-rules-managed
 
 monitoring-prometheus-service-running:
-  service.running:
+  unit.running:
     - name: prometheus
     - enable: true
     - watch:
@@ -142,4 +142,4 @@ monitoring-prometheus-reloaded:
       - file: monitoring-prometheus-config-managed
       - file: monitoring-prometheus-rules-managed
     - require:
-      - service: monitoring-prometheus-service-running
+      - unit: monitoring-prometheus-service-running

@@ -78,7 +78,7 @@ nextcloud-system-config:
     - values: {{ system_config | json }}
     - require:
       - nextcloud_occ: nextcloud-installed
-      - service: nextcloud-redis-running
+      - unit: nextcloud-redis-running
 
 nextcloud-background-jobs-cron:
   nextcloud_occ.app_config:
@@ -87,7 +87,7 @@ nextcloud-background-jobs-cron:
         backgroundjobs_mode: cron
     - require:
       - nextcloud_occ: nextcloud-installed
-      - service: nextcloud-cron-timer-running
+      - unit: nextcloud-cron-timer-running
 
 nextcloud-apps-enabled:
   nextcloud_occ.apps_enabled:
@@ -103,4 +103,4 @@ nextcloud-setup-checks-pass:
     - require:
       - nextcloud_occ: nextcloud-apps-enabled
       - nextcloud_occ: nextcloud-background-jobs-cron
-      - service: nextcloud-nginx-running
+      - unit: nextcloud-nginx-running

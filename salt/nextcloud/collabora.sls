@@ -60,7 +60,7 @@ nextcloud-collabora-service-options-managed:
       - pkg: nextcloud-collabora-packages-installed
 
 nextcloud-collabora-running:
-  service.running:
+  unit.running:
     - name: coolwsd
     - enable: true
     - watch:
@@ -82,7 +82,7 @@ nextcloud-office-app-config:
         wopi_allowlist: {{ guest.ip }}
     - require:
       - nextcloud_occ: nextcloud-office-app-enabled
-      - service: nextcloud-collabora-running
+      - unit: nextcloud-collabora-running
 
 nextcloud-office-config-activated:
   cmd.run:

@@ -39,11 +39,11 @@ nextcloud-cron-timer-managed:
         WantedBy=timers.target
 
 nextcloud-cron-timer-running:
-  service.running:
+  unit.running:
     - name: nextcloud-cron.timer
     - enable: true
     - watch:
       - file: nextcloud-cron-timer-managed
       - file: nextcloud-cron-service-managed
     - require:
-      - service: nextcloud-php-fpm-running
+      - unit: nextcloud-php-fpm-running

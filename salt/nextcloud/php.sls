@@ -72,7 +72,7 @@ nextcloud-php-fpm-www-pool-absent:
       - file: nextcloud-php-fpm-pool-managed
 
 nextcloud-php-fpm-running:
-  service.running:
+  unit.running:
     - name: {{ fpm_service }}
     - enable: true
     - reload: true

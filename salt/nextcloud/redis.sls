@@ -20,7 +20,7 @@ nextcloud-redis-config-managed:
       - pkg: nextcloud-packages-installed
 
 nextcloud-redis-running:
-  service.running:
+  unit.running:
     - name: redis-server
     - enable: true
     - watch:

@@ -35,7 +35,7 @@ nextcloud-nginx-config-managed:
       - pkg: nextcloud-packages-installed
 
 nextcloud-nginx-running:
-  service.running:
+  unit.running:
     - name: nginx
     - enable: true
     - reload: true
@@ -43,4 +43,4 @@ nextcloud-nginx-running:
       - file: nextcloud-nginx-config-managed
       - file: nextcloud-nginx-default-site-absent
     - require:
-      - service: nextcloud-php-fpm-running
+      - unit: nextcloud-php-fpm-running

@@ -64,14 +64,14 @@ postgresql-backup-timer-managed:
         on_calendar: '{{ backup.on_calendar }}'
 
 postgresql-backup-timer-running:
-  service.running:
+  unit.running:
     - name: postgresql-backup.timer
     - enable: true
     - watch:
       - file: postgresql-backup-timer-managed
       - file: postgresql-backup-service-managed
     - require:
-      - service: postgresql-service-running
+      - unit: postgresql-service-running
 
 {{ job('postgresql', 'postgresql', [backup.dir], prepare=['systemctl', 'start', 'postgresql-backup.service'],
-       require=[{'service': 'postgresql-backup-timer-running'}]) }}
+       require=[{'unit': 'postgresql-backup-timer-running'}]) }}

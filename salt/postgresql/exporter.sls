@@ -27,7 +27,7 @@ postgresql-exporter-env-managed:
       - pg_role: postgresql-user-{{ postgresql.exporter.role }}-present
 
 postgresql-exporter-service-running:
-  service.running:
+  unit.running:
     - name: prometheus-postgres-exporter
     - enable: true
     - watch:

@@ -7,7 +7,7 @@ include:
   - postgresql.config
 
 postgresql-service-running:
-  service.running:
+  unit.running:
     - name: {{ service }}
     - watch:
       - file: postgresql-config-file-managed
@@ -26,7 +26,7 @@ postgresql-service-hba-checked:
     - onchanges:
       - file: postgresql-hba-file-managed
     - require:
-      - service: postgresql-service-running
+      - unit: postgresql-service-running
 
 postgresql-service-hba-reloaded:
   cmd.run:

@@ -25,5 +25,5 @@ postgresql-user-{{ role }}-present:
 {%-   endif %}
     - require:
       - vault_server: postgresql-user-{{ role }}-secret-generated
-      - service: postgresql-service-running
+      - unit: postgresql-service-running
 {%- endfor %}

@@ -15,7 +15,7 @@ rabbitmq-access-guest-absent:
   rabbitmq_access.user_absent:
     - name: guest
     - require:
-      - service: rabbitmq-service-running
+      - unit: rabbitmq-service-running
 
 {#- A consumer removed from the site loses its account. #}
 rabbitmq-access-undeclared-users-absent:
@@ -23,14 +23,14 @@ rabbitmq-access-undeclared-users-absent:
     - name: undeclared
     - users: {{ users | list | sort | json }}
     - require:
-      - service: rabbitmq-service-running
+      - unit: rabbitmq-service-running
 {%- for vhost in messaging.get('vhosts', []) %}
 
 rabbitmq-access-vhost-{{ vhost }}-present:
   rabbitmq_access.vhost_present:
     - name: {{ vhost }}
     - require:
-      - service: rabbitmq-service-running
+      - unit: rabbitmq-service-running
 {%- endfor %}
 {%- for name, user in users | dictsort %}
 
@@ -50,7 +50,7 @@ rabbitmq-access-user-{{ name }}-present:
     - permissions: {{ user.permissions | json }}
     - require:
       - vault_server: rabbitmq-access-user-{{ name }}-secret-generated
-      - service: rabbitmq-service-running
+      - unit: rabbitmq-service-running
 {%-   for vhost in user.permissions | sort %}
       - rabbitmq_access: rabbitmq-access-vhost-{{ vhost }}-present
 {%-   endfor %}

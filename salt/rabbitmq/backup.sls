@@ -39,5 +39,5 @@ rabbitmq-backup-export-script-managed:
 
 {{ job('rabbitmq', 'rabbitmq', [backup_dir], prepare=['/usr/local/sbin/rabbitmq-export-definitions'],
        require=[{'file': 'rabbitmq-backup-export-script-managed'}, {'file': 'rabbitmq-backup-dir-managed'},
-                {'service': 'rabbitmq-service-running'}]) }}
+                {'unit': 'rabbitmq-service-running'}]) }}
 {%- endif %}

@@ -5,7 +5,7 @@ include:
   - rabbitmq.package
 
 rabbitmq-service-running:
-  service.running:
+  unit.running:
     - name: {{ rabbitmq.service }}
     - enable: true
     - require:

@@ -96,7 +96,7 @@ reverse-proxy-certificate-{{ lineage }}-issued:
 {%-   if wildcard %}
       - file: reverse-proxy-acme-rfc2136-credentials-managed
 {%-   else %}
-      - service: reverse-proxy-nginx-running
+      - unit: reverse-proxy-nginx-running
       - file: reverse-proxy-webroot-managed
 {%-   endif %}
 
@@ -130,13 +130,13 @@ reverse-proxy-nginx-tls-config-managed:
         resolvers: {{ resolvers | json }}
     - require:
       - file: reverse-proxy-nginx-tls-check-managed
-      - service: reverse-proxy-nginx-running
+      - unit: reverse-proxy-nginx-running
 {%- for lineage in lineages | sort %}
       - cmd: reverse-proxy-certificate-{{ lineage }}-issued
 {%- endfor %}
 
 reverse-proxy-nginx-tls-reloaded:
-  service.running:
+  unit.running:
     - name: {{ rp.nginx.service }}
     - reload: true
     - watch:

@@ -16,10 +16,10 @@ reverse-proxy-exporter-args-managed:
       - pkg: reverse-proxy-packages-installed
 
 reverse-proxy-exporter-running:
-  service.running:
+  unit.running:
     - name: prometheus-nginx-exporter
     - enable: true
     - require:
-      - service: reverse-proxy-nginx-running
+      - unit: reverse-proxy-nginx-running
     - watch:
       - file: reverse-proxy-exporter-args-managed

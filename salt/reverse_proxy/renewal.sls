@@ -74,7 +74,7 @@ reverse-proxy-renewal-expiry-timer-managed:
         WantedBy=timers.target
 
 reverse-proxy-renewal-expiry-timer-running:
-  service.running:
+  unit.running:
     - name: acme-expiry-check.timer
     - enable: true
     - watch:

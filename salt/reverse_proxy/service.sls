@@ -5,7 +5,7 @@ include:
   - reverse_proxy.config
 
 reverse-proxy-nginx-running:
-  service.running:
+  unit.running:
     - name: {{ rp.nginx.service }}
     - enable: true
     - reload: true

@@ -17,7 +17,7 @@ salt-master-service-unit-managed:
 {#- Started when it is not running (a new control node, a crash); a running
     master is never restarted here, only by the scheduled restart below. #}
 salt-master-service-running:
-  service.running:
+  unit.running:
     - name: {{ salt_master.service }}
     - enable: true
     - require:

@@ -67,14 +67,14 @@ vault-backup-timer-managed:
         on_calendar: '{{ backup.on_calendar }}'
 
 vault-backup-timer-running:
-  service.running:
+  unit.running:
     - name: vault-raft-snapshot.timer
     - enable: true
     - watch:
       - file: vault-backup-timer-managed
       - file: vault-backup-service-managed
     - require:
-      - service: vault-service-running
+      - unit: vault-service-running
 
 {{ job('vault', 'vault', [backup.dir, tls_dir], prepare=['systemctl', 'start', 'vault-raft-snapshot.service'],
-       require=[{'service': 'vault-backup-timer-running'}, {'vault_server': 'vault-unseal-unsealed'}]) }}
+       require=[{'unit': 'vault-backup-timer-running'}, {'vault_server': 'vault-unseal-unsealed'}]) }}

@@ -16,7 +16,7 @@ vault-service-unit-managed:
         user: {{ flavor.user }}
 
 vault-service-running:
-  service.running:
+  unit.running:
     - name: {{ flavor.service }}
     - enable: true
     - watch:

@@ -15,4 +15,4 @@ vault-unseal-unsealed:
         attempts: 5
         interval: 2
     - require:
-      - service: vault-service-running
+      - unit: vault-service-running

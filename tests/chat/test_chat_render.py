@@ -41,7 +41,7 @@ def test_the_default_release_is_the_example_service_built_with_the_pinned_toolch
     assert release["health_url"] == "http://10.10.10.101:8080/healthz"
     toolchain = state_args(high["chat-toolchain-go-installed"], "pkg")
     assert {"golang-1.19-go": "1.19.8-2"} in toolchain["pkgs"]
-    service = state_args(high["chat-service-running"], "service")
+    service = state_args(high["chat-service-running"], "unit")
     assert {"go_service": "chat-config-env-file-managed"} in service["watch"], "a rotated password restarts it"
 
 

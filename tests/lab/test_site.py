@@ -268,6 +268,47 @@ def test_the_vault_api_is_open_to_the_site_only(site_lab):
     assert connect_from_host(ip(site_lab, "vault"), 8200) == "open"  # the admin source
 
 
+# -- services: unit.running (_states/unit.py), Salt's service.running with a one-call no-op ----------
+
+EXPORTER = "prometheus-node-exporter"
+EXPORTER_STATE = "unit_|-common-node-exporter-service-running_|-prometheus-node-exporter_|-running"
+
+
+def test_a_service_is_left_alone_when_well_and_brought_back_when_stopped_disabled_reloaded_or_reconfigured(site_lab):
+    host = guest_host("microservices", site_lab.lab.lab_dir)
+
+    def main_pid() -> str:
+        return host.check_output(f"systemctl show -p MainPID --value {EXPORTER}")
+
+    def apply() -> dict:
+        ret, code = salt_cmd(site_lab, "microservices", "state.apply", "common.node_exporter")
+        assert code == 0 and isinstance(ret, dict), ret
+        assert all(s["result"] is True for s in ret.values()), ret
+        return ret[EXPORTER_STATE]
+
+    before = main_pid()
+    quiet = apply()
+    assert quiet["changes"] == {} and "already running" in quiet["comment"], quiet
+    assert main_pid() == before, "a no-op touched the running service"
+
+    host.check_output(f"systemctl disable --now {EXPORTER}")
+    back = apply()
+    assert back["changes"], back
+    assert host.service(EXPORTER).is_running and host.service(EXPORTER).is_enabled
+
+    host.check_output(f"touch /lib/systemd/system/{EXPORTER}.service")  # a unit file newer than systemd's copy
+    assert host.check_output(f"systemctl show -p NeedDaemonReload --value {EXPORTER}") == "yes"
+    apply()
+    assert host.check_output(f"systemctl show -p NeedDaemonReload --value {EXPORTER}") == "no"
+
+    pid = main_pid()
+    host.check_output(f"echo 'ARGS=\"--drifted\"' > /etc/default/{EXPORTER}")
+    restarted = apply()
+    assert restarted["changes"] == {EXPORTER: True} and main_pid() != pid, restarted
+    assert "--drifted" not in host.file(f"/etc/default/{EXPORTER}").content_string
+    assert host.service(EXPORTER).is_running
+
+
 # -- the data tier (issue 6) through the real master and Vault ------------------------------------
 
 

@@ -60,7 +60,7 @@ def rendered(config, high: dict, state_id: str, name: str | None = None) -> str:
 def test_nginx_in_the_guest_has_nextclouds_rules_and_nginx_accepts_it(example_config, high, tmp_path):
     conf = state_args(high["nextcloud-nginx-config-managed"], "file")
     assert conf["name"] == "/etc/nginx/nginx.conf" and conf["check_cmd"] == "/usr/sbin/nginx -t -q -c"
-    assert state_args(high["nextcloud-nginx-running"], "service")["reload"] is True
+    assert state_args(high["nextcloud-nginx-running"], "unit")["reload"] is True
     text = rendered(example_config, high, "nextcloud-nginx-config-managed")
     for line in ("listen 80 default_server;", "server_name nextcloud.your-domain.com;", "root /var/www/nextcloud;",
                  "absolute_redirect off;", "client_max_body_size 16G;", "fastcgi_read_timeout 3600s;",

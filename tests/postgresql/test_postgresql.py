@@ -97,7 +97,7 @@ def test_config_is_checked_before_restart_and_pg_hba_before_reload(example_high)
     assert conf["check_cmd"] == "/usr/local/sbin/pg-check-config"
     reload = state_args(example_high["postgresql-service-hba-reloaded"], "cmd")
     assert reload["require"] == [{"cmd": "postgresql-service-hba-checked"}]
-    running = state_args(example_high["postgresql-service-running"], "service")
+    running = state_args(example_high["postgresql-service-running"], "unit")
     assert {"file": "postgresql-hba-file-managed"} not in running["watch"], "pg_hba.conf needs a reload only"
 
 
@@ -109,7 +109,7 @@ def test_the_pgdg_switch_renders_apt_postgresql_org_and_the_newer_major(example_
                             "https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main")
     assert state_args(high["postgresql-package-installed"], "pkg")["pkgs"][:2] == ["postgresql-17",
                                                                                    "postgresql-client-17"]
-    assert state_args(high["postgresql-service-running"], "service")["name"] == "postgresql@17-main"
+    assert state_args(high["postgresql-service-running"], "unit")["name"] == "postgresql@17-main"
     assert state_args(high["postgresql-hba-file-managed"], "file")["name"] == "/etc/postgresql/17/main/pg_hba.conf"
 
 

@@ -102,7 +102,7 @@ def test_cookie_comes_from_vault_before_the_package_and_a_change_stops_the_broke
         stop = state_args(broker_high[f"rabbitmq-config-broker-stopped-for-{part}"], "cmd")
         assert stop["name"] == "systemctl stop rabbitmq-server"
         assert stop["prereq"] == [f"rabbitmq-config-{part}-managed"]
-    assert "watch" not in state_args(broker_high["rabbitmq-service-running"], "service"), "no restart but by prereq"
+    assert "watch" not in state_args(broker_high["rabbitmq-service-running"], "unit"), "no restart but by prereq"
 
 
 @pytest.mark.render

@@ -47,7 +47,7 @@ def test_one_certificate_per_route_from_the_sites_directory_over_http01(proxy_hi
         assert "--email hostmaster@your-domain.com" in cmd["name"]
         assert f"--cert-name {lineage}" in cmd["name"] and f"--domain '{lineage}'" in cmd["name"]
         assert cmd["creates"] == f"/etc/letsencrypt/renewal/{lineage}.conf", "a second run requests nothing"
-        assert {"service": "reverse-proxy-nginx-running"} in cmd["require"], "http-01 needs nginx on port 80 first"
+        assert {"unit": "reverse-proxy-nginx-running"} in cmd["require"], "http-01 needs nginx on port 80 first"
         assert "env" not in cmd, "production trusts the system's CAs only"
     packages = state_args(proxy_high["reverse-proxy-packages-installed"], "pkg")["pkgs"]
     assert packages == ["nginx", "certbot", "prometheus-nginx-exporter"]
@@ -65,9 +65,9 @@ def test_every_config_change_is_checked_by_nginx_before_it_goes_live(proxy_high)
                and state_args(state, "file").get("name") in ("/etc/nginx/nginx.conf", tls["name"])]
     assert sorted(managed) == ["reverse-proxy-nginx-config-managed", "reverse-proxy-nginx-tls-config-managed"], \
         "each nginx file is managed by one state"
-    reload = state_args(proxy_high["reverse-proxy-nginx-running"], "service")
+    reload = state_args(proxy_high["reverse-proxy-nginx-running"], "unit")
     assert reload["reload"] is True and reload["watch"] == [{"file": "reverse-proxy-nginx-config-managed"}]
-    tls_reload = state_args(proxy_high["reverse-proxy-nginx-tls-reloaded"], "service")
+    tls_reload = state_args(proxy_high["reverse-proxy-nginx-tls-reloaded"], "unit")
     assert tls_reload["reload"] is True and tls_reload["watch"] == [{"file": "reverse-proxy-nginx-tls-config-managed"}]
 
 

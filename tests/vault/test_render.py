@@ -84,7 +84,7 @@ def test_certificate_from_the_internal_ca_names_the_guest(vault_high):
 
 
 def test_unit_restarts_on_config_and_certificate_and_unseal_requires_it(vault_high):
-    watch = state_args(vault_high["vault-service-running"], "service")["watch"]
+    watch = state_args(vault_high["vault-service-running"], "unit")["watch"]
     assert {"file": "vault-config-file-managed"} in watch and {"local_pki": "vault-tls-cert-managed"} in watch
     unseal = state_args(vault_high["vault-unseal-unsealed"], "vault_server")
     assert unseal["url"] == "https://127.0.0.1:8200" and unseal["verify"] == "/etc/vault.d/tls/ca.crt"

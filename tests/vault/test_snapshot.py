@@ -156,7 +156,7 @@ def test_the_role_ships_a_snapshot_timer_with_retention_to_a_backup_folder(vault
     timer_file = state_args(vault_high["vault-backup-timer-managed"], "file")
     timer = render_file(example_config, timer_file["source"], timer_file["context"])
     assert "OnCalendar=*-*-* 03:15:00" in timer and "Persistent=true" in timer
-    running = state_args(vault_high["vault-backup-timer-running"], "service")
+    running = state_args(vault_high["vault-backup-timer-running"], "unit")
     assert running["name"] == "vault-raft-snapshot.timer" and running["enable"] is True
     assert {"file": "vault-backup-timer-managed"} in running["watch"]
     policy = state_args(vault_high["vault-configure-policy-raft-snapshot-present"], "vault_server")
