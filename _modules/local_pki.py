@@ -1,7 +1,7 @@
 """
 A private CA on one guest, in-process: EC keys and X.509 certificates read and written with
 ``cryptography``, for the vault role's listener (``salt/vault/tls.sls``, states in
-``_states/local_pki.py``).
+``_states/local_pki.py``); and a certificate's OCSP responder for the reverse proxy's template.
 
 Why not Salt's ``x509_v2`` states: each of them runs ``file.managed`` through a nested
 ``state.single``, and on a minion (not ``salt-call``) that builds a whole new State, whose first
@@ -25,7 +25,7 @@ try:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
     HAS_CRYPTOGRAPHY = True
 except ImportError:  # pragma: no cover - Salt itself needs cryptography
@@ -261,3 +261,19 @@ def issue_certificate(path, private_key, signing_private_key, CN, signing_cert=N
     cert = builder.sign(issuer_key, hashes.SHA256())
     _write(path, cert.public_bytes(serialization.Encoding.PEM), user, group, mode)
     return cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def ocsp_uri(path):
+    """The OCSP responder the first certificate in ``path`` names (its Authority Information Access),
+    or ``''`` when it names none: what ``openssl x509 -noout -ocsp_uri`` prints, without a process
+    (the reverse proxy's TLS template asks this for every route on every run)."""
+    try:
+        with open(path, "rb") as fh:
+            certs = x509.load_pem_x509_certificates(fh.read())
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"{path}: {exc}") from None
+    access = _extension(certs[0], x509.AuthorityInformationAccess)
+    for description in access.value if access else []:
+        if description.access_method == AuthorityInformationAccessOID.OCSP:
+            return description.access_location.value
+    return ""
