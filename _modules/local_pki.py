@@ -253,8 +253,8 @@ def issue_certificate(path, private_key, signing_private_key, CN, signing_cert=N
                                         critical=True)
     if extended_key_usage:
         builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if u == "serverAuth" else ExtendedKeyUsageOID.CLIENT_AUTH
-                                   for u in extended_key_usage]),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if u == "serverAuth"
+                                   else ExtendedKeyUsageOID.CLIENT_AUTH for u in extended_key_usage]),
             critical=False)
     if subject_alt_names:
         builder = builder.add_extension(x509.SubjectAlternativeName(_san_entries(subject_alt_names)), critical=False)

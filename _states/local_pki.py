@@ -101,7 +101,8 @@ def certificate_managed(name, private_key, signing_private_key, CN, signing_cert
         if reasons:
             return __salt__["local_pki.issue_certificate"](
                 name, private_key, signing_private_key, CN, signing_cert=signing_cert,
-                subject_alt_names=list(dict.fromkeys(str(s).strip() for s in subject_alt_names)), ca=bool(ca), key_usage=want["key_usage"],
+                subject_alt_names=list(dict.fromkeys(str(s).strip() for s in subject_alt_names)),
+                ca=bool(ca), key_usage=want["key_usage"],
                 extended_key_usage=want["extended_key_usage"], days_valid=days_valid,
                 user=user, group=group, mode=mode)
         return _set_attributes(name, user, group, mode)
