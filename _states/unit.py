@@ -1,5 +1,6 @@
 """
-``service.running`` with a fast no-op (``_modules/unit.py``): every role's services.
+``service.running`` and ``service.enabled`` with a fast no-op (``_modules/unit.py``): every
+role's services.
 
 .. code-block:: yaml
 
@@ -46,6 +47,21 @@ def running(name, enable=None, **kwargs):
             return {"name": name, "result": True, "changes": {},
                     "comment": f"The service {name} is already running{state}"}
     return __states__["service.running"](name, enable=enable, **own)
+
+
+def enabled(name, **kwargs):
+    """The unit ``name`` starts at boot: one ``systemctl show`` when it does, Salt's own
+    ``service.enabled`` (with the same arguments) otherwise."""
+    own = {k: v for k, v in kwargs.items() if not k.startswith("__")}
+    if not own:
+        try:
+            unit = __salt__["unit.show"](name)
+        except CommandExecutionError:
+            unit = None
+        if unit and unit["LoadState"] == "loaded" and unit["UnitFileState"] in ENABLED:
+            return {"name": name, "result": True, "changes": {},
+                    "comment": f"Service {name} is already enabled, and is in the desired state"}
+    return __states__["service.enabled"](name, **own)
 
 
 def mod_watch(name, sfun=None, **kwargs):

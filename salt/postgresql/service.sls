@@ -14,7 +14,7 @@ postgresql-service-running:
       - pkg: postgresql-package-installed
 
 postgresql-service-enabled:
-  service.enabled:
+  unit.enabled:
     - name: postgresql
     - require:
       - pkg: postgresql-package-installed
