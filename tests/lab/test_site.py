@@ -308,6 +308,17 @@ def test_a_service_is_left_alone_when_well_and_brought_back_when_stopped_disable
     assert "--drifted" not in host.file(f"/etc/default/{EXPORTER}").content_string
     assert host.service(EXPORTER).is_running
 
+    # unit.enabled: postgresql.service (Debian's, which starts the clusters) disabled by hand
+    pg = guest_host("postgresql", site_lab.lab.lab_dir)
+    pg.check_output("systemctl disable postgresql")
+    ret, code = salt_cmd(site_lab, "postgresql", "state.sls_id", "postgresql-service-enabled", "postgresql")
+    (enabled,) = ret.values()
+    assert code == 0 and enabled["result"] is True and enabled["changes"], ret
+    assert pg.service("postgresql").is_enabled
+    ret, code = salt_cmd(site_lab, "postgresql", "state.sls_id", "postgresql-service-enabled", "postgresql")
+    (again,) = ret.values()
+    assert again["changes"] == {} and "already enabled" in again["comment"], again
+
 
 # -- the data tier (issue 6) through the real master and Vault ------------------------------------
 
