@@ -311,13 +311,12 @@ def test_a_service_is_left_alone_when_well_and_brought_back_when_stopped_disable
     # unit.enabled: postgresql.service (Debian's, which starts the clusters) disabled by hand
     pg = guest_host("postgresql", site_lab.lab.lab_dir)
     pg.check_output("systemctl disable postgresql")
+    key = "unit_|-postgresql-service-enabled_|-postgresql_|-enabled"  # sls_id also runs its requisites
     ret, code = salt_cmd(site_lab, "postgresql", "state.sls_id", "postgresql-service-enabled", "postgresql")
-    (enabled,) = ret.values()
-    assert code == 0 and enabled["result"] is True and enabled["changes"], ret
+    assert code == 0 and ret[key]["result"] is True and ret[key]["changes"], ret
     assert pg.service("postgresql").is_enabled
     ret, code = salt_cmd(site_lab, "postgresql", "state.sls_id", "postgresql-service-enabled", "postgresql")
-    (again,) = ret.values()
-    assert again["changes"] == {} and "already enabled" in again["comment"], again
+    assert code == 0 and ret[key]["changes"] == {} and "already enabled" in ret[key]["comment"], ret[key]
 
 
 # -- the data tier (issue 6) through the real master and Vault ------------------------------------
