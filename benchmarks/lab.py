@@ -128,18 +128,19 @@ def one_guest_alone(lab: labctl.Lab, name: str) -> tuple[labctl.RunResult, float
 
 
 def main() -> int:
-    state = Path(tempfile.mkdtemp(prefix="sitectl-bench-"))
-    try:
-        return run(state)
-    finally:
-        labctl.down(state_dir=state)
-
-
-def run(state: Path) -> int:
+    # the arguments first: `--help` must not reach the teardown below (it takes every lab guest down)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rebuild-template", action="store_true",
                         help="build the template again into an empty cache (cold build)")
     args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="sitectl-bench-"))
+    try:
+        return run(state, args)
+    finally:
+        labctl.down(state_dir=state)
+
+
+def run(state: Path, args: argparse.Namespace) -> int:
     figures: dict[str, object] = {}
 
     labctl.down(state_dir=state)
