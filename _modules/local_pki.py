@@ -67,14 +67,21 @@ def _write(path, data, user, group, mode):
 # ---------------------------------------------------------------- keys
 
 
-def _load_key(path):
+def _read(path):
+    """The bytes at ``path``, or None when there is no file."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            return fh.read()
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise CommandExecutionError(f"{path}: {exc.strerror}") from None
+
+
+def _load_key(path):
+    data = _read(path)
+    if data is None:
+        return None
     try:
         return serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
@@ -172,13 +179,9 @@ def certificate_info(path, private_key, signing_private_key, signing_cert=None):
     subject CN, subject_alt_names, ca, key_usage, extended_key_usage, days_remaining, whether it
     is of ``private_key`` (``key_matches``) and whether the issuer (``signing_cert`` with
     ``signing_private_key``, or that key itself for a self-signed one) signed it (``issued_by``)."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
+    data = _read(path)
+    if data is None:
         return None
-    except OSError as exc:
-        raise CommandExecutionError(f"{path}: {exc.strerror}") from None
     try:
         cert = x509.load_pem_x509_certificate(data)
     except ValueError:
