@@ -50,9 +50,9 @@ def __virtual__():
 # ---------------------------------------------------------------- files (_utils/platform_files.py)
 
 
-def file_attributes(path):
-    """``{'user', 'group', 'mode'}`` of ``path`` (mode as a 4-digit octal string), or None."""
-    return __utils__["platform_files.attributes"](path)
+def attribute_changes(path, user, group, mode):
+    """Owner, group and mode of ``path`` that differ from those asked (``{attribute: {old, new}}``)."""
+    return __utils__["platform_files.attribute_changes"](path, user, group, mode)
 
 
 def set_attributes(path, user, group, mode):

@@ -62,9 +62,9 @@ def fetch(source, name, expected, user="root", group="root", mode="0644", salten
     return True
 
 
-def file_attributes(path):
-    """``{'user', 'group', 'mode'}`` of ``path``, or None."""
-    return __utils__["platform_files.attributes"](path)
+def attribute_changes(path, user, group, mode):
+    """Owner, group and mode of ``path`` that differ from those asked (``{attribute: {old, new}}``)."""
+    return __utils__["platform_files.attribute_changes"](path, user, group, mode)
 
 
 def set_attributes(path, user, group, mode):

@@ -30,12 +30,6 @@ and stays as it is.
 from salt.exceptions import CommandExecutionError
 
 
-def _attribute_changes(name, user, group, mode):
-    have = __salt__["local_pki.file_attributes"](name) or {}
-    want = {"user": user, "group": group, "mode": f"{int(str(mode), 8):04o}"}
-    return {k: {"old": have.get(k), "new": v} for k, v in want.items() if have and have.get(k) != v}
-
-
 def _set_attributes(name, user, group, mode):
     return __salt__["local_pki.set_attributes"](name, user, group, mode)
 
@@ -45,7 +39,7 @@ def private_key_managed(name, curve="secp256r1", user="root", group="root", mode
     ret = __utils__["platform_state.new"](name)
     try:
         have = __salt__["local_pki.key_info"](name)
-        changes = _attribute_changes(name, user, group, mode) if have else {}
+        changes = __salt__["local_pki.attribute_changes"](name, user, group, mode)
     except CommandExecutionError as exc:
         return __utils__["platform_state.failed"](ret, exc)
     if have is None:
@@ -79,7 +73,7 @@ def certificate_managed(name, private_key, signing_private_key, CN, signing_cert
     }
     try:
         have = __salt__["local_pki.certificate_info"](name, private_key, signing_private_key, signing_cert)
-        attributes = _attribute_changes(name, user, group, mode) if have else {}
+        attributes = __salt__["local_pki.attribute_changes"](name, user, group, mode)
     except CommandExecutionError as exc:
         return __utils__["platform_state.failed"](ret, exc)
     reasons = {}

@@ -19,19 +19,17 @@ from salt.exceptions import CommandExecutionError
 def managed(name, source, user="root", group="root", mode="0644"):
     """``name`` has the content of ``source`` (``salt://``), with its owner, group and mode."""
     ret = __utils__["platform_state.new"](name)
-    want_mode = f"{int(str(mode), 8):04o}"
     try:
         expected = __salt__["master_file.source_hash"](source, __env__)
         have = __salt__["master_file.local_hash"](name, expected["hash_type"])
-        attributes = __salt__["master_file.file_attributes"](name) or {}
+        attributes = __salt__["master_file.attribute_changes"](name, user, group, mode)
     except CommandExecutionError as exc:
         return __utils__["platform_state.failed"](ret, exc)
     replace = have != expected["hsum"]
     if replace:
         changes = {expected["hash_type"]: {"old": have, "new": expected["hsum"]}}
     else:
-        want = {"user": user, "group": group, "mode": want_mode}
-        changes = {k: {"old": attributes.get(k), "new": v} for k, v in want.items() if attributes.get(k) != v}
+        changes = attributes
     return __utils__["platform_state.converge"](
         ret, __opts__["test"], changes,
         unchanged=f"{name} is {source} ({expected['hash_type']} {expected['hsum'][:12]}...)",

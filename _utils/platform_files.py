@@ -38,6 +38,16 @@ def attributes(path):
     return {"user": user, "group": group, "mode": f"{st.st_mode & 0o7777:04o}"}
 
 
+def attribute_changes(path, user, group, mode):
+    """``{attribute: {old, new}}`` for each of owner, group and mode of ``path`` that differs from
+    what is asked; empty when there is no file (the content's change says that)."""
+    have = attributes(path)
+    if not have:
+        return {}
+    want = {"user": user, "group": group, "mode": f"{int(str(mode), 8):04o}"}
+    return {k: {"old": have[k], "new": v} for k, v in want.items() if have[k] != v}
+
+
 def set_attributes(path, user, group, mode):
     """Give ``path`` its owner, group and mode."""
     uid, gid = _ids(user, group)
