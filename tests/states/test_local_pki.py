@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import subprocess
 from pathlib import Path
@@ -134,8 +135,9 @@ def test_a_certificate_of_another_ca_or_key_is_issued_again(pki, tmp_path):
 
 
 def test_a_key_that_is_not_a_key_fails_and_stays(pki, tmp_path):
-    target = tmp_path / "ca.key"
-    target.write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nnot really\n-----END ENCRYPTED PRIVATE KEY-----\n")
+    target = tmp_path / "ca.key"  # a key under a passphrase (made here, thrown away): Salt cannot read it
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384", "-aes256",
+            "-pass", f"pass:{secrets.token_hex(16)}", "-out", str(target))
     before = target.read_bytes()
     ret = pki.state("local_pki.private_key_managed", str(target), curve="secp384r1")
     assert ret["result"] is False and "not an unencrypted PEM private key" in ret["comment"], ret
