@@ -30,16 +30,23 @@ DISABLED = {"disabled"}
 FAST_ARGS = {"reload", "full_restart", "init_delay", "force"}
 
 
+def _show(name):
+    """systemd's view of the unit, or None (no systemd here, or systemctl failed): Salt's state decides."""
+    if "unit.show" not in __salt__:
+        return None
+    try:
+        return __salt__["unit.show"](name)
+    except CommandExecutionError:
+        return None
+
+
 def running(name, enable=None, **kwargs):
     """The unit ``name`` runs (and is enabled or disabled as ``enable`` says)."""
     if isinstance(enable, str):
         enable = enable.strip().lower() in ("true", "yes", "1", "on")
     own = {k: v for k, v in kwargs.items() if not k.startswith("__")}
     if set(own) <= FAST_ARGS:
-        try:
-            unit = __salt__["unit.show"](name)
-        except CommandExecutionError:
-            unit = None
+        unit = _show(name)
         if unit and unit["LoadState"] == "loaded" and unit["ActiveState"] == "active" \
                 and unit["NeedDaemonReload"] == "no" \
                 and (enable is None or unit["UnitFileState"] in (ENABLED if enable else DISABLED)):
@@ -54,10 +61,7 @@ def enabled(name, **kwargs):
     ``service.enabled`` (with the same arguments) otherwise."""
     own = {k: v for k, v in kwargs.items() if not k.startswith("__")}
     if not own:
-        try:
-            unit = __salt__["unit.show"](name)
-        except CommandExecutionError:
-            unit = None
+        unit = _show(name)
         if unit and unit["LoadState"] == "loaded" and unit["UnitFileState"] in ENABLED:
             return {"name": name, "result": True, "changes": {},
                     "comment": f"Service {name} is already enabled, and is in the desired state"}
