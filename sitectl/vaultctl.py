@@ -141,11 +141,23 @@ def master_credentials(config_dir: Path, url: str, ca_pem: str, role_id: str, se
     (config_dir / "master.d" / "vault.conf").write_text(
         "# Written by the Vault bootstrap (docs/vault.md): only the sdb profile, never a `vault:` key.\n"
         + yaml.safe_dump({"platform_vault": {"driver": "yaml", "files": [str(credentials)]}}))
+    forget_master_vault_cache(config_dir)
 
 
 def forget_master_credentials(config_dir: Path) -> None:
     for path in (config_dir / "master.d" / "vault.conf", config_dir / "vault-master.yaml"):
         path.unlink(missing_ok=True)
+    forget_master_vault_cache(config_dir)
+
+
+def forget_master_vault_cache(config_dir: Path) -> None:
+    """saltext-vault's cache on the master (its own token and the server's config, under
+    ``<cachedir>/vault``): with new credentials or a new Vault, a token still within its TTL would
+    be sent to a server that never issued it (permission denied on every guest's token request)."""
+    import salt.config
+
+    cachedir = Path(salt.config.master_config(str(config_dir / "master"))["cachedir"])
+    shutil.rmtree(cachedir / "vault", ignore_errors=True)
 
 
 class LabVault:

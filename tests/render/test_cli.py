@@ -27,3 +27,22 @@ def test_master_config_keeps_the_job_cache_and_logs_to_root_and_jobs_short(tmp_p
     master = yaml.safe_load((tmp_path / "etc" / "master").read_text())
     assert master["cachedir"].startswith(f"{tmp_path}/cache/") and master["log_file"].startswith(f"{tmp_path}/log/")
     assert master["keep_jobs_seconds"] == 3600, "a job's return (a secret a salt-call printed) is kept one hour"
+
+
+def test_new_vault_credentials_drop_the_masters_cached_vault_token(tmp_path):
+    """A lab brought up again within the hour (a new Vault): the master's cached token of the old
+    one would be refused on every guest's token request. New credentials forget it."""
+    from sitectl import vaultctl
+
+    assert cli.main(["--state-dir", str(tmp_path), "master-config"]) == 0
+    config_dir = tmp_path / "etc"
+    cachedir = yaml.safe_load((config_dir / "master").read_text())["cachedir"]
+    session = tmp_path / cachedir / "vault" / "connection" / "session"
+    session.parent.mkdir(parents=True)
+    session.write_text("a token of the Vault that is gone")
+    vaultctl.master_credentials(config_dir, "https://10.0.0.5:8200", "-----BEGIN CERTIFICATE-----", "role", "id")
+    assert not session.exists() and (config_dir / "vault-master.yaml").stat().st_mode & 0o777 == 0o600
+    session.parent.mkdir(parents=True)
+    session.write_text("again")
+    vaultctl.lab_teardown(tmp_path, config_dir)
+    assert not session.exists() and not (config_dir / "vault-master.yaml").exists()
