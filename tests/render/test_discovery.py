@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from pathlib import Path
 
 import pytest
 import salt.config
@@ -62,12 +63,15 @@ def renders(tmp_path_factory, template_vault):
     overrides = {"vault_server": {"url": template_vault.url, "token_file": str(token_file)}}
     configs, guests = {}, {}
 
-    def get(case, guest) -> GuestRender:
+    def get(case, guest, salts_jinja=False) -> GuestRender:
+        """``salts_jinja``: rendered by Salt's own ``jinja`` renderer instead of the tree's
+        (_renderers/jinja.py, which the render tier's minion loads as the guests do)."""
         if case.name not in configs:
             configs[case.name] = checkout_for(case, tmp_path_factory.mktemp(f"render-{case.name}"))
-        if (case.name, guest) not in guests:
-            guests[case.name, guest] = GuestRender(configs[case.name], guest, overrides)
-        return guests[case.name, guest]
+        if (case.name, guest, salts_jinja) not in guests:
+            guests[case.name, guest, salts_jinja] = GuestRender(
+                configs[case.name], guest, {**overrides, "render_dirs": []} if salts_jinja else overrides)
+        return guests[case.name, guest, salts_jinja]
 
     return get
 
@@ -83,6 +87,21 @@ def test_the_guest_renders_its_highstate_and_every_sls_of_the_tree(renders, case
                     + "\n".join(f"{sls}: {errors}" for sls, errors in failing.items()))
     outside = sorted(set(rendered.highstate) - set(rendered.every_sls))
     assert not outside, f"{case.name}/{guest}: states of its highstate that the tree's SLS do not render: {outside}"
+
+
+@pytest.mark.parametrize(("case", "guest"), [p for p in GUESTS if p.values[0].name == "example"])
+def test_the_trees_jinja_renderer_renders_every_sls_as_salts_own_does(renders, case, guest):
+    """_renderers/jinja.py keeps compiled templates between SLS and runs (issue 21): the guest's
+    every SLS must come out exactly as through Salt's renderer, and the kept code must be there."""
+    ours = renders(case, guest)
+    if not isinstance(ours.every_sls, dict):
+        pytest.skip("the tree does not render for this guest (its own test names why)")
+    code_dir = Path(ours.caller.opts["cachedir"]) / "platform-jinja"
+    kept = sorted(p.name for p in code_dir.iterdir())
+    assert kept, f"{guest}: the tree's renderer kept no compiled template in {code_dir}"
+    salts = renders(case, guest, salts_jinja=True)
+    assert salts.every_sls == ours.every_sls
+    assert sorted(p.name for p in code_dir.iterdir()) == kept, "Salt's renderer wrote compiled code"
 
 
 def test_every_sls_of_the_tree_is_applied_by_some_guest(renders):
