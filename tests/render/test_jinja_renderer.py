@@ -1,7 +1,7 @@
 """The tree's ``jinja`` renderer (_renderers/jinja.py) keeps each template's compiled code by its
 exact content: a run compiles only what it has not compiled before, an edited template renders its
-new text at once, damaged kept code is compiled again, and a broken template fails with Salt's own
-error. (That every SLS of every example guest renders exactly as through Salt's renderer is checked
+new text at once, damaged kept code is compiled again, a file imported by several SLS is fetched
+once a run, and a broken template fails with Salt's own error. (That every SLS of every example guest renders exactly as through Salt's renderer is checked
 in tests/render/test_discovery.py.)"""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import jinja2
 import pytest
 import salt.client
 import salt.config
+import salt.utils.jinja
 
 from sitectl import ROOT
 
@@ -83,6 +84,24 @@ def test_a_run_compiles_only_what_no_run_compiled_before(tree, compiles):
     # Salt's own renderer, for the same tree, compiles everything every time (the count is real).
     assert values(run(tree, ours=False)) == {"probe-a": "one", "probe-b": "one"}
     assert sorted(compiles) == ["<sls>", "<sls>", "probe/map.jinja", "probe/map.jinja"]
+
+
+def test_a_run_asks_for_an_imported_file_once_and_the_next_run_again(tree, monkeypatch):
+    asked: list[str] = []
+    real = salt.utils.jinja.SaltCacheLoader.cache_file
+
+    def counted(self, template):
+        asked.append(template)
+        return real(self, template)
+
+    monkeypatch.setattr(salt.utils.jinja.SaltCacheLoader, "cache_file", counted)
+    run(tree)
+    assert asked == ["probe/map.jinja"]
+    run(tree)
+    assert asked == ["probe/map.jinja"] * 2, "the next run did not ask for the file again"
+    asked.clear()
+    run(tree, ours=False)
+    assert asked == ["probe/map.jinja"] * 2, "Salt's renderer asks once per SLS"
 
 
 def test_an_edited_template_renders_its_new_text_at_once(tree, compiles):
