@@ -47,7 +47,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: setup
-	$(VENV)/bin/ruff check sitectl _pillar _clouds _runners _modules _states _utils tests benchmarks
+	$(VENV)/bin/ruff check sitectl _pillar _clouds _runners _modules _states _renderers _utils tests benchmarks
 	$(VENV)/bin/yamllint -s $(YAML)
 	$(VENV)/bin/salt-lint $(SLS)
 

@@ -40,7 +40,6 @@ from io import StringIO
 import jinja2
 import jinja2.ext
 import jinja2.sandbox
-
 import salt.utils.data
 import salt.utils.jinja
 import salt.utils.stringutils
@@ -97,8 +96,9 @@ def _read(code_dir, key):
     if not code_dir:
         return None
     try:
+        # Only this renderer writes there (root's cache, the folder made 0700).
         with open(os.path.join(code_dir, key), "rb") as f:
-            code = marshal.load(f)
+            code = marshal.load(f)  # noqa: S302
     except FileNotFoundError:
         return None
     except (OSError, EOFError, ValueError, TypeError) as exc:
@@ -202,15 +202,16 @@ def _environment(opts, loader, context):
     env.globals["show_full_context"] = salt.utils.jinja.show_full_context
     env.tests["list"] = salt.utils.data.is_list
     values = {}
-    for key, value in context.items():
-        if isinstance(value, NamedLoaderContext):
-            value = value.value()
-        elif isinstance(value, str):
+    for key, given in context.items():
+        value = given
+        if isinstance(given, NamedLoaderContext):
+            value = given.value()
+        elif isinstance(given, str):
             try:
                 value = salt.utils.stringutils.to_unicode(
-                    value, encoding=salt.utils.templates.SLS_ENCODING)
+                    given, encoding=salt.utils.templates.SLS_ENCODING)
             except UnicodeDecodeError:
-                value = salt.utils.data.decode(value)
+                value = salt.utils.data.decode(given)
         values[key] = value
     env.globals.update(values)
     return env, values

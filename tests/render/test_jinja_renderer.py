@@ -1,8 +1,8 @@
 """The tree's ``jinja`` renderer (_renderers/jinja.py) keeps each template's compiled code by its
 exact content: a run compiles only what it has not compiled before, an edited template renders its
 new text at once, damaged kept code is compiled again, a file imported by several SLS is fetched
-once a run, and a broken template fails with Salt's own error. (That every SLS of every example guest renders exactly as through Salt's renderer is checked
-in tests/render/test_discovery.py.)"""
+once a run, and a broken template fails with Salt's own error. (That every SLS of every example
+guest renders exactly as through Salt's renderer is checked in tests/render/test_discovery.py.)"""
 
 from __future__ import annotations
 
@@ -127,7 +127,8 @@ def test_damaged_kept_code_is_compiled_again(tree, compiles):
     assert values(run(tree)) == {"probe-a": "one", "probe-b": "one"}
     assert len(compiles) == 3
     for path in kept(tree):
-        assert hasattr(marshal.loads(path.read_bytes()), "co_code")
+        # Code this test's own run just wrote, read back to see it is whole again.
+        assert hasattr(marshal.loads(path.read_bytes()), "co_code")  # noqa: S302
 
 
 def test_a_broken_template_fails_with_salts_own_error(tree):
