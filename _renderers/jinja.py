@@ -130,14 +130,17 @@ def _write(code_dir, key, code) -> None:
         log.debug("Jinja code %s not kept (%s)", key, exc)
 
 
-def _fetched(client) -> list:
-    """The templates already fetched through this file client. A state run has one file client
-    (salt.state.State), so a file that ten SLS import is asked of the master once a run instead of
-    once per SLS (Salt keeps this list per SLS); the next run has a new client and asks again."""
+def _fetched(client, saltenv, pillar_rend) -> list:
+    """The templates already fetched through this file client, for this environment and root (the
+    state tree's or the pillar's: the same name is another file there). A state run has one file
+    client (salt.state.State), so a file that ten SLS import is asked of the master once a run
+    instead of once per SLS (Salt keeps this list per SLS); the next run has a new client and asks
+    again."""
     try:
-        return _fetched_by_client.setdefault(client, [])
+        lists = _fetched_by_client.setdefault(client, {})
     except TypeError:  # a client that cannot be weakly referenced: Salt's own list per SLS
         return []
+    return lists.setdefault((saltenv, bool(pillar_rend)), [])
 
 
 def _own_settings(opts, tmplstr: str) -> bool:
@@ -161,10 +164,10 @@ def _render_jinja(tmplstr, context, tmplpath=None):
     from salt.loader.dunder import __file_client__
 
     client = context.get("fileclient", __file_client__.value())
-    loader = salt.utils.jinja.SaltCacheLoader(
-        opts, saltenv, pillar_rend=context.get("_pillar_rend", False), _file_client=client)
+    pillar_rend = context.get("_pillar_rend", False)
+    loader = salt.utils.jinja.SaltCacheLoader(opts, saltenv, pillar_rend=pillar_rend, _file_client=client)
     if client is not None:
-        loader.cached = _fetched(client)
+        loader.cached = _fetched(client, saltenv, pillar_rend)
     try:
         env, values = _environment(opts, loader, context)
         try:

@@ -104,6 +104,18 @@ def test_a_run_asks_for_an_imported_file_once_and_the_next_run_again(tree, monke
     assert asked == ["probe/map.jinja"] * 2, "Salt's renderer asks once per SLS"
 
 
+def test_the_pillar_and_the_states_each_import_their_own_file_of_the_same_name(tree):
+    """The same name under pillar_roots and file_roots is two files; fetched-once is per root."""
+    pillar = tree / "pillar"
+    (pillar / "probe").mkdir(parents=True)
+    (pillar / "probe" / "map.jinja").write_text(MAP.replace("VALUE", "from-pillar"))
+    (pillar / "top.sls").write_text("base:\n  '*':\n    - probe\n")
+    (pillar / "probe" / "init.sls").write_text('{%- from "probe/map.jinja" import value %}\nprobe: {{ value }}\n')
+    (tree / "roots" / "probe" / "p.sls").write_text(
+        SLS.replace("NAME", "p").replace("value: {{ value }}", "value: {{ value }}+{{ pillar.probe }}"))
+    assert values(run(tree, "probe.p")) == {"probe-p": "one+from-pillar"}
+
+
 def test_an_edited_template_renders_its_new_text_at_once(tree, compiles):
     run(tree)
     (tree / "roots" / "probe" / "map.jinja").write_text(MAP.replace("VALUE", "two"))
