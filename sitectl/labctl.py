@@ -381,12 +381,13 @@ def bring_up(lab: Lab, first: dict[str, RunResult], timings: dict[str, float], a
     return stop
 
 
-def _report(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult], timings: dict[str, float]) -> int:
+def _report(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult], timings: dict[str, float],
+            stopped: dict | None = None) -> int:
     """The table, the report file and the verdict: non-zero when a state failed or the second
     highstate changed anything."""
     print_table(lab, first, second)
     report = {"timings": timings, "first": {k: v.__dict__ for k, v in first.items()},
-              "second": {k: v.__dict__ for k, v in second.items()}}
+              "second": {k: v.__dict__ for k, v in second.items()}, "stopped": stopped}
     (lab.settings.state_dir / REPORT).write_text(json.dumps(report, indent=2, sort_keys=True, default=sorted))
     print(f"\ntimes: {timings}")
     failed = {n: r.errors for n, r in {**first, **second}.items() if r.failed}
@@ -410,7 +411,7 @@ def up(site: str = "example", state_dir: Path | None = None) -> int:
         stop = bring_up(lab, first, timings)
     if stop:
         print(f"lab up stopped ({stop['step']}, {stop['guest']}):\n{stop['message']}", file=sys.stderr)
-        return _report(lab, first, {}, timings) or 1
+        return _report(lab, first, {}, timings, stop) or 1
     with phase("second highstate of every guest (must change nothing)", timings, "second_highstate"):
         missing = lab.wait_for_minions(lab.guests)
         second = lab.highstate([n for n in lab.guests if n not in missing])

@@ -81,6 +81,29 @@ def lab(lab_host):
     host.teardown(LAB_DIR, BRIDGE, TABLE)
 
 
+def _why_the_lab_is_not_up(rc: int, report: dict, lab) -> str:
+    """What the lab tests fail with when `lab up` did not bring the site up: its first line names each
+    guest that failed and the last line of its first error (an exception's type and message), which
+    is all a CI log's summary shows; then every error in full and the end of those guests' minion
+    logs, read before the lab is torn down."""
+    import subprocess
+
+    failed = {name: run for kind in ("first", "second") for name, run in (report.get(kind) or {}).items()
+              if run.get("failed")}
+    heads = [f"{name}: {(run['errors'] or ['?'])[0].strip().splitlines()[-1][:300]}" for name, run in failed.items()]
+    stopped = report.get("stopped") or {}
+    stop = f"stopped at {stopped.get('step')} of {stopped.get('guest')}: " + \
+        str(stopped.get("message", "")).strip().split("\n")[0][:300] if stopped else ""
+    lines = [f"lab up exited {rc}: " + "; ".join(heads + ([stop] if stop else []))]
+    for name, run in failed.items():
+        lines += [f"--- {name}: every error", *run["errors"]]
+        log = subprocess.run(["lxc-attach", "-P", str(lab.lab_dir), "-n", name, "--clear-env", "--",
+                              "tail", "-n", "80", "/var/log/salt/minion"],
+                             capture_output=True, text=True, check=False)
+        lines += [f"--- {name}: the end of /var/log/salt/minion", log.stdout or log.stderr]
+    return "\n".join(lines)
+
+
 @pytest.fixture(scope="session")
 def site_lab(tmp_path_factory):
     """The example site by `sitectl lab up` in a state dir of its own, once per session: test_site.py
@@ -96,6 +119,8 @@ def site_lab(tmp_path_factory):
         report = json.loads((state / labctl.REPORT).read_text())
         lab = labctl.Lab(state_dir=state)
         lab.configure()
+        if rc != 0:
+            pytest.fail(_why_the_lab_is_not_up(rc, report, lab), pytrace=False)
         yield SimpleNamespace(rc=rc, report=report, lab=lab, state=state)
     finally:  # a failed `lab up` leaves a master, pebble and guests: they go too
         labctl.down(state_dir=state)
