@@ -1,5 +1,21 @@
-{%- from 'common/map.jinja' import common, site, base_packages %}
+{%- from 'common/map.jinja' import common, site, guest, params, base_packages %}
 {%- set apt = site.get('apt', {}) %}
+{#- What this guest's roles install in the same apt transaction as the base
+    packages (a role's `install_with_base` in its defaults.yaml): one resolver
+    and dpkg run for the guest instead of one per role. The SLS a role names in
+    `after` (the config its package's postinst starts the service with) are
+    applied before that transaction. #}
+{%- set with_base = {'packages': [], 'after': []} %}
+{%- for role in guest.get('roles', []) %}
+{%-   set spec = (params.get(role) or {}).get('install_with_base') or {} %}
+{%-   do with_base.packages.extend(spec.get('packages') or []) %}
+{%-   do with_base.after.extend(spec.get('after') or []) %}
+{%- endfor %}
+{%- set after = with_base.after | unique | list %}
+{%- if after %}
+
+include: {{ after | json }}
+{%- endif %}
 
 common-apt-sources-list-emptied:
   file.managed:
@@ -31,9 +47,12 @@ common-apt-lists-refreshed:
 # exporter's recommended collectors, for one, expect hardware a guest has not).
 common-apt-packages-installed:
   pkg.installed:
-    - pkgs: {{ (base_packages + common.packages) | unique | list | json }}
+    - pkgs: {{ (base_packages + common.packages + with_base.packages) | unique | list | json }}
     - install_recommends: false
     # the ssh execution module (ssh_auth in common.admins) loads only once ssh exists
     - reload_modules: true
     - require:
       - module: common-apt-lists-refreshed
+{%- for sls in after %}
+      - sls: {{ sls }}
+{%- endfor %}

@@ -200,3 +200,21 @@ def test_lab_overlay_readdresses_the_site_and_switches_off_what_has_no_build_her
     assert vault["roles"] == ["base", "vault"], "roles with a build here stay on"
     ssh = next(rule for rule in vault["firewall"] if rule["name"] == "ssh")
     assert ssh["from"] == ["10.77.0.1/32"]
+
+
+def test_a_roles_packages_join_the_base_transaction_after_the_config_their_service_starts_with(highstates):
+    """RabbitMQ's package is installed in the guest's one apt transaction with the base packages (one
+    resolver and dpkg run for the guest instead of one per role), and that transaction waits for
+    rabbitmq.config: the postinst starts the broker with its cookie and configuration already in place.
+    No other guest installs it, and a guest whose roles add nothing waits for nothing."""
+    rabbitmq = guest_with_role(SITE, "rabbitmq")
+    for guest, high in highstates.items():
+        install = state_args(high["common-apt-packages-installed"], "pkg")
+        waits_for = [req for req in install["require"] if "sls" in req]
+        if guest == rabbitmq:
+            assert "rabbitmq-server" in install["pkgs"] and "nftables" in install["pkgs"]
+            assert waits_for == [{"sls": "rabbitmq.config"}]
+            assert state_args(high["rabbitmq-package-installed"], "pkg")["name"] == "rabbitmq-server"
+        else:
+            assert "rabbitmq-server" not in install["pkgs"], guest
+            assert waits_for == [], guest
