@@ -2,14 +2,39 @@
 {%- set apt = site.get('apt', {}) %}
 {#- What this guest's roles install in the same apt transaction as the base
     packages (a role's `install_with_base` in its defaults.yaml): one resolver
-    and dpkg run for the guest instead of one per role. The SLS a role names in
-    `after` (the config its package's postinst starts the service with) are
-    applied before that transaction. #}
-{%- set with_base = {'packages': [], 'after': []} %}
+    and dpkg run for the guest instead of one per role. `from` names the role's
+    settings that hold its packages (a name, a list, or name: version), `after`
+    the role's SLS applied before that transaction (the config its package's
+    postinst starts the service with), `unless` settings that, when set, leave
+    the packages to the role's own states. #}
+{%- set with_base = {'names': [], 'pins': {}, 'after': []} %}
 {%- for role in guest.get('roles', []) %}
-{%-   set spec = (params.get(role) or {}).get('install_with_base') or {} %}
-{%-   do with_base.packages.extend(spec.get('packages') or []) %}
-{%-   do with_base.after.extend(spec.get('after') or []) %}
+{%-   set settings = params.get(role) or {} %}
+{%-   set spec = settings.get('install_with_base') or {} %}
+{%-   set skipped = [] %}
+{%-   for key in spec.get('unless') or [] if settings | traverse(key) %}
+{%-     do skipped.append(key) %}
+{%-   endfor %}
+{%-   for key in spec.get('from') or [] if not skipped %}
+{%-     set value = settings | traverse(key) %}
+{%-     if value is mapping %}
+{%-       do with_base.pins.update(value) %}
+{%-     elif value is string %}
+{%-       do with_base.names.append(value) %}
+{%-     elif value %}
+{%-       do with_base.names.extend(value) %}
+{%-     endif %}
+{%-   endfor %}
+{%-   if spec.get('from') and not skipped %}
+{%-     do with_base.after.extend(spec.get('after') or []) %}
+{%-   endif %}
+{%- endfor %}
+{%- set pkgs = [] %}
+{%- for name in base_packages + common.packages + with_base.names if name not in pkgs and name not in with_base.pins %}
+{%-   do pkgs.append(name) %}
+{%- endfor %}
+{%- for name, version in with_base.pins | dictsort %}
+{%-   do pkgs.append({name: version}) %}
 {%- endfor %}
 {%- set after = with_base.after | unique | list %}
 {%- if after %}
@@ -47,7 +72,7 @@ common-apt-lists-refreshed:
 # exporter's recommended collectors, for one, expect hardware a guest has not).
 common-apt-packages-installed:
   pkg.installed:
-    - pkgs: {{ (base_packages + common.packages + with_base.packages) | unique | list | json }}
+    - pkgs: {{ pkgs | json }}
     - install_recommends: false
     # the ssh execution module (ssh_auth in common.admins) loads only once ssh exists
     - reload_modules: true

@@ -203,18 +203,36 @@ def test_lab_overlay_readdresses_the_site_and_switches_off_what_has_no_build_her
 
 
 def test_a_roles_packages_join_the_base_transaction_after_the_config_their_service_starts_with(highstates):
-    """RabbitMQ's package is installed in the guest's one apt transaction with the base packages (one
-    resolver and dpkg run for the guest instead of one per role), and that transaction waits for
-    rabbitmq.config: the postinst starts the broker with its cookie and configuration already in place.
-    No other guest installs it, and a guest whose roles add nothing waits for nothing."""
-    rabbitmq = guest_with_role(SITE, "rabbitmq")
+    """A role's packages are installed in the guest's one apt transaction with the base packages (one
+    resolver and dpkg run for the guest instead of one per role): RabbitMQ's, after rabbitmq.config (its
+    postinst starts the broker with the cookie and configuration already in place), and the chat
+    service's pinned Go and build packages. No other guest installs them, and a guest whose roles add
+    nothing waits for nothing."""
+    import yaml
+
+    rabbitmq, chat = guest_with_role(SITE, "rabbitmq"), guest_with_role(SITE, "chat")
+    go = yaml.safe_load((ROOT / "salt/chat/defaults.yaml").read_text())["chat"]["go"]["packages"]
     for guest, high in highstates.items():
         install = state_args(high["common-apt-packages-installed"], "pkg")
+        names = {p if isinstance(p, str) else next(iter(p)) for p in install["pkgs"]}
         waits_for = [req for req in install["require"] if "sls" in req]
-        if guest == rabbitmq:
-            assert "rabbitmq-server" in install["pkgs"] and "nftables" in install["pkgs"]
-            assert waits_for == [{"sls": "rabbitmq.config"}]
-            assert state_args(high["rabbitmq-package-installed"], "pkg")["name"] == "rabbitmq-server"
+        assert {"nftables", "sudo"} <= names, guest
+        assert ("rabbitmq-server" in names) == (guest == rabbitmq), guest
+        assert waits_for == ([{"sls": "rabbitmq.config"}] if guest == rabbitmq else []), guest
+        if guest == chat:
+            assert [p for p in install["pkgs"] if isinstance(p, dict)] == [{n: v} for n, v in sorted(go.items())]
+            assert "golang-github-lib-pq-dev" in names
         else:
-            assert "rabbitmq-server" not in install["pkgs"], guest
-            assert waits_for == [], guest
+            assert not names & {*go, "golang-github-lib-pq-dev"}, guest
+    assert state_args(highstates[rabbitmq]["rabbitmq-package-installed"], "pkg")["name"] == "rabbitmq-server"
+
+
+def test_a_go_tarball_leaves_go_to_the_chat_role(example_config):
+    """With chat:go:archive set, Go comes from the tarball: the base transaction installs neither
+    Debian's Go nor the build packages (the role's own states do)."""
+    caller = render.caller(example_config, guest_with_role(SITE, "chat"))
+    archive = {"url": "salt://chat/go.tar.gz", "sha256": "0" * 64}
+    high = caller.cmd("state.show_sls", "common.apt", pillar={"chat": {"go": {"archive": archive}}})
+    assert isinstance(high, dict), high
+    pkgs = state_args(high["common-apt-packages-installed"], "pkg")["pkgs"]
+    assert all(isinstance(p, str) for p in pkgs) and "golang-github-lib-pq-dev" not in pkgs and "sudo" in pkgs
