@@ -204,26 +204,27 @@ def test_lab_overlay_readdresses_the_site_and_switches_off_what_has_no_build_her
 
 def test_a_roles_packages_join_the_base_transaction_after_the_config_their_service_starts_with(highstates):
     """A role's packages are installed in the guest's one apt transaction with the base packages (one
-    resolver and dpkg run for the guest instead of one per role): RabbitMQ's, after rabbitmq.config (its
-    postinst starts the broker with the cookie and configuration already in place), and the chat
-    service's pinned Go and build packages. No other guest installs them, and a guest whose roles add
-    nothing waits for nothing."""
+    resolver and dpkg run for the guest instead of one per role): RabbitMQ's after rabbitmq.config (its
+    postinst starts the broker with the cookie and configuration already in place), the chat service's
+    pinned Go and build packages, Nextcloud's and the proxy's. No other guest installs them, and a
+    guest whose roles add nothing waits for nothing."""
     import yaml
 
-    rabbitmq, chat = guest_with_role(SITE, "rabbitmq"), guest_with_role(SITE, "chat")
     go = yaml.safe_load((ROOT / "salt/chat/defaults.yaml").read_text())["chat"]["go"]["packages"]
+    marks = {"rabbitmq": "rabbitmq-server", "chat": "golang-github-lib-pq-dev", "nextcloud": "php8.2-fpm",
+             "reverse_proxy": "certbot"}
+    owners = {guest_with_role(SITE, role): role for role in marks}
     for guest, high in highstates.items():
         install = state_args(high["common-apt-packages-installed"], "pkg")
         names = {p if isinstance(p, str) else next(iter(p)) for p in install["pkgs"]}
-        waits_for = [req for req in install["require"] if "sls" in req]
         assert {"nftables", "sudo"} <= names, guest
-        assert ("rabbitmq-server" in names) == (guest == rabbitmq), guest
-        assert waits_for == ([{"sls": "rabbitmq.config"}] if guest == rabbitmq else []), guest
-        if guest == chat:
-            assert [p for p in install["pkgs"] if isinstance(p, dict)] == [{n: v} for n, v in sorted(go.items())]
-            assert "golang-github-lib-pq-dev" in names
-        else:
-            assert not names & {*go, "golang-github-lib-pq-dev"}, guest
+        assert {role for role, mark in marks.items() if mark in names} == ({owners[guest]} if guest in owners
+                                                                            else set()), guest
+        waits_for = [req for req in install["require"] if "sls" in req]
+        assert waits_for == ([{"sls": "rabbitmq.config"}] if owners.get(guest) == "rabbitmq" else []), guest
+        pins = [p for p in install["pkgs"] if isinstance(p, dict)]
+        assert pins == ([{n: v} for n, v in sorted(go.items())] if owners.get(guest) == "chat" else []), guest
+    rabbitmq = guest_with_role(SITE, "rabbitmq")
     assert state_args(highstates[rabbitmq]["rabbitmq-package-installed"], "pkg")["name"] == "rabbitmq-server"
 
 
