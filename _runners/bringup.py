@@ -176,6 +176,21 @@ def _highstate(client, names, timeout, test=False):
     return results
 
 
+def _again_after_an_exception(client, results, guests, timeout):
+    """A highstate whose minion function raised (Salt broke inside the run: no state result at all) is
+    run once more; the first exception stays in the guest's result (``retried``) and is said. A state
+    that failed is a failure, never run again here."""
+    raised = [g for g in guests if results.get(g, {}).get("exception")]
+    if not raised:
+        return
+    for guest in raised:
+        _say(f"  {guest}: the highstate raised inside Salt ({results[guest]['exception']}); run once more")
+    again = _highstate(client, raised, timeout)
+    for guest in raised:
+        results[guest] = {**again[guest], "action": results[guest].get("action", "converged"),
+                          "retried": results[guest]["exception"]}
+
+
 def _converge(client, names, answer_timeout, timeout):
     """Existing guests: each must answer; highstated only when test=True shows a change or a failure."""
     silent = _answering(client, names, answer_timeout)
@@ -346,6 +361,7 @@ def _phase(client, pillar, guests, existing, results, timeouts, vault_converges)
         results.update(converged)
         if stop:
             return stop
+    _again_after_an_exception(client, results, guests, timeouts["highstate"])
     for guest in guests if vault_converges else ():
         if "vault" not in pillar["site"]["guests"][guest].get("roles", []):
             continue

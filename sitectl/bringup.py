@@ -112,6 +112,18 @@ def phase_title(pillar: dict, guests: list[str]) -> str:
     return ", ".join(f"{n} ({','.join(site[n].get('roles', [])) or 'base'})" for n in guests)
 
 
+# What Salt's minion returns when the function itself raised (not a state: each state's errors are
+# its own result). Salt broke inside the run, before or around the states; the bring-up runs such a
+# highstate once more and reports the first exception (salt/_runners/bringup.py).
+MINION_EXCEPTION = "The minion function caused an exception"
+
+
+def exception_line(text: str) -> str:
+    """The last line of a traceback: the exception's type and message."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else text[:500]
+
+
 def summarize(ret, seconds: float = 0.0) -> dict:
     """A highstate return as ok/changed/failed counts, the failed states (id, SLS, comment) and the SLS
     of the states that ran and failed (not those skipped because a requisite failed)."""
@@ -119,6 +131,8 @@ def summarize(ret, seconds: float = 0.0) -> dict:
     if not isinstance(ret, dict):
         out["failed"] = 1
         out["errors"] = [str(line) for line in (ret if isinstance(ret, list) else [ret])]
+        if str(ret).startswith(MINION_EXCEPTION):
+            out["exception"] = exception_line(str(ret))
         return out
     failed_sls = set()
     for state_id, state in sorted(ret.items(), key=lambda kv: (kv[1] or {}).get("__run_num__", 0)

@@ -42,6 +42,8 @@ class RunResult:
     errors: list[str] = field(default_factory=list)
     # The SLS of each state that ran and failed (not those skipped because a requisite failed).
     failed_sls: set[str] = field(default_factory=set)
+    # The exception of a first try whose minion function raised, run once more by the bring-up.
+    retried: str = ""
 
     @classmethod
     def from_return(cls, ret, seconds: float) -> RunResult:
@@ -394,6 +396,9 @@ def _report(lab: Lab, first: dict[str, RunResult], second: dict[str, RunResult],
     changed_twice = [n for n, r in second.items() if r.changed]
     for name, errors in sorted(failed.items()):
         print(f"FAILED {name}: " + "; ".join(errors[:5]), file=sys.stderr)
+    for name, run in sorted(first.items()):
+        if run.retried:
+            print(f"RAISED INSIDE SALT, RUN ONCE MORE: {name}: {run.retried}", file=sys.stderr)
     if changed_twice:
         print(f"NOT IDEMPOTENT: the second highstate changed something on {', '.join(changed_twice)}",
               file=sys.stderr)

@@ -14,6 +14,7 @@ import json
 import re
 import socket
 import subprocess
+import warnings
 
 import pytest
 
@@ -58,6 +59,9 @@ def test_every_guest_converges_and_the_second_highstate_changes_nothing(site_lab
         assert first["failed"] == 0, (name, first["errors"])
         assert first["changed"] > 0, f"{name}: the first highstate must have configured the guest"
         assert second["failed"] == 0 and second["changed"] == 0, (name, second)
+        if first.get("retried"):  # Salt raised inside the run; the bring-up ran it once more (shown, not hidden)
+            warnings.warn(f"{name}: the first highstate raised inside Salt and was run once more: "
+                          f"{first['retried']}", stacklevel=1)
     assert site_lab.rc == 0
 
 
