@@ -3,11 +3,13 @@
 {#- What this guest's roles install in the same apt transaction as the base
     packages (a role's `install_with_base` in its defaults.yaml): one resolver
     and dpkg run for the guest instead of one per role. `from` names the role's
-    settings that hold its packages (a name, a list, or name: version), `after`
-    the role's SLS applied before that transaction (the config its package's
-    postinst starts the service with), `unless` settings that, when set, leave
-    the packages to the role's own states. #}
-{%- set with_base = {'names': [], 'pins': {}, 'after': []} %}
+    settings that hold its packages (a name, a list, or name: version), `unless`
+    settings that, when set, leave the packages to the role's own states. Only
+    packages whose service may start before the rest of the base state (the
+    firewall comes after this transaction): RabbitMQ is not one, its broker's
+    connection to epmd, made before the ruleset was loaded, was seen to outlive
+    a restart of the broker, which then could not register its name again. #}
+{%- set with_base = {'names': [], 'pins': {}} %}
 {%- for role in guest.get('roles', []) %}
 {%-   set settings = params.get(role) or {} %}
 {%-   set spec = settings.get('install_with_base') or {} %}
@@ -25,9 +27,6 @@
 {%-       do with_base.names.extend(value) %}
 {%-     endif %}
 {%-   endfor %}
-{%-   if spec.get('from') and not skipped %}
-{%-     do with_base.after.extend(spec.get('after') or []) %}
-{%-   endif %}
 {%- endfor %}
 {%- set pkgs = [] %}
 {%- for name in base_packages + common.packages + with_base.names if name not in pkgs and name not in with_base.pins %}
@@ -36,11 +35,6 @@
 {%- for name, version in with_base.pins | dictsort %}
 {%-   do pkgs.append({name: version}) %}
 {%- endfor %}
-{%- set after = with_base.after | unique | list %}
-{%- if after %}
-
-include: {{ after | json }}
-{%- endif %}
 
 common-apt-sources-list-emptied:
   file.managed:
@@ -78,6 +72,3 @@ common-apt-packages-installed:
     - reload_modules: true
     - require:
       - module: common-apt-lists-refreshed
-{%- for sls in after %}
-      - sls: {{ sls }}
-{%- endfor %}

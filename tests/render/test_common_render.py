@@ -202,26 +202,24 @@ def test_lab_overlay_readdresses_the_site_and_switches_off_what_has_no_build_her
     assert ssh["from"] == ["10.77.0.1/32"]
 
 
-def test_a_roles_packages_join_the_base_transaction_after_the_config_their_service_starts_with(highstates):
+def test_a_roles_packages_join_the_base_transaction_and_rabbitmqs_do_not(highstates):
     """A role's packages are installed in the guest's one apt transaction with the base packages (one
-    resolver and dpkg run for the guest instead of one per role): RabbitMQ's after rabbitmq.config (its
-    postinst starts the broker with the cookie and configuration already in place), the chat service's
-    pinned Go and build packages, Nextcloud's and the proxy's. No other guest installs them, and a
-    guest whose roles add nothing waits for nothing."""
+    resolver and dpkg run for the guest instead of one per role): the chat service's pinned Go and
+    build packages, Nextcloud's and the proxy's. RabbitMQ's are not (its broker must start after the
+    firewall is loaded), and no other guest installs them."""
     import yaml
 
     go = yaml.safe_load((ROOT / "salt/chat/defaults.yaml").read_text())["chat"]["go"]["packages"]
-    marks = {"rabbitmq": "rabbitmq-server", "chat": "golang-github-lib-pq-dev", "nextcloud": "php8.2-fpm",
-             "reverse_proxy": "certbot"}
-    owners = {guest_with_role(SITE, role): role for role in marks}
+    marks = {"chat": "golang-github-lib-pq-dev", "nextcloud": "php8.2-fpm", "reverse_proxy": "certbot",
+             "rabbitmq": "rabbitmq-server"}
+    owners = {guest_with_role(SITE, role): role for role in marks if role != "rabbitmq"}
     for guest, high in highstates.items():
         install = state_args(high["common-apt-packages-installed"], "pkg")
         names = {p if isinstance(p, str) else next(iter(p)) for p in install["pkgs"]}
         assert {"nftables", "sudo"} <= names, guest
         assert {role for role, mark in marks.items() if mark in names} == ({owners[guest]} if guest in owners
                                                                             else set()), guest
-        waits_for = [req for req in install["require"] if "sls" in req]
-        assert waits_for == ([{"sls": "rabbitmq.config"}] if owners.get(guest) == "rabbitmq" else []), guest
+        assert [req for req in install["require"] if "sls" in req] == [], guest
         pins = [p for p in install["pkgs"] if isinstance(p, dict)]
         assert pins == ([{n: v} for n, v in sorted(go.items())] if owners.get(guest) == "chat" else []), guest
     rabbitmq = guest_with_role(SITE, "rabbitmq")
