@@ -7,7 +7,7 @@
 
 backup-client-restic-installed:
   pkg.installed:
-    - name: restic
+    - pkgs: {{ backup.packages | json }}
 
 backup-client-config-dir-managed:
   file.directory:

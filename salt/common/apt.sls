@@ -1,10 +1,15 @@
 {%- from 'common/map.jinja' import common, site, guest, params, base_packages %}
+{%- from 'backup/map.jinja' import enabled as backup_enabled %}
 {%- set apt = site.get('apt', {}) %}
 {#- What this guest's roles install in the same apt transaction as the base
     packages (a role's `install_with_base` in its defaults.yaml): one resolver
     and dpkg run for the guest instead of one per role. `from` names the role's
-    settings that hold its packages (a name, a list, or name: version), `unless`
-    settings that, when set, leave the packages to the role's own states. Only
+    settings that hold its packages (a name, a list, or name: version; a name's
+    {key} is that setting's value, as postgresql-{version}), `unless` settings
+    that, when set, and `when` settings that, when not equal to the value given,
+    leave the packages to the role's own states. The backup client's packages
+    join on the guests of the roles that ship a backup job (backup's
+    `with_base_roles`) when the site names a backup repository. Only
     packages whose service may start before the rest of the base state (the
     firewall comes after this transaction): RabbitMQ is not one, its broker's
     connection to epmd, made before the ruleset was loaded, was seen to outlive
@@ -17,17 +22,25 @@
 {%-   for key in spec.get('unless') or [] if settings | traverse(key) %}
 {%-     do skipped.append(key) %}
 {%-   endfor %}
+{%-   for key, wanted in (spec.get('when') or {}) | dictsort if settings | traverse(key) != wanted %}
+{%-     do skipped.append(key) %}
+{%-   endfor %}
 {%-   for key in spec.get('from') or [] if not skipped %}
 {%-     set value = settings | traverse(key) %}
 {%-     if value is mapping %}
 {%-       do with_base.pins.update(value) %}
 {%-     elif value is string %}
-{%-       do with_base.names.append(value) %}
+{%-       do with_base.names.append(value.format_map(settings)) %}
 {%-     elif value %}
-{%-       do with_base.names.extend(value) %}
+{%-       for name in value %}
+{%-         do with_base.names.append(name.format_map(settings)) %}
+{%-       endfor %}
 {%-     endif %}
 {%-   endfor %}
 {%- endfor %}
+{%- if backup_enabled and guest.get('roles', []) | select('in', params.backup.with_base_roles) | list %}
+{%-   do with_base.names.extend(params.backup.packages) %}
+{%- endif %}
 {%- set pkgs = [] %}
 {%- for name in base_packages + common.packages + with_base.names if name not in pkgs and name not in with_base.pins %}
 {%-   do pkgs.append(name) %}

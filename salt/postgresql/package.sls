@@ -1,7 +1,9 @@
-{#- The server, its client and the exporter from Debian; with repository: pgdg,
-    apt.postgresql.org first, signed by the key postgresql-common ships (nothing
-    is downloaded to trust it). #}
-{%- from 'postgresql/map.jinja' import postgresql, version %}
+{#- The server, its client and the exporter (postgresql.packages) from Debian,
+    installed with the base packages by common.apt (this state then finds them
+    installed, and installs them when the role is applied alone); with
+    repository: pgdg, apt.postgresql.org first, signed by the key
+    postgresql-common ships (nothing is downloaded to trust it). #}
+{%- from 'postgresql/map.jinja' import postgresql %}
 {%- if postgresql.repository == 'pgdg' %}
 
 postgresql-package-common-installed:
@@ -22,6 +24,6 @@ postgresql-package-pgdg-repo-managed:
 postgresql-package-installed:
   pkg.installed:
     - pkgs:
-      - postgresql-{{ version }}
-      - postgresql-client-{{ version }}
-      - prometheus-postgres-exporter
+{%- for name in postgresql.packages %}
+      - {{ name.format_map(postgresql) }}
+{%- endfor %}

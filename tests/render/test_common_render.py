@@ -205,25 +205,51 @@ def test_lab_overlay_readdresses_the_site_and_switches_off_what_has_no_build_her
 def test_a_roles_packages_join_the_base_transaction_and_rabbitmqs_do_not(highstates):
     """A role's packages are installed in the guest's one apt transaction with the base packages (one
     resolver and dpkg run for the guest instead of one per role): the chat service's pinned Go and
-    build packages, Nextcloud's and the proxy's. RabbitMQ's are not (its broker must start after the
-    firewall is loaded), and no other guest installs them."""
+    build packages, Nextcloud's, the proxy's, PostgreSQL's (its major in the names), and restic on
+    exactly the guests whose highstate has the backup client. RabbitMQ's are not (its broker must
+    start after the firewall is loaded), and no other guest installs them."""
     import yaml
 
     go = yaml.safe_load((ROOT / "salt/chat/defaults.yaml").read_text())["chat"]["go"]["packages"]
     marks = {"chat": "golang-github-lib-pq-dev", "nextcloud": "php8.2-fpm", "reverse_proxy": "certbot",
-             "rabbitmq": "rabbitmq-server"}
+             "postgresql": "postgresql-15", "rabbitmq": "rabbitmq-server"}
     owners = {guest_with_role(SITE, role): role for role in marks if role != "rabbitmq"}
+    with_restic = set()
     for guest, high in highstates.items():
         install = state_args(high["common-apt-packages-installed"], "pkg")
         names = {p if isinstance(p, str) else next(iter(p)) for p in install["pkgs"]}
         assert {"nftables", "sudo"} <= names, guest
         assert {role for role, mark in marks.items() if mark in names} == ({owners[guest]} if guest in owners
                                                                             else set()), guest
+        assert ("restic" in names) == ("backup-client-restic-installed" in high), guest
+        if "restic" in names:
+            with_restic.add(guest)
         assert [req for req in install["require"] if "sls" in req] == [], guest
         pins = [p for p in install["pkgs"] if isinstance(p, dict)]
         assert pins == ([{n: v} for n, v in sorted(go.items())] if owners.get(guest) == "chat" else []), guest
+    assert {guest_with_role(SITE, role) for role in ("postgresql", "rabbitmq", "vault", "nextcloud")} <= with_restic
+    postgresql = guest_with_role(SITE, "postgresql")
+    names = state_args(highstates[postgresql]["common-apt-packages-installed"], "pkg")["pkgs"]
+    assert {"postgresql-15", "postgresql-client-15", "prometheus-postgres-exporter"} <= set(names)
+    assert state_args(highstates[postgresql]["postgresql-package-installed"], "pkg")["pkgs"] == [
+        "postgresql-15", "postgresql-client-15", "prometheus-postgres-exporter"]
     rabbitmq = guest_with_role(SITE, "rabbitmq")
     assert state_args(highstates[rabbitmq]["rabbitmq-package-installed"], "pkg")["name"] == "rabbitmq-server"
+
+
+def test_postgresql_from_pgdg_leaves_its_packages_to_the_role(example_config):
+    """With postgresql:repository pgdg the server's packages need apt.postgresql.org first: the base
+    transaction does not name them (postgresql.package installs them after the repository)."""
+    guest = guest_with_role(SITE, "postgresql")
+    caller = render.caller(example_config, guest)
+    high = caller.cmd("state.show_sls", "common.apt,postgresql.package",
+                      pillar={"postgresql": {"repository": "pgdg", "version": 16}})
+    assert isinstance(high, dict), high
+    pkgs = state_args(high["common-apt-packages-installed"], "pkg")["pkgs"]
+    assert not [p for p in pkgs if isinstance(p, str) and p.startswith("postgresql")] and "sudo" in pkgs
+    assert state_args(high["postgresql-package-installed"], "pkg")["pkgs"][:2] == [
+        "postgresql-16", "postgresql-client-16"]
+    assert "postgresql-package-pgdg-repo-managed" in high
 
 
 def test_a_go_tarball_leaves_go_to_the_chat_role(example_config):
