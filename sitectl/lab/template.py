@@ -133,22 +133,35 @@ def _wheel_python() -> str:
     raise LabError("no CPython 3.11 on the host to build cp311 wheels for the guest")
 
 
-def _build_wheels(cache_dir: str) -> str:
-    """Build (once) every wheel Salt and friends need, on the host; return the directory."""
+def build_wheels(cache_dir: str = DEFAULT_CACHE_DIR) -> str:
+    """Build (once) every wheel Salt and friends need, on the host; return the directory.
+
+    The host's venv installs from it too (sitectl.lab.bootstrap), so Salt's sdist and timelib's C
+    code are built once, not once for the guests and again for the host at the same time. A lock
+    makes the second caller wait for the first one's build."""
     key = hashlib.sha256(json.dumps([PIP_REQUIREMENTS, "cp311", "x86_64"]).encode()).hexdigest()[:16]
     final = os.path.join(cache_dir, f"wheels-{key}")
     if os.path.isdir(final):
         return final
-    tmp = tempfile.mkdtemp(prefix=".build-wheels-", dir=cache_dir)
-    # The caller's environment on purpose: pip's registry settings (PIP_CERT, pip.conf) apply.
-    env = dict(os.environ)
-    run(
-        [_wheel_python(), "-m", "pip", "wheel", "--quiet", "--wheel-dir", tmp, *PIP_REQUIREMENTS],
-        env=env,
-        what="pip wheel (host)",
-        timeout=1800,
-    )
-    os.rename(tmp, final)
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(os.path.join(cache_dir, ".wheels.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.isdir(final):
+            return final  # built by the other caller while this one waited
+        tmp = tempfile.mkdtemp(prefix=".build-wheels-", dir=cache_dir)
+        # The caller's environment on purpose: pip's registry settings (PIP_CERT, pip.conf) apply.
+        env = dict(os.environ)
+        try:
+            run(
+                [_wheel_python(), "-m", "pip", "wheel", "--quiet", "--wheel-dir", tmp, *PIP_REQUIREMENTS],
+                env=env,
+                what="pip wheel (host)",
+                timeout=1800,
+            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        os.rename(tmp, final)
     return final
 
 
@@ -248,7 +261,7 @@ def _customize(root: str, wheels: str, rec: dict) -> None:
 
 
 # Functions whose code is part of the recipe (see recipe()).
-_RECIPE_CODE = (_chroot, _write, _customize, _build_wheels)
+_RECIPE_CODE = (_chroot, _write, _customize, build_wheels)
 
 
 def _dir_size(path: str) -> int:
@@ -295,7 +308,7 @@ def build_template(cache_dir: str = DEFAULT_CACHE_DIR, force: bool = False) -> s
             # The guests' wheels are built on the host while debootstrap fills the rootfs: the two
             # share nothing until _customize installs the wheels (issue 21: 11 s off a cold build).
             with ThreadPoolExecutor(max_workers=1) as pool:
-                wheels_job = pool.submit(_timed, _build_wheels, cache_dir)
+                wheels_job = pool.submit(_timed, build_wheels, cache_dir)
                 run(
                     [
                         "debootstrap",
