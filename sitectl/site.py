@@ -22,6 +22,7 @@ from sitectl import monitoring
 from sitectl import roles as roles_of
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
+SHARED_SCHEMA = "_shared"  # definitions every schema may refer to (load_schema)
 
 # Keys whose value is a secret: the value must be a Vault reference.
 _SECRET_WORDS = {"password", "passwd", "passphrase", "secret", "token", "cookie", "psk"}
@@ -69,8 +70,14 @@ class SiteError(ValueError):
 
 @cache
 def load_schema(name: str) -> dict:
+    """A schema of sitectl/schemas, with the shared definitions of ``_shared.yaml`` added to its
+    ``$defs`` (its own definition of the same name wins)."""
     with (SCHEMA_DIR / f"{name}.yaml").open() as fh:
-        return yaml.safe_load(fh)
+        schema = yaml.safe_load(fh)
+    if name != SHARED_SCHEMA:
+        shared = load_schema(SHARED_SCHEMA)["$defs"]
+        schema["$defs"] = {**shared, **schema.get("$defs", {})}
+    return schema
 
 
 def _path(prefix: str, parts) -> str:
