@@ -15,7 +15,12 @@ In each phase:
 - a guest that exists must answer a ping, then gets ``state.highstate test=True``: only when that
   shows a pending change or a failure is it highstated. A converged guest is neither re-created nor
   changed, so running the bring-up again at any point finishes what is missing, and a guest added to
-  the site is created and converged alone.
+  the site is created and converged alone;
+- the first phase's ``salt-cloud -m`` also creates the missing guests of every later phase (``ahead``,
+  on by default): while Vault converges and waits for its operators, they are created and get their
+  base (packages and firewall, ``sitectl.bringup.AHEAD_SLS``) from the provision flow, held for their
+  phase (``sitectl.bringup.hold``); in its phase such a guest gets its highstate at once (no
+  ``test=True`` first: it has never had one), queued behind its base run if that still runs.
 
 It stops at the first phase with a failure (a guest salt-cloud did not create, a minion that does
 not answer, a failed state), naming the guest and each failed state. After the Vault guest's phase
@@ -92,9 +97,10 @@ def _salt_cloud():
         or "salt-cloud"
 
 
-def _create(names, pillar, timeout):
-    """salt-cloud -m for ``names``; the first highstate of each (the created-event reactor's), from the bus.
-    Returns (summaries, the failure or None)."""
+def _create(names, pillar, timeout, held=frozenset()):
+    """salt-cloud -m for ``names``; the first highstate of each (the created-event reactor's), from the bus,
+    but of the ``held`` ones (created ahead of their phase: no highstate now). Returns (summaries, the
+    failure or None)."""
     from sitectl import bringup, site
 
     wanted = {profile: [n for n in guests if n in names] for profile, guests in site.cloud_map(pillar).items()}
@@ -112,7 +118,7 @@ def _create(names, pillar, timeout):
              "--no-color"], stdout=stdout, stderr=stderr, text=True)
         deadline = started + float(timeout)
         while time.monotonic() < deadline:
-            if cloud.poll() is not None and (cloud.returncode or set(results) >= set(names)):
+            if cloud.poll() is not None and (cloud.returncode or set(results) >= set(names) - set(held)):
                 break
             event = bus.get_event(wait=1, full=True)
             if not event:
@@ -133,7 +139,7 @@ def _create(names, pillar, timeout):
         return results, {"step": "provision", "guest": ", ".join(sorted(set(names) - set(results))),
                          "message": f"salt-cloud -m could not create {', '.join(sorted(names))}:\n"
                                     f"{(out or '')[-3000:]}\n{(err or '')[-3000:]}"}
-    missing = sorted(set(names) - set(results))
+    missing = sorted(set(names) - set(held) - set(results))
     if missing:
         at_provider = _existing()
         gone = [n for n in missing if n not in at_provider]
@@ -161,12 +167,13 @@ def _answering(client, names, timeout):
     return missing
 
 
-def _highstate(client, names, timeout, test=False):
+def _highstate(client, names, timeout, test=False, queue=False):
+    """``queue``: wait for a state run still going on the minion (a held guest's base) instead of failing."""
     from sitectl import bringup
 
     started = time.monotonic()
     results = {}
-    kwarg = {"test": True} if test else None
+    kwarg = {**({"test": True} if test else {}), **({"queue": True} if queue else {})} or None
     for reply in client.cmd_iter(names, "state.highstate", tgt_type="list", kwarg=kwarg, timeout=timeout):
         for minion, data in reply.items():
             results[minion] = bringup.summarize(data.get("ret"), time.monotonic() - started)
@@ -191,14 +198,17 @@ def _again_after_an_exception(client, results, guests, timeout):
                           "retried": results[guest]["exception"]}
 
 
-def _converge(client, names, answer_timeout, timeout):
-    """Existing guests: each must answer; highstated only when test=True shows a change or a failure."""
+def _converge(client, names, answer_timeout, timeout, fresh=False):
+    """Existing guests: each must answer; highstated only when test=True shows a change or a failure.
+    ``fresh`` guests (created ahead, never highstated) are highstated at once, queued behind their base."""
     silent = _answering(client, names, answer_timeout)
     if silent:
         return {}, {"step": "minion", "guest": ", ".join(silent),
                     "message": f"{', '.join(silent)} exist(s) at the provider but the minion did not answer "
                                f"within {answer_timeout}s (is the guest running? its key accepted? "
                                f"`salt-key -L`, `salt {silent[0]} test.ping`)"}
+    if fresh:
+        return {n: {**s, "action": "created"} for n, s in _highstate(client, names, timeout, queue=True).items()}, None
     checked = _highstate(client, names, timeout, test=True)
     pending = sorted(n for n, s in checked.items() if s["changed"] or s["failed"])
     results = {n: {**s, "action": "unchanged"} for n, s in checked.items() if n not in pending}
@@ -279,7 +289,7 @@ def plan():
         return {"result": False, "comment": str(exc)}
 
 
-def up(answer_timeout=180, create_timeout=1800, highstate_timeout=1800):
+def up(answer_timeout=180, create_timeout=1800, highstate_timeout=1800, ahead=True):
     """
     Bring the site up: create what is missing and converge what is not converged, phase by phase;
     stop at the first failure or for the Vault operators.
@@ -287,6 +297,8 @@ def up(answer_timeout=180, create_timeout=1800, highstate_timeout=1800):
     Returns ``result`` (True when every guest is converged), ``phases``, ``guests`` (per guest: the
     action, ok/changed/failed counts, the failed states) and, when it stopped, ``stopped`` (the phase,
     the step, the guest and the message).
+
+    ``ahead=False`` creates each guest in its own phase only (see the module's notes).
 
     CLI Example:
 
@@ -324,7 +336,8 @@ def up(answer_timeout=180, create_timeout=1800, highstate_timeout=1800):
             name = f"bring-up phase {number}/{total}: {bringup.phase_title(pillar, guests)}"
             t0 = time.monotonic()
             _say(f"[{_now()}] {name}: started")
-            stop = _phase(client, pillar, guests, existing, results, timeouts, vault_converges)
+            later = [g for p in phases[number:] for g in p if g not in existing] if ahead and number == 1 else []
+            stop = _phase(client, pillar, guests, existing, results, timeouts, vault_converges, later)
             if not stop:
                 failed = [g for g in guests if results.get(g, {}).get("failed")]
                 if failed:
@@ -343,22 +356,43 @@ def up(answer_timeout=180, create_timeout=1800, highstate_timeout=1800):
     return ret
 
 
-def _phase(client, pillar, guests, existing, results, timeouts, vault_converges):
-    """One phase: create the new guests, converge the existing ones, then Vault's gate. The stop or None."""
+def _create_new(pillar, new, ahead, existing, results, timeouts):
+    """salt-cloud -m for a phase's new guests and the later ones created ``ahead`` (held). The stop or None."""
     from sitectl import bringup
 
+    if not new and not ahead:
+        return None
+    if ahead:
+        # Held until their phases come: long enough for this bring-up's creations and highstates.
+        bringup.hold(__opts__["cachedir"], ahead, timeouts["create"] + 2 * timeouts["highstate"])
+    _say("  creating " + "; ".join(filter(None, [
+        new and f"{', '.join(new)} (salt-cloud -m; their first highstate by the created reactor)",
+        ahead and f"ahead of their phases, {', '.join(ahead)} (their base now: {bringup.AHEAD_SLS})"])))
+    created, stop = _create([*new, *ahead], pillar, timeouts["create"], held=set(ahead))
+    results.update(created)
+    existing |= set(new) | set(ahead)
+    return stop
+
+
+def _phase(client, pillar, guests, existing, results, timeouts, vault_converges, ahead=()):
+    """One phase: create the new guests (and ``ahead``, the later phases' new guests, held), converge the
+    existing ones, then Vault's gate. The stop or None."""
+    from sitectl import bringup
+
+    cachedir = __opts__["cachedir"]
     new = [g for g in guests if g not in existing]
-    if new:
-        _say(f"  creating {', '.join(new)} (salt-cloud -m; their first highstate by the created reactor)")
-        created, stop = _create(new, pillar, timeouts["create"])
-        results.update(created)
-        if stop:
-            return stop
-        existing |= set(new)
-    old = [g for g in guests if g not in new]
-    if old:
-        converged, stop = _converge(client, old, timeouts["answer"], timeouts["highstate"])
+    stop = _create_new(pillar, new, ahead, existing, results, timeouts)
+    if stop:
+        return stop
+    fresh = sorted(bringup.held(cachedir) & set(guests))
+    old = [g for g in guests if g not in new and g not in fresh]
+    for names, is_fresh in ((fresh, True), (old, False)):
+        if not names:
+            continue
+        converged, stop = _converge(client, names, timeouts["answer"], timeouts["highstate"], fresh=is_fresh)
         results.update(converged)
+        if is_fresh:
+            bringup.release(cachedir, names)
         if stop:
             return stop
     _again_after_an_exception(client, results, guests, timeouts["highstate"])

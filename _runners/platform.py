@@ -22,6 +22,11 @@ on facts it gathers itself:
 A forged event therefore reaches at most what salt-cloud's own event would: the first highstate of
 a guest salt-cloud really created. Operators re-apply a guest with ``salt <name> state.highstate``.
 
+A guest the bring-up created ahead of its phase (held: ``sitectl.bringup.held``, a file in the
+master's cache dir that only the bring-up runner writes) gets its base instead
+(``sitectl.bringup.AHEAD_SLS``: its packages and its firewall, custom modules synced first); its
+highstate comes from the bring-up in its phase. The checks above are the same for it.
+
 Why not an orchestration: the reactor runs runners in a thread pool, and concurrent
 ``state.orchestrate`` calls (a ``salt-cloud -P -m`` of a whole site fires many created events at
 once) race in Salt 3008's loader (``KeyError: 'salt.loaded.int.grains.core'`` while building the
@@ -121,6 +126,8 @@ def provisioned(name, timeout=180, interval=3):
 
         salt-run platform.provisioned vault
     """
+    from sitectl import bringup
+
     if not isinstance(name, str) or not _GUEST_NAME.match(name):
         return _refuse(f"{name!r} is not a guest name; nothing applied")
     fingerprint = _key_fingerprint(name)
@@ -148,6 +155,13 @@ def provisioned(name, timeout=180, interval=3):
         fingerprint = _key_fingerprint(name)
         if not fingerprint or not _claim(name, fingerprint):
             return _refuse(f"{name} (this key) was already brought to its highstate once; nothing applied")
-        jid = client.cmd_async(target, "state.highstate", tgt_type="compound")
-    log.info("highstate of new guest %s started, jid %s", name, jid)
-    return {"result": True, "comment": f"highstate of {name} started", "jid": jid}
+        held = name in bringup.held(__opts__["cachedir"])
+        if held:
+            jid = client.cmd_async(target, "state.sls", [bringup.AHEAD_SLS], tgt_type="compound",
+                                   kwarg={"sync_mods": "all"})
+            comment = f"{name} is held for its bring-up phase: its base ({bringup.AHEAD_SLS}) started"
+        else:
+            jid = client.cmd_async(target, "state.highstate", tgt_type="compound")
+            comment = f"highstate of {name} started"
+    log.info("new guest: %s, jid %s", comment, jid)
+    return {"result": True, "comment": comment, "jid": jid, "held": held}

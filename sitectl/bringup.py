@@ -18,10 +18,18 @@ The order comes from the site, not from a list of guests: a guest comes after
 Only what a guest's highstate really reads from another guest orders them: guests with no order
 between them form one phase and converge in parallel (the lab's bring-up time is the sum of the
 phases).
+
+Guests of the later phases are created ahead, in the first phase's ``salt-cloud -m`` (while Vault
+converges and waits for its operators): the bring-up *holds* them (``hold``), and the provision flow
+(``_runners/platform.py``) then gives a held guest only its base (``AHEAD_SLS``: the one apt
+transaction of its packages and its firewall, which read nothing from another guest) instead of its
+highstate. Its highstate comes in its own phase, queued behind that base run.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from contextlib import contextmanager
 
@@ -31,6 +39,63 @@ LAST_ROLES = ("monitoring",)
 # Before Vault's operator has initialised and unsealed it, the vault guest's highstate fails in this
 # SLS (and skips what requires it); anything else failing is a failure of its own.
 WAITS_FOR_OPERATOR = frozenset({"vault.unseal"})
+# What a guest created ahead of its phase gets at once (with the custom modules synced first): its
+# packages, in the guest's one apt transaction (common.apt), then its firewall (common.firewall
+# includes common.apt). Neither reads a secret or another guest, and the services those packages
+# start are behind the site's firewall before the guest waits for its phase.
+AHEAD_SLS = "common.firewall"
+HOLD_FILE = "bringup-held.json"
+
+
+def _hold_path(cachedir: str) -> str:
+    return os.path.join(cachedir, "platform", HOLD_FILE)
+
+
+def held(cachedir: str, now: float | None = None) -> set[str]:
+    """The guests the bring-up created ahead of their phase and has not highstated yet. A hold ends
+    at its ``until`` (a bring-up that died does not hold a guest for ever: a later bring-up then
+    checks such a guest with ``test=True`` like any existing one)."""
+    try:
+        with open(_hold_path(cachedir), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(data, dict) or not isinstance(data.get("names"), list):
+        return set()
+    if float(data.get("until") or 0) <= (time.time() if now is None else now):
+        return set()
+    return {n for n in data["names"] if isinstance(n, str)}
+
+
+def _write_held(cachedir: str, names: set[str], until: float) -> None:
+    path = _hold_path(cachedir)
+    if not names:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"names": sorted(names), "until": until}, fh)
+    os.replace(tmp, path)
+
+
+def hold(cachedir: str, names, seconds: float) -> None:
+    """Hold ``names`` (with those still held) for ``seconds`` from now."""
+    _write_held(cachedir, held(cachedir) | set(names), time.time() + float(seconds))
+
+
+def release(cachedir: str, names) -> None:
+    """``names`` got their highstate: no longer held."""
+    try:
+        with open(_hold_path(cachedir), encoding="utf-8") as fh:
+            until = float(json.load(fh).get("until") or 0)
+    except (OSError, ValueError, AttributeError):
+        until = 0.0
+    _write_held(cachedir, held(cachedir) - set(names), until)
 
 
 class OrderError(ValueError):

@@ -197,3 +197,81 @@ def test_a_highstate_that_raised_inside_salt_is_run_once_more_and_the_exception_
     assert results["db"]["failed"] == 1 and "retried" not in results["db"]
     assert "vault: the highstate raised inside Salt (KeyError: 140578509712256); run once more" in \
         capsys.readouterr().err
+
+
+def test_guests_created_ahead_are_held_until_their_highstate_or_the_holds_end(tmp_path):
+    cachedir = str(tmp_path)
+    assert bringup.held(cachedir) == set()
+    bringup.hold(cachedir, ["nextcloud", "k3s"], 600)
+    assert bringup.held(cachedir) == {"nextcloud", "k3s"}
+    hold_file = tmp_path / "platform" / bringup.HOLD_FILE
+    assert hold_file.stat().st_mode & 0o777 == 0o600, "the master's cache: root only"
+    bringup.release(cachedir, ["k3s"])
+    assert bringup.held(cachedir) == {"nextcloud"}
+    assert bringup.held(cachedir, now=__import__("time").time() + 601) == set(), "a hold ends at its time"
+    bringup.release(cachedir, ["nextcloud"])
+    assert not hold_file.exists()
+    hold_file.parent.mkdir(exist_ok=True)
+    hold_file.write_text("not json")
+    assert bringup.held(cachedir) == set(), "a damaged hold holds nothing: the guest is checked as any other"
+
+
+def _runner():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bringup_runner", ROOT / "_runners" / "bringup.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    return runner
+
+
+class _Minions:
+    """The LocalClient as the runner uses it: every minion answers, every state is clean."""
+
+    def __init__(self):
+        self.calls = []
+
+    def cmd(self, names, fun, **kwargs):
+        return {name: True for name in names}
+
+    def cmd_iter(self, names, fun, kwarg=None, **kwargs):
+        self.calls.append((sorted(names), fun, kwarg))
+        yield {name: {"ret": {"file_|-x_|-/x_|-managed": {"result": True, "changes": {}, "__run_num__": 0}}}
+               for name in names}
+
+
+def test_the_first_phase_creates_the_later_phases_guests_ahead_and_their_phase_highstates_them_at_once(
+        tmp_path, monkeypatch, capsys):
+    """Phase 1 hands the later phases' new guests to salt-cloud with its own, held (the provision flow
+    gives them their base only); in its phase a held guest gets its highstate with no test=True run
+    first, queued behind its base, and is no longer held; a guest that existed before is checked first."""
+    runner = _runner()
+    runner.__opts__ = {"cachedir": str(tmp_path)}
+    created = []
+
+    def create(names, pillar, timeout, held=frozenset()):
+        created.append((list(names), set(held)))
+        assert bringup.held(str(tmp_path)) >= set(held), "held before salt-cloud fires their created events"
+        return {n: {**bringup.summarize({}), "action": "created"} for n in names if n not in held}, None
+
+    monkeypatch.setattr(runner, "_create", create)
+    pillar = {"site": {"guests": {"vault": {"roles": ["vault"]}, "db": {"roles": ["postgresql"]},
+                                  "web": {"roles": ["nextcloud"]}, "old": {"roles": ["nextcloud"]}}}}
+    timeouts = {"answer": 5, "create": 60, "highstate": 60}
+    minions, results, existing = _Minions(), {}, {"old"}
+    stop = runner._phase(minions, pillar, ["vault"], existing, results, timeouts, False, ["db", "web"])
+    assert stop is None and created == [(["vault", "db", "web"], {"db", "web"})]
+    assert existing == {"old", "vault", "db", "web"} and set(results) == {"vault"}
+    assert minions.calls == [], "no highstate of a held guest in the first phase"
+    assert "ahead of their phases, db, web (their base now: common.firewall)" in capsys.readouterr().err
+
+    assert runner._phase(minions, pillar, ["db"], existing, results, timeouts, False) is None
+    assert minions.calls == [(["db"], "state.highstate", {"queue": True})]
+    assert results["db"]["action"] == "created" and bringup.held(str(tmp_path)) == {"web"}
+
+    minions.calls.clear()
+    assert runner._phase(minions, pillar, ["old", "web"], existing, results, timeouts, False) is None
+    assert minions.calls == [(["web"], "state.highstate", {"queue": True}),
+                             (["old"], "state.highstate", {"test": True})]
+    assert results["old"]["action"] == "unchanged" and results["web"]["action"] == "created"
+    assert bringup.held(str(tmp_path)) == set() and created == [(["vault", "db", "web"], {"db", "web"})]
