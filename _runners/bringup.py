@@ -16,11 +16,13 @@ In each phase:
   shows a pending change or a failure is it highstated. A converged guest is neither re-created nor
   changed, so running the bring-up again at any point finishes what is missing, and a guest added to
   the site is created and converged alone;
-- the first phase's ``salt-cloud -m`` also creates the missing guests of every later phase (``ahead``,
-  on by default): while Vault converges and waits for its operators, they are created and get their
-  base (packages and firewall, ``sitectl.bringup.AHEAD_SLS``) from the provision flow, held for their
-  phase (``sitectl.bringup.hold``); in its phase such a guest gets its highstate at once (no
-  ``test=True`` first: it has never had one), queued behind its base run if that still runs.
+- the ``salt-cloud -m`` of the phase after Vault's also creates the missing guests of every later
+  phase (``ahead``, on by default): while that phase converges, they are created and get their base
+  (packages and firewall, ``sitectl.bringup.AHEAD_SLS``) from the provision flow, held for their phase
+  (``sitectl.bringup.hold``); in its phase such a guest gets its highstate at once (no ``test=True``
+  first: it has never had one), queued behind its base run if that still runs. Not during Vault's
+  own phase: the master restarts after it (its Vault credentials), and minions connected before that
+  restart were seen unreachable for minutes.
 
 It stops at the first phase with a failure (a guest salt-cloud did not create, a minion that does
 not answer, a failed state), naming the guest and each failed state. After the Vault guest's phase
@@ -336,7 +338,7 @@ def up(answer_timeout=180, create_timeout=1800, highstate_timeout=1800, ahead=Tr
             name = f"bring-up phase {number}/{total}: {bringup.phase_title(pillar, guests)}"
             t0 = time.monotonic()
             _say(f"[{_now()}] {name}: started")
-            later = [g for p in phases[number:] for g in p if g not in existing] if ahead and number == 1 else []
+            later = bringup.created_ahead(phases, number, existing, vault_converges) if ahead else []
             stop = _phase(client, pillar, guests, existing, results, timeouts, vault_converges, later)
             if not stop:
                 failed = [g for g in guests if results.get(g, {}).get("failed")]

@@ -240,9 +240,19 @@ class _Minions:
                for name in names}
 
 
-def test_the_first_phase_creates_the_later_phases_guests_ahead_and_their_phase_highstates_them_at_once(
+def test_the_phase_after_vaults_creates_the_later_phases_missing_guests_ahead(example):
+    phases = bringup.phases(example)
+    assert bringup.created_ahead(phases, 1, set()) == [], "not while Vault's phase ends in a master restart"
+    third = [g for later in phases[2:] for g in later]
+    assert third and bringup.created_ahead(phases, 2, set()) == third
+    assert bringup.created_ahead(phases, 2, {third[0]}) == third[1:], "an existing guest is not created again"
+    assert all(bringup.created_ahead(phases, n, set()) == [] for n in range(3, len(phases) + 1))
+    assert bringup.created_ahead(phases, 1, set(), vault_converges=False) == [g for p in phases[1:] for g in p]
+
+
+def test_a_phase_creates_the_later_phases_guests_ahead_and_their_phase_highstates_them_at_once(
         tmp_path, monkeypatch, capsys):
-    """Phase 1 hands the later phases' new guests to salt-cloud with its own, held (the provision flow
+    """A phase hands the later phases' new guests to salt-cloud with its own, held (the provision flow
     gives them their base only); in its phase a held guest gets its highstate with no test=True run
     first, queued behind its base, and is no longer held; a guest that existed before is checked first."""
     runner = _runner()
@@ -262,7 +272,7 @@ def test_the_first_phase_creates_the_later_phases_guests_ahead_and_their_phase_h
     stop = runner._phase(minions, pillar, ["vault"], existing, results, timeouts, False, ["db", "web"])
     assert stop is None and created == [(["vault", "db", "web"], {"db", "web"})]
     assert existing == {"old", "vault", "db", "web"} and set(results) == {"vault"}
-    assert minions.calls == [], "no highstate of a held guest in the first phase"
+    assert minions.calls == [], "no highstate of a held guest before its phase"
     assert "ahead of their phases, db, web (their base now: common.firewall)" in capsys.readouterr().err
 
     assert runner._phase(minions, pillar, ["db"], existing, results, timeouts, False) is None
