@@ -20,9 +20,8 @@ In each phase:
   phase (``ahead``, on by default): while that phase converges, they are created and get their base
   (packages and firewall, ``sitectl.bringup.AHEAD_SLS``) from the provision flow, held for their phase
   (``sitectl.bringup.hold``); in its phase such a guest gets its highstate at once (no ``test=True``
-  first: it has never had one), queued behind its base run if that still runs. Not during Vault's
-  own phase: the master restarts after it (its Vault credentials), and minions connected before that
-  restart were seen unreachable for minutes.
+  first: it has never had one), queued behind its base run if that still runs
+  (``sitectl.bringup.created_ahead`` says why not during Vault's own phase).
 
 It stops at the first phase with a failure (a guest salt-cloud did not create, a minion that does
 not answer, a failed state), naming the guest and each failed state. After the Vault guest's phase
