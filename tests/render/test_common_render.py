@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from sitectl import ROOT, render
+from sitectl.site import master_address
 from tests.conftest import guest_with_role, load_site, state_args
 
 pytestmark = pytest.mark.render
@@ -139,6 +140,18 @@ def test_firewall_opens_only_what_the_roles_declare_to_whom_they_declare(example
         assert line in ruleset, f"{guest}: missing {line!r}\n{ruleset}"
     for fragment in absent:
         assert fragment not in ruleset, f"{guest}: unexpected {fragment!r}"
+
+
+@pytest.mark.parametrize("guest", ["postgresql", "microservices"])
+def test_the_minions_connections_to_the_master_survive_the_rulesets_first_load(example_config, guest):
+    """Packets of the minion's connections to the master that conntrack picks up mid-stream (the first
+    load of the ruleset happens inside a highstate) pass before the invalid-state drop: from the
+    master's Salt ports only, and never a SYN."""
+    inbound = rendered_ruleset(example_config, guest).split("chain inbound {", 1)[1]
+    line = f"ip saddr {master_address(SITE)} tcp sport {{ 4505, 4506 }} tcp flags & syn == 0 accept"
+    assert line in inbound
+    assert inbound.index(line) < inbound.index("ct state invalid drop")
+    assert inbound.count("sport") == 1, "no other source port is let in"
 
 
 @pytest.mark.parametrize(("guest", "expected"), [
