@@ -24,8 +24,7 @@ a guest salt-cloud really created. Operators re-apply a guest with ``salt <name>
 
 A guest the bring-up created ahead of its phase (held: ``sitectl.bringup.held``, a file in the
 master's cache dir that only the bring-up runner writes) gets its base instead
-(``sitectl.bringup.AHEAD_SLS``: its packages, its firewall and its minion's configuration, custom
-modules synced first); its
+(``sitectl.bringup.AHEAD_SLS``: its packages and its firewall, custom modules synced first); its
 highstate comes from the bring-up in its phase. The checks above are the same for it.
 
 Why not an orchestration: the reactor runs runners in a thread pool, and concurrent
