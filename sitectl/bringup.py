@@ -39,6 +39,11 @@ LAST_ROLES = ("monitoring",)
 # Before Vault's operator has initialised and unsealed it, the vault guest's highstate fails in this
 # SLS (and skips what requires it); anything else failing is a failure of its own.
 WAITS_FOR_OPERATOR = frozenset({"vault.unseal"})
+# common.minion's state that schedules the minion's restart once none of its jobs runs (a changed
+# minion config: a new guest's first highstate). A publication sent while it restarts is lost, so the
+# bring-up waits for that restart before it publishes anything else to the guest.
+MINION_RESTART_STATE = "common-minion-restart-scheduled"
+MINION_RESTART_UNIT = "platform-salt-minion-restart"
 # What a guest created ahead of its phase gets at once (with the custom modules synced first): its
 # packages, in the guest's one apt transaction (common.apt), then its firewall (common.firewall
 # includes common.apt). Neither reads a secret or another guest, and the services those packages
@@ -228,6 +233,8 @@ def summarize(ret, seconds: float = 0.0) -> dict:
                 failed_sls.add(str(state.get("__sls__")))
         elif state.get("changes") or state.get("result") is None:  # None: test=True, would change
             out["changed"] += 1
+            if state.get("__id__") == MINION_RESTART_STATE and state.get("changes"):
+                out["restarts_minion"] = True
         else:
             out["ok"] += 1
     out["failed_sls"] = sorted(failed_sls)

@@ -285,3 +285,31 @@ def test_a_phase_creates_the_later_phases_guests_ahead_and_their_phase_highstate
                              (["old"], "state.highstate", {"test": True})]
     assert results["old"]["action"] == "unchanged" and results["web"]["action"] == "created"
     assert bringup.held(str(tmp_path)) == set() and created == [(["vault", "db", "web"], {"db", "web"})]
+
+
+def test_the_bring_up_waits_for_the_minion_restart_a_first_highstate_scheduled(capsys):
+    """A highstate whose common.minion scheduled the minion's restart is flagged; the bring-up asks that
+    guest (only) until the restart unit is over, and moves on from a guest that does not answer
+    within the time allowed, saying so."""
+    runner = _runner()
+    restart = {f"cmd_|-{bringup.MINION_RESTART_STATE}_|-systemd-run_|-run": {
+        "result": True, "changes": {"pid": 1}, "__id__": bringup.MINION_RESTART_STATE, "__run_num__": 0}}
+    assert bringup.summarize(restart).get("restarts_minion") is True
+    assert "restarts_minion" not in bringup.summarize({"file_|-x_|-/x_|-managed": {"result": True, "changes": {}}})
+
+    class Restarting:
+        def __init__(self, answers):
+            self.answers, self.calls = list(answers), []
+
+        def cmd(self, names, fun, arg=(), **kwargs):
+            self.calls.append((list(names), fun, list(arg)))
+            return self.answers.pop(0) if self.answers else {}
+
+    results = {"vault": {"restarts_minion": True}, "db": {}}
+    minions = Restarting([{"vault": {"stdout": "active"}}, {}, {"vault": {"stdout": "inactive", "retcode": 3}}])
+    runner._after_minion_restarts(minions, results, ["vault", "db"], 60, pause=0)
+    assert minions.calls == [(["vault"], "cmd.run_all", [f"systemctl is-active {bringup.MINION_RESTART_UNIT}"])] * 3
+
+    silent = Restarting([])
+    runner._after_minion_restarts(silent, results, ["vault"], 0.05, pause=0.01)
+    assert silent.calls and "vault: its minion's restart after its highstate did not finish" in capsys.readouterr().err
