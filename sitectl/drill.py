@@ -303,7 +303,24 @@ class Runner:
         if result is None:
             raise DrillFailed(f"no highstate of the new {self.guest} after its created event")
         self.lab.wait_for_minions([self.guest])
+        self.after_minion_restart()
         return result
+
+    def after_minion_restart(self, timeout: float = 180, pause: float = 8.0) -> None:
+        """Wait until the minion restart the first highstate scheduled (common.minion) is over: a command
+        published while the minion restarts is lost (seen: the drill's verify step waited out its 900 s).
+        The restart waits for a moment with no job of the minion's, so the checks leave ``pause`` between
+        them; after ``timeout`` the drill goes on and its next step says what it finds."""
+        from sitectl.bringup import MINION_RESTART_UNIT
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(pause)
+            reply = self.client.cmd(self.guest, "cmd.run_all", [f"systemctl is-active {MINION_RESTART_UNIT}"],
+                                    timeout=5)
+            out = reply.get(self.guest)
+            if isinstance(out, dict) and str(out.get("stdout", "")).strip() not in ("active", "activating"):
+                return
 
     # -- restore -----------------------------------------------------------------------------------
     def restore_postgresql(self) -> None:

@@ -63,3 +63,25 @@ def test_a_lost_or_changed_definition_shows(change):
     other = copy.deepcopy(EXPORT)
     change(other)
     assert rabbitmq_fingerprint(other) != rabbitmq_fingerprint(EXPORT)
+
+
+def test_the_drill_waits_for_the_new_guests_minion_restart_before_its_next_command():
+    """After the first highstate of the recreated guest, its minion restarts (common.minion) once no job
+    runs; a command sent meanwhile is lost. The drill asks until the restart unit is over: an answer
+    of "active" or no answer at all (the minion restarting) means ask again."""
+    from sitectl import bringup, drill
+
+    class Client:
+        def __init__(self, answers):
+            self.answers, self.calls = list(answers), []
+
+        def cmd(self, target, fun, arg, timeout):
+            self.calls.append((target, fun, arg))
+            return self.answers.pop(0) if self.answers else {}
+
+    runner = drill.Runner.__new__(drill.Runner)
+    runner.guest = "rabbitmq"
+    runner.client = Client([{"rabbitmq": {"stdout": "active"}}, {}, {"rabbitmq": {"stdout": "inactive"}}])
+    runner.after_minion_restart(timeout=60, pause=0)
+    check = ("rabbitmq", "cmd.run_all", [f"systemctl is-active {bringup.MINION_RESTART_UNIT}"])
+    assert runner.client.calls == [check] * 3
