@@ -210,10 +210,8 @@ def _after_minion_restarts(client, results, guests, timeout, pause=8.0):
     deadline = time.monotonic() + float(timeout)
     while waiting and time.monotonic() < deadline:
         time.sleep(pause)
-        answered = client.cmd(waiting, "cmd.run_all", [f"systemctl is-active {bringup.MINION_RESTART_UNIT}"],
-                              tgt_type="list", timeout=5)
-        waiting = [g for g in waiting if not isinstance(answered.get(g), dict)
-                   or str(answered[g].get("stdout", "")).strip() in ("active", "activating")]
+        answered = client.cmd(waiting, "cmd.run_all", [bringup.MINION_RESTART_CHECK], tgt_type="list", timeout=5)
+        waiting = [g for g in waiting if not bringup.minion_restart_over(answered.get(g))]
     for guest in waiting:
         _say(f"  {guest}: its minion's restart after its highstate did not finish within {timeout}s")
 

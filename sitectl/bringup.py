@@ -44,6 +44,13 @@ WAITS_FOR_OPERATOR = frozenset({"vault.unseal"})
 # bring-up waits for that restart before it publishes anything else to the guest.
 MINION_RESTART_STATE = "common-minion-restart-scheduled"
 MINION_RESTART_UNIT = "platform-salt-minion-restart"
+MINION_RESTART_CHECK = f"systemctl is-active {MINION_RESTART_UNIT}"
+
+
+def minion_restart_over(answer) -> bool:
+    """A guest's ``cmd.run_all`` answer to ``MINION_RESTART_CHECK``: True once its minion's scheduled
+    restart is over (or none was scheduled); no answer (the minion restarting) is not over."""
+    return isinstance(answer, dict) and str(answer.get("stdout", "")).strip() not in ("active", "activating")
 # What a guest created ahead of its phase gets at once (with the custom modules synced first): its
 # packages, in the guest's one apt transaction (common.apt), then its firewall (common.firewall
 # includes common.apt). Neither reads a secret or another guest, and the services those packages

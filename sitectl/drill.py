@@ -311,15 +311,13 @@ class Runner:
         published while the minion restarts is lost (seen: the drill's verify step waited out its 900 s).
         The restart waits for a moment with no job of the minion's, so the checks leave ``pause`` between
         them; after ``timeout`` the drill goes on and its next step says what it finds."""
-        from sitectl.bringup import MINION_RESTART_UNIT
+        from sitectl.bringup import MINION_RESTART_CHECK, minion_restart_over
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             time.sleep(pause)
-            reply = self.client.cmd(self.guest, "cmd.run_all", [f"systemctl is-active {MINION_RESTART_UNIT}"],
-                                    timeout=5)
-            out = reply.get(self.guest)
-            if isinstance(out, dict) and str(out.get("stdout", "")).strip() not in ("active", "activating"):
+            if minion_restart_over(self.client.cmd(self.guest, "cmd.run_all", [MINION_RESTART_CHECK],
+                                                   timeout=5).get(self.guest)):
                 return
 
     # -- restore -----------------------------------------------------------------------------------
