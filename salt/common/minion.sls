@@ -1,30 +1,28 @@
-{#- The minion's own configuration. A change restarts the minion once no job of
-    its own is running any more: a restart inside the run (other roles' states
-    come after this one) would cut the run off and lose its return. #}
+{#- The minion's own configuration: its id, its master and the site's settings
+    (sitectl.site.MINION_SETTINGS, with the reasons), which salt-cloud's drivers
+    write before the first boot. A change of what the running minion has restarts
+    it once no job of its own is running any more: a restart inside the run
+    (other roles' states come after this one) would cut the run off and lose its
+    return. A file written with what the minion already runs (a new guest's first
+    highstate) restarts nothing. #}
 {%- from 'common/map.jinja' import guest %}
+{%- set wanted = {'id': guest.name, 'master': guest.master} %}
+{%- do wanted.update(guest.get('minion', {})) %}
+{%- set differs = [] %}
+{%- for key, value in wanted | dictsort if opts.get(key) != value %}
+{%-   do differs.append(key) %}
+{%- endfor %}
 
 common-minion-config-managed:
   file.managed:
     - name: /etc/salt/minion.d/10-platform.conf
     - makedirs: true
     - contents: |
-        # Managed by Salt (common.minion), from the site.
-        id: {{ guest.name }}
-        master: {{ guest.master }}
-        # From its first start on (sitectl.site.MINION_SETTINGS, with the reasons):
-{%- for key, value in guest.get('minion', {}) | dictsort %}
-        {{ key }}: {{ value }}
+        # Managed by Salt (common.minion), from the site (sitectl.site.MINION_SETTINGS:
+        # the reasons for each setting are there).
+{%- for key, value in wanted | dictsort %}
+        {{ key }}: {{ (value | string | lower) if value is boolean else value }}
 {%- endfor %}
-        random_reauth_delay: 10
-        log_level_logfile: warning
-        # Each job in a process of its own (Salt's default, kept on purpose): while a
-        # long highstate runs, saltutil.find_job and test.ping still answer, so the
-        # master's gather_job_timeout never takes a busy minion for a gone one, and a
-        # job's memory is freed when it ends.
-        multiprocessing: true
-        # The minion's grains are read at start and kept for the life of the process
-        # (no periodic refresh): a highstate reads them, never gathers them again.
-        grains_refresh_every: 0
 
 {%- set proc = opts.get('cachedir', '/var/cache/salt/minion') ~ '/proc' %}
 
@@ -50,6 +48,9 @@ common-minion-restart-script-managed:
         done
         exec systemctl restart salt-minion
 
+{%- if differs %}
+
+# The running minion differs from the file in: {{ differs | join(', ') }}.
 common-minion-restart-scheduled:
   cmd.run:
     - name: systemd-run --collect --unit=platform-salt-minion-restart /usr/local/sbin/platform-minion-restart
@@ -57,3 +58,4 @@ common-minion-restart-scheduled:
       - file: common-minion-restart-script-managed
     - onchanges:
       - file: common-minion-config-managed
+{%- endif %}

@@ -43,7 +43,8 @@ def sync_minion(salt_factories, master_overrides, file_roots):
     overrides["file_roots"] = {"base": file_roots}
     master = salt_factories.salt_master_daemon("fn-sync-master", overrides=overrides)
     with master.started(start_timeout=120):
-        minion = master.salt_minion_daemon("fn-sync", overrides=dict(MINION_SETTINGS))
+        minion = master.salt_minion_daemon(
+            "fn-sync", overrides={k: v for k, v in MINION_SETTINGS.items() if k != "log_level_logfile"})
         with minion.started(start_timeout=120):
             yield minion
 

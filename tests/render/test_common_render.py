@@ -6,9 +6,10 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from sitectl import ROOT, render
-from sitectl.site import master_address
+from sitectl.site import MINION_SETTINGS, master_address
 from tests.conftest import guest_with_role, load_site, state_args
 
 pytestmark = pytest.mark.render
@@ -87,6 +88,34 @@ def test_every_minion_points_at_the_master_from_the_site(highstates):
         conf = state_args(high["common-minion-config-managed"], "file")["contents"]
         assert f"id: {guest}\n" in conf
         assert "master: 10.10.10.110\n" in conf
+
+
+def minion_states(config_dir, guest: str, **running) -> dict:
+    """common.minion rendered as by a minion running with ``running`` (its opts)."""
+    return render.caller(config_dir, guest, overrides=running).cmd("state.show_sls", "common.minion")
+
+
+def test_a_new_guests_minion_already_runs_with_the_sites_settings_and_is_not_restarted(example_config):
+    """salt-cloud's drivers write every setting before the first boot (MINION_SETTINGS), so the first
+    highstate's file.managed meets a minion that already runs with them: the file is written, no
+    restart is scheduled (a restart after each first highstate cost half a minute a phase, and a
+    publication sent during it was lost)."""
+    high = minion_states(example_config, "postgresql", master="10.10.10.110", **MINION_SETTINGS)
+    assert isinstance(high, dict), high
+    conf = state_args(high["common-minion-config-managed"], "file")["contents"]
+    for key, value in MINION_SETTINGS.items():
+        assert yaml.safe_load(conf)[key] == value, key
+    assert "common-minion-restart-scheduled" not in high
+
+
+@pytest.mark.parametrize("setting", ["log_level_logfile", "request_channel_timeout", "master"])
+def test_a_setting_the_running_minion_lacks_restarts_it_once_the_file_changes(example_config, setting):
+    running = {"master": "10.10.10.110", **MINION_SETTINGS}
+    running[setting] = {"log_level_logfile": "debug", "request_channel_timeout": 60, "master": "10.10.10.9"}[setting]
+    high = minion_states(example_config, "postgresql", **running)
+    restart = high["common-minion-restart-scheduled"]["cmd"]
+    assert {"onchanges": [{"file": "common-minion-config-managed"}]} in restart
+    assert "platform-salt-minion-restart" in state_args(high["common-minion-restart-scheduled"], "cmd")["name"]
 
 
 def test_node_exporter_listens_on_the_guests_own_address(highstates):
