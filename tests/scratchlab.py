@@ -147,6 +147,18 @@ def pebble(lab: ScratchLab, answer: str):
         acme.stop()
 
 
+def wait_for_minion_restart(lab, name: str, timeout: float = 180) -> None:
+    """common.minion restarts a minion once a highstate that changed what it runs is over (its restart
+    unit is started inside that highstate); a publication sent while it restarts is lost. Asked inside
+    the guest, not through Salt: until the unit is gone."""
+    from sitectl import bringup
+
+    deadline = time.monotonic() + timeout
+    while lab.sh(name, f"{bringup.MINION_RESTART_CHECK} || true").stdout.strip() in ("active", "activating"):
+        assert time.monotonic() < deadline, f"{name}: the minion restart common.minion scheduled never ended"
+        time.sleep(2)
+
+
 def guest_ip(site_data: dict, name: str) -> str:
     return str(ipaddress.ip_interface(site_data["guests"][name]["address"]).ip)
 

@@ -33,8 +33,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sitectl import ROOT, bringup
-from tests.scratchlab import guest_ip, guest_pillar, scratch_site
+from sitectl import ROOT
+from tests.scratchlab import guest_ip, guest_pillar, scratch_site, wait_for_minion_restart
 
 pytestmark = pytest.mark.lab
 
@@ -220,17 +220,6 @@ def _answers(lab, timeout: float = 180) -> None:
         time.sleep(3)
 
 
-def _after_minion_restart(lab, timeout: float = 180) -> None:
-    """common.minion restarts the minion once a highstate that changed what it runs is over (its
-    restart unit is started inside that highstate); a publication sent while it restarts is lost.
-    Asked inside the guest, not through Salt: until the unit is gone, then until the minion answers."""
-    deadline = time.monotonic() + timeout
-    while lab.sh(WEB, f"{bringup.MINION_RESTART_CHECK} || true").stdout.strip() in ("active", "activating"):
-        assert time.monotonic() < deadline, "the minion restart common.minion scheduled never ended"
-        time.sleep(2)
-    _answers(lab)
-
-
 @pytest.fixture(scope="module")
 def through_control(lab, applies) -> tuple[object, object]:
     """The runner guest's key pre-seeded on the control guest's master (as the cloud driver does),
@@ -247,7 +236,8 @@ def through_control(lab, applies) -> tuple[object, object]:
     lab.sh(WEB, "systemctl restart salt-minion")
     _answers(lab)
     first = _salt(lab, WEB, "state.highstate", wait=900)
-    _after_minion_restart(lab)  # scheduled by the first highstate (common.minion) when it was needed
+    wait_for_minion_restart(lab, WEB)  # scheduled by the first highstate (common.minion) when needed
+    _answers(lab)
     return first.get(WEB, first), _salt(lab, WEB, "state.highstate", wait=900).get(WEB)
 
 
